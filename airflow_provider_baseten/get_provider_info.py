@@ -1,0 +1,105 @@
+"""Provider registration, read by Airflow's providers manager through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_baseten import __version__
+
+#: Connection extras declared as form fields; ``hooks.connection`` parses the same keys.
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "auth_scheme": {
+        "label": "Auth scheme",
+        "description": "How the key is sent: 'Api-Key' (default) or 'Bearer'.",
+        "schema": {"type": ["string", "null"], "enum": ["Api-Key", "Bearer", None]},
+    },
+    "timeout": {
+        "label": "Read timeout (s)",
+        "description": "Read timeout for predict-like calls. Default 1230 s, just above Baseten's 1200 s server "
+        "timeout, so Baseten's own 504 arrives first.",
+        "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+    "connect_timeout": {
+        "label": "Connect timeout (s)",
+        "description": "Connect timeout for every call. Default 10 s.",
+        "schema": {"type": ["number", "null"], "minimum": 0.1},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of 429/502/503/529 and connect errors (and 500/504 for reads). Default 5.",
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+    },
+    "verify": {
+        "label": "Verify TLS",
+        "description": "true/false, or the path of a CA bundle. Default true.",
+        "schema": {"type": ["string", "boolean", "null"]},
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": "HTTP(S) proxy for every call, e.g. http://proxy.internal:3128.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "headers": {
+        "label": "Extra headers (JSON)",
+        "description": 'Extra request headers as a JSON object, e.g. {"X-Team": "ml"}. Authorization and Host '
+        "cannot be set here.",
+        "schema": {"type": ["object", "string", "null"], "format": "password"},
+    },
+    "status_rate_limit": {
+        "label": "Status polls per second",
+        "description": "Shared budget of status polls per second for all Baseten triggers of one triggerer "
+        "process. Default 15, below Baseten's 20 req/s limit.",
+        "schema": {"type": ["number", "null"], "minimum": 0.1},
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe this provider to Airflow: hooks, operators, triggers, sensors, connection type and links."""
+    return {
+        "package-name": "airflow-provider-baseten",
+        "name": "Baseten",
+        "description": "Run Baseten inference from Airflow: predict, chains, wake, chat, batch and async predict.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Baseten",
+                "external-doc-url": "https://docs.baseten.co/",
+                "tags": ["ml"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "Baseten", "python-modules": ["airflow_provider_baseten.hooks.baseten"]},
+        ],
+        "operators": [
+            {"integration-name": "Baseten", "python-modules": ["airflow_provider_baseten.operators.baseten"]},
+        ],
+        "sensors": [
+            {"integration-name": "Baseten", "python-modules": ["airflow_provider_baseten.sensors.baseten"]},
+        ],
+        "triggers": [
+            {"integration-name": "Baseten", "python-modules": ["airflow_provider_baseten.triggers.baseten"]},
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_baseten.hooks.baseten.BasetenHook",
+                "hook-name": "Baseten",
+                "connection-type": "baseten",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "extra"],
+                    "relabeling": {"password": "API Key", "host": "Gateway URL (optional)"},
+                    "placeholders": {
+                        "password": "abcd1234.abcd1234",
+                        "host": "empty for Baseten; http://127.0.0.1:8765 for the local emulator",
+                        "port": "from the gateway URL",
+                    },
+                },
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+        "extra-links": [
+            "airflow_provider_baseten.operators.baseten.BasetenModelLink",
+            "airflow_provider_baseten.operators.baseten.BasetenChainLink",
+            "airflow_provider_baseten.operators.baseten.BasetenAsyncRequestLink",
+        ],
+    }

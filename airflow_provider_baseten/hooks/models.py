@@ -1,0 +1,329 @@
+"""Baseten's payloads and status enums, mirroring the OpenAPI specs, and what each status means.
+
+The meaning of a status (pending, succeeded, failed, lost) is decided here, once, next to its enum: operators,
+sensors and triggers ask these helpers instead of comparing strings of their own. Contract tests compare every
+enum with the specs in ``../shared/reference/baseten`` so a new status fails a test, not a DAG.
+
+Models use ``defer_build`` so importing this module (at DAG-parse time, through the hook) stays cheap.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ASYNC_PAYLOAD_LIMIT_BYTES = 256 * 1024
+"""Baseten's per-organization limit for an async request body (413 beyond)."""
+
+
+class AsyncRequestStatus(StrEnum):
+    """``status`` of ``GET /async_request/{id}``."""
+
+    QUEUED = "QUEUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELED = "CANCELED"
+    WEBHOOK_FAILED = "WEBHOOK_FAILED"
+
+    @property
+    def is_pending(self) -> bool:
+        return self in (AsyncRequestStatus.QUEUED, AsyncRequestStatus.IN_PROGRESS)
+
+    @property
+    def is_terminal(self) -> bool:
+        return not self.is_pending
+
+
+class WebhookStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    NO_WEBHOOK_PROVIDED = "NO_WEBHOOK_PROVIDED"
+
+
+class AsyncErrorCode(StrEnum):
+    MODEL_PREDICT_ERROR = "MODEL_PREDICT_ERROR"
+    MODEL_PREDICT_TIMEOUT = "MODEL_PREDICT_TIMEOUT"
+    MODEL_NOT_READY = "MODEL_NOT_READY"
+    MODEL_DOES_NOT_EXIST = "MODEL_DOES_NOT_EXIST"
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+    MODEL_INVALID_INPUT = "MODEL_INVALID_INPUT"
+    ASYNC_REQUEST_NOT_SUPPORTED = "ASYNC_REQUEST_NOT_SUPPORTED"
+    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+
+
+class ErrorCode(StrEnum):
+    """``error_code`` of Baseten's ``ErrorResponse``."""
+
+    TIMEOUT = "timeout"
+    CLIENT_ERROR = "client_error"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    MODEL_NOT_READY = "model_not_ready"
+    MODEL_DOES_NOT_EXIST = "model_does_not_exist"
+    RATE_LIMITED = "rate_limited"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNAUTHORIZED = "unauthorized"
+    APPLICATION_ERROR = "application_error"
+    INTERNAL_BASETEN_ERROR = "internal_baseten_error"
+
+
+class Readiness(StrEnum):
+    """What a deployment status means for a caller waiting to send traffic."""
+
+    READY = "ready"
+    PENDING = "pending"
+    FAILED = "failed"
+    INACTIVE = "inactive"
+    UNHEALTHY = "unhealthy"
+
+
+class DeploymentStatus(StrEnum):
+    """``DeploymentStatusV1`` of the management API."""
+
+    BUILDING = "BUILDING"
+    DEPLOYING = "DEPLOYING"
+    DEPLOY_FAILED = "DEPLOY_FAILED"
+    LOADING_MODEL = "LOADING_MODEL"
+    ACTIVE = "ACTIVE"
+    UNHEALTHY = "UNHEALTHY"
+    BUILD_FAILED = "BUILD_FAILED"
+    BUILD_STOPPED = "BUILD_STOPPED"
+    DEACTIVATING = "DEACTIVATING"
+    INACTIVE = "INACTIVE"
+    FAILED = "FAILED"
+    UPDATING = "UPDATING"
+    SCALED_TO_ZERO = "SCALED_TO_ZERO"
+    WAKING_UP = "WAKING_UP"
+
+    @property
+    def readiness(self) -> Readiness:
+        return _READINESS[self]
+
+
+_READINESS: dict[DeploymentStatus, Readiness] = {
+    DeploymentStatus.ACTIVE: Readiness.READY,
+    DeploymentStatus.SCALED_TO_ZERO: Readiness.PENDING,
+    DeploymentStatus.WAKING_UP: Readiness.PENDING,
+    DeploymentStatus.LOADING_MODEL: Readiness.PENDING,
+    DeploymentStatus.DEPLOYING: Readiness.PENDING,
+    DeploymentStatus.BUILDING: Readiness.PENDING,
+    DeploymentStatus.UPDATING: Readiness.PENDING,
+    DeploymentStatus.BUILD_FAILED: Readiness.FAILED,
+    DeploymentStatus.BUILD_STOPPED: Readiness.FAILED,
+    DeploymentStatus.DEPLOY_FAILED: Readiness.FAILED,
+    DeploymentStatus.FAILED: Readiness.FAILED,
+    DeploymentStatus.INACTIVE: Readiness.INACTIVE,
+    DeploymentStatus.DEACTIVATING: Readiness.INACTIVE,
+    DeploymentStatus.UNHEALTHY: Readiness.UNHEALTHY,
+}
+
+
+class _Payload(BaseModel):
+    """Responses keep unknown fields (Baseten adds fields over time); requests forbid them."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+# --- async inference -------------------------------------------------------------------------------------------
+
+
+class InferenceRetryConfig(_Request):
+    """How Baseten retries the model's 500/502/503/504 for one async request."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    initial_delay_ms: int = Field(default=1000, ge=0, le=10_000)
+    max_delay_ms: int = Field(default=5000, ge=0, le=60_000)
+
+
+class AsyncPredictRequest(_Request):
+    """Body of ``async_predict`` and ``async_run_remote``."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True, protected_namespaces=())
+
+    model_input: dict[str, Any]
+    webhook_endpoint: str | None = None
+    priority: int = Field(default=0, ge=0, le=2)
+    max_time_in_queue_seconds: int = Field(default=600, ge=10, le=259_200)
+    inference_retry_config: InferenceRetryConfig | None = None
+
+    @field_validator("webhook_endpoint")
+    @classmethod
+    def _https_or_local(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_webhook_endpoint(value)
+        return value
+
+
+def check_webhook_endpoint(url: str) -> None:
+    """Baseten delivers webhooks over HTTPS only; plain http is accepted for localhost during development."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+    if not parts.hostname or parts.scheme not in ("https", "http") or (parts.scheme == "http" and not local):
+        raise ValueError(f"webhook_endpoint {url!r} must be an https:// URL (http:// only for localhost)")
+
+
+class AsyncSubmitResponse(_Payload):
+    request_id: str
+
+
+class AsyncRequestError(_Payload):
+    code: str
+    message: str
+
+
+class AsyncRequestState(_Payload):
+    """``GET /async_request/{id}``: status only; Baseten never returns the prediction here."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True, protected_namespaces=())
+
+    request_id: str
+    model_id: str | None = None
+    chain_id: str | None = None
+    deployment_id: str | None = None
+    status: str
+    webhook_status: str | None = None
+    created_at: str | None = None
+    status_at: str | None = None
+    errors: list[AsyncRequestError] = Field(default_factory=list)
+
+    @property
+    def known_status(self) -> AsyncRequestStatus | None:
+        """The status as an enum, or ``None`` for a value this provider does not know (treated as a failure)."""
+        try:
+            return AsyncRequestStatus(self.status)
+        except ValueError:
+            return None
+
+    def manifest(self) -> dict[str, Any]:
+        """The small JSON record operators and the sensor return (never the prediction)."""
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+class CancelAsyncResponse(_Payload):
+    request_id: str
+    canceled: bool
+    message: str = ""
+
+
+class AsyncQueueStatus(_Payload):
+    model_config = ConfigDict(extra="allow", defer_build=True, protected_namespaces=())
+
+    model_id: str | None = None
+    deployment_id: str | None = None
+    num_queued_requests: int
+    num_in_progress_requests: int
+
+
+class ErrorResponse(_Payload):
+    error: str | None = None
+    error_code: str | None = None
+    detail: str | None = None
+
+
+# --- management API --------------------------------------------------------------------------------------------
+
+
+class Deployment(_Payload):
+    """``DeploymentV1`` (the fields a waiter needs; the rest are kept as extras)."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True, protected_namespaces=())
+
+    id: str
+    name: str | None = None
+    model_id: str | None = None
+    status: str
+    active_replica_count: int | None = None
+    environment: str | None = None
+    is_production: bool | None = None
+    is_development: bool | None = None
+
+    @property
+    def known_status(self) -> DeploymentStatus | None:
+        try:
+            return DeploymentStatus(self.status)
+        except ValueError:
+            return None
+
+
+class Environment(_Payload):
+    """``EnvironmentV1``: a named environment and the deployment it currently serves."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True, protected_namespaces=())
+
+    name: str
+    model_id: str | None = None
+    current_deployment: Deployment | None = None
+
+
+class UserInfo(_Payload):
+    user_id: str
+    email: str | None = None
+    name: str | None = None
+    workspace_name: str | None = None
+
+
+# --- chat completions (OpenAI-compatible) ----------------------------------------------------------------------
+
+
+class ChatMessage(_Payload):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields this provider knows; anything else a caller passes goes through unchanged."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+
+class ChatChoice(_Payload):
+    index: int = 0
+    message: ChatMessage
+    finish_reason: str | None = None
+
+
+class Usage(_Payload):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatCompletion(_Payload):
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
+    model: str | None = None
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class ModelAPIModel(_Payload):
+    id: str
+    object: str | None = None
+    owned_by: str | None = None

@@ -1,0 +1,133 @@
+"""When a failed call is retried, and how long to wait: one policy for the sync and async clients.
+
+A call is *idempotent* (GET, DELETE, wake, activate) or not (predict, run_remote, async submit, chat). Only
+idempotent calls are retried after a request may have reached the model; a non-idempotent POST is retried only
+when it provably never did (connect failure, 429, 503, 529), because a retry of a predict can run and bill it twice.
+
+| outcome                                   | idempotent | not idempotent                                   |
+| ----------------------------------------- | ---------- | ------------------------------------------------ |
+| connect error / connect timeout / pool    | retry      | retry                                            |
+| 429, 503, 529                             | retry      | retry                                            |
+| 502                                       | retry      | raise (a replica may have crashed mid-predict)   |
+| 500, 504                                  | retry      | raise                                            |
+| read timeout, reset after the request     | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
+| any other status                          | raise      | raise                                            |
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState
+
+from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenAPIError
+
+ALWAYS_RETRIED_STATUSES = frozenset({429, 503, 529})
+IDEMPOTENT_ONLY_STATUSES = frozenset({500, 502, 504})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date; ``None`` if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_after_of(response: httpx.Response, body: Any = None) -> float | None:
+    """The server's requested wait: the ``Retry-After`` header, else a ``retry_after`` body field (seconds)."""
+    header = parse_retry_after(response.headers.get("retry-after"))
+    if header is not None:
+        return header
+    if isinstance(body, dict):
+        value = body.get("retry_after")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
+
+
+def never_reached_server(exc: BaseException) -> bool:
+    """True when the request provably never left this process (so even a POST may be sent again).
+
+    httpx's own transport raises ``ConnectError``/``ConnectTimeout``/``PoolTimeout`` only before sending. The aiohttp
+    transport maps *every* ``aiohttp.ClientConnectionError`` (a server disconnect mid-response included) to
+    ``ConnectTimeout``, so there the underlying aiohttp error must be a connector error to count.
+    """
+    if isinstance(exc, httpx.PoolTimeout):
+        return True
+    if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return False
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return True
+    import aiohttp
+
+    return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
+    """The table in this module's docstring."""
+    if isinstance(exc, BasetenAPIError):
+        status = exc.status_code or 0
+        return status in ALWAYS_RETRIED_STATUSES or (idempotent and status in IDEMPOTENT_ONLY_STATUSES)
+    if isinstance(exc, httpx.TransportError):
+        return idempotent or never_reached_server(exc)
+    return False
+
+
+def ambiguous_submit(exc: httpx.TransportError, what: str) -> BasetenAmbiguousSubmitError:
+    """The error for a non-idempotent call that failed after it may have reached the model."""
+    return BasetenAmbiguousSubmitError(
+        f"{what} failed after the request may have reached the model ({type(exc).__name__}); it was not retried "
+        "because the model may have run (and been billed). Retrying the task submits it again."
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, raised to any server-requested wait, capped per wait and in total."""
+
+    max_retries: int = 5
+    initial: float = 0.5
+    max_wait: float = 30.0
+    total_budget: float = 300.0
+    jitter: Callable[[], float] = random.random
+
+    def wait_seconds(self, attempt: int, retry_after: float | None) -> float:
+        backoff = min(self.max_wait, self.initial * 2 ** (attempt - 1))
+        jittered = backoff / 2 + self.jitter() * backoff / 2
+        if retry_after is not None:
+            return min(max(retry_after, jittered), self.max_wait * 4)
+        return jittered
+
+    def tenacity_kwargs(self, *, idempotent: bool) -> dict[str, Any]:
+        """Arguments for ``tenacity.Retrying``/``AsyncRetrying`` (the caller adds its own ``sleep``)."""
+        from tenacity import retry_if_exception, stop_after_attempt, stop_after_delay
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(exc, "retry_after", None)
+            return self.wait_seconds(state.attempt_number, retry_after)
+
+        return {
+            "stop": stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.total_budget),
+            "wait": wait,
+            "retry": retry_if_exception(lambda exc: is_retryable(exc, idempotent=idempotent)),
+            "reraise": True,
+        }

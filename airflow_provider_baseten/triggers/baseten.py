@@ -1,0 +1,8 @@
+"""Public import path of the Baseten triggers (``classpath`` in serialized triggers points here)."""
+
+from __future__ import annotations
+
+from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
+from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
+
+__all__ = ["BasetenAsyncRequestTrigger", "BasetenDeploymentReadyTrigger"]
