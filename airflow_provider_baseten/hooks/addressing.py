@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from airflow_provider_baseten.exceptions import BasetenConfigError
+if TYPE_CHECKING:
+    from airflow_provider_baseten.exceptions import BasetenConfigError
 
 BASETEN_DOMAIN = "api.baseten.co"
 MANAGEMENT_HOST = "api.baseten.co"
@@ -29,9 +30,20 @@ TargetKind = Literal["model", "chain"]
 Action = Literal["predict", "run_remote", "async_predict", "async_run_remote", "async_queue_status", "wake"]
 
 
+def _config_error(message: str) -> BasetenConfigError:
+    """The error for invalid addressing input, imported on first use.
+
+    Keeps this module free of Airflow imports: the emulator routes with :func:`parse_host` and must start in well
+    under a second, while ``exceptions`` imports Airflow (seconds).
+    """
+    from airflow_provider_baseten.exceptions import BasetenConfigError
+
+    return BasetenConfigError(message)
+
+
 def _check(pattern: re.Pattern[str], value: object, what: str, rule: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise BasetenConfigError(f"Invalid {what} {value!r}: {rule}.")
+        raise _config_error(f"Invalid {what} {value!r}: {rule}.")
     return value
 
 
@@ -62,10 +74,10 @@ def join_path(*segments: str) -> str:
 def validate_route(route: object) -> str:
     """Return a ``/sync/{route}`` route such as ``v1/chat/completions`` if every segment is a plain name."""
     if not isinstance(route, str) or not route.strip("/"):
-        raise BasetenConfigError(f"Invalid sync route {route!r}: expected a path such as 'v1/chat/completions'.")
+        raise _config_error(f"Invalid sync route {route!r}: expected a path such as 'v1/chat/completions'.")
     for segment in route.strip("/").split("/"):
         if segment in {".", ".."} or not _ROUTE_SEGMENT.fullmatch(segment):
-            raise BasetenConfigError(
+            raise _config_error(
                 f"Invalid sync route {route!r}: segment {segment!r} must be letters, digits, '_', '-' or '.'."
             )
     return route.strip("/")
@@ -106,19 +118,21 @@ class Target:
     ) -> Target:
         """Validate addressing parameters as every operator, sensor, trigger and hook call takes them."""
         if (model_id is None) == (chain_id is None):
-            raise BasetenConfigError("Pass exactly one of model_id or chain_id.")
+            raise _config_error("Pass exactly one of model_id or chain_id.")
         kind: TargetKind = "model" if model_id is not None else "chain"
         target_id = validate_id(model_id if model_id is not None else chain_id, f"{kind}_id")
-        environment = validate_environment(environment or "production")
+        # Only None means the default: an empty string (a template that rendered to nothing) must not silently
+        # reach production.
+        environment = validate_environment("production" if environment is None else environment)
         if deployment_id is not None:
             validate_id(deployment_id, "deployment_id")
             if environment != "production":
-                raise BasetenConfigError(
+                raise _config_error(
                     f"deployment_id {deployment_id!r} and environment {environment!r} both pick a deployment; "
                     "pass only one."
                 )
             if regional:
-                raise BasetenConfigError("regional endpoints address an environment, not a deployment_id.")
+                raise _config_error("regional endpoints address an environment, not a deployment_id.")
         return cls(kind, target_id, environment, deployment_id, bool(regional))
 
     @property
@@ -144,7 +158,7 @@ class Target:
     def sync_endpoint(self, route: str) -> Endpoint:
         """``/{prefix}/sync/{route}``: the passthrough to a custom server (e.g. ``v1/chat/completions``)."""
         if self.kind != "model":
-            raise BasetenConfigError("sync routes exist on deployed models only, not on chains.")
+            raise _config_error("sync routes exist on deployed models only, not on chains.")
         return Endpoint(self.host, join_path(self.prefix, "sync", validate_route(route)))
 
     def async_request_endpoint(self, request_id: str) -> Endpoint:
@@ -173,7 +187,7 @@ class Target:
 
     def _require_model(self, what: str) -> None:
         if self.kind != "model":
-            raise BasetenConfigError(f"{what} is available for models only, not chains.")
+            raise _config_error(f"{what} is available for models only, not chains.")
 
     def describe(self) -> str:
         """A short human label: ``model abc123 (production)``."""
@@ -189,6 +203,40 @@ def management_endpoint(*segments: str) -> Endpoint:
 def model_apis_endpoint(*segments: str) -> Endpoint:
     """``inference.baseten.co/v1/...`` (Model APIs, OpenAI-compatible)."""
     return Endpoint(MODEL_APIS_HOST, join_path("v1", *segments))
+
+
+#: How a path on a model or chain host picks its deployment (the first segments :attr:`Target.prefix` writes).
+Selector = Literal["production", "development", "environment", "deployment", "none"]
+
+
+@dataclass(frozen=True)
+class ParsedPath:
+    """A path on a model or chain host, split the way :class:`Target` joins it: deployment selector, then action.
+
+    ``name`` is the environment name (``production`` for ``/production``, the name for ``/environments/{name}``) or
+    the deployment id (``/deployment/{id}``); ``None`` for ``/development`` and for bare paths (``selector="none"``:
+    regional hosts and ``/async_request/{id}``).
+    """
+
+    selector: Selector
+    name: str | None
+    action: tuple[str, ...]
+
+
+def parse_target_path(path: str) -> ParsedPath | None:
+    """Inverse of :attr:`Target.prefix` for routing: ``None`` when the prefix is malformed (``/environments/Bad``)."""
+    segments = [segment for segment in path.split("/") if segment]
+    head = segments[0] if segments else ""
+    if head == "production":
+        return ParsedPath("production", "production", tuple(segments[1:]))
+    if head == "development":
+        return ParsedPath("development", None, tuple(segments[1:]))
+    if head in ("environments", "deployment"):
+        pattern = _ENVIRONMENT if head == "environments" else _ID
+        if len(segments) < 2 or not pattern.fullmatch(segments[1]):
+            return None
+        return ParsedPath("environment" if head == "environments" else "deployment", segments[1], tuple(segments[2:]))
+    return ParsedPath("none", None, tuple(segments))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,63 @@
+"""``python -m airflow_provider_baseten.emulator``: serve a world on loopback until Ctrl-C (or SIGTERM).
+
+Prints the URL, the API key and a ``curl`` line, then one line ``ready`` once it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    from airflow_provider_baseten.emulator.world import DEMO_API_KEY
+
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_baseten.emulator",
+        description="A local Baseten: routes on the Host header like api.baseten.co, model-<id>.api.baseten.co, ...",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    parser.add_argument("--api-key", default=DEMO_API_KEY, help=f"accepted API key (default: {DEMO_API_KEY})")
+    parser.add_argument("--world", help="world JSON file (default: the built-in demo world)")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="emulated seconds per wall second")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
+    args = _parser().parse_args(argv)
+    from airflow_provider_baseten.emulator.server import Emulator
+    from airflow_provider_baseten.emulator.world import World
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    world = World.from_json(args.world) if args.world else World.default()
+    emulator = Emulator(world, api_key=args.api_key, time_scale=args.time_scale, port=args.port, host=args.host)
+    emulator.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"Baseten emulator on {emulator.url} (time scale {args.time_scale:g})", flush=True)
+    print(f"API key: {args.api_key}", flush=True)
+    print(
+        f"Try: curl -s {emulator.url}/production/predict -H 'Host: model-echo01.api.baseten.co' "
+        f"-H 'Authorization: Api-Key {args.api_key}' -d '{{\"hello\": \"world\"}}'",
+        flush=True,
+    )
+    print(f"ready in {time.monotonic() - started:.2f} s", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""The management API subset on ``api.baseten.co``: models, deployments, environments, activate, users/me, chains.
+
+Records have the shapes of ``management-openapi.json`` (``ModelV1``, ``DeploymentV1``, ``EnvironmentV1``, ...),
+filled from the world and each deployment's live status. Invoke-only keys get 403 here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
+
+from airflow_provider_baseten.emulator.async_queue import iso
+from airflow_provider_baseten.emulator.responses import Call, Handler, error, json_response
+
+if TYPE_CHECKING:
+    from airflow_provider_baseten.emulator.lifecycle import DeploymentRuntime, TargetRuntime
+    from airflow_provider_baseten.emulator.world import TargetKind
+
+_GPU_MEMORY_MIB = {"L4": 24_576, "A10G": 24_576, "A100": 81_920, "H100": 81_920, "T4": 16_384}
+
+
+def _instance_type(name: str) -> dict[str, Any]:
+    """``InstanceTypeV1`` from a name such as ``L4:4x16`` (GPU, CPUs x GiB) or ``1x2`` (CPU only)."""
+    gpu, _, shape = name.rpartition(":")
+    cpus, _, memory = shape.partition("x")
+    gpu_type = gpu or None
+    return {
+        "id": name,
+        "name": name,
+        "memory_limit_mib": int(memory or 2) * 1024,
+        "millicpu_limit": int(cpus or 1) * 1000,
+        "gpu_count": 1 if gpu_type else 0,
+        "gpu_type": gpu_type,
+        "gpu_memory_limit_mib": _GPU_MEMORY_MIB.get(gpu_type or "", 24_576) if gpu_type else None,
+    }
+
+
+def _autoscaling(deployment: DeploymentRuntime) -> dict[str, Any]:
+    spec = deployment.spec
+    return {
+        "min_replica": spec.min_replicas,
+        "max_replica": max(spec.max_replicas, spec.min_replicas, 1),
+        "autoscaling_window": 60,
+        "scale_down_delay": int(spec.scale_down_delay),
+        "concurrency_target": spec.predict_concurrency,
+        "target_utilization_percentage": 70,
+    }
+
+
+def deployment_record(deployment: DeploymentRuntime) -> dict[str, Any]:
+    """``DeploymentV1``."""
+    spec = deployment.spec
+    return {
+        "id": spec.id,
+        "created_at": iso(deployment.created_at),
+        "name": spec.name or spec.id,
+        "model_id": deployment.target.id,
+        "is_production": spec.environment == "production",
+        "is_development": spec.development,
+        "status": deployment.status.value,
+        "active_replica_count": deployment.active_replicas,
+        "autoscaling_settings": _autoscaling(deployment),
+        "instance_type_name": spec.instance_type,
+        "environment": spec.environment,
+        "labels": spec.labels,
+    }
+
+
+def environment_record(name: str, deployment: DeploymentRuntime) -> dict[str, Any]:
+    """``EnvironmentV1`` (promotions are not emulated: never a candidate deployment)."""
+    return {
+        "name": name,
+        "created_at": iso(deployment.created_at),
+        "model_id": deployment.target.id,
+        "current_deployment": deployment_record(deployment),
+        "candidate_deployment": None,
+        "in_progress_promotion": None,
+        "autoscaling_settings": _autoscaling(deployment),
+        "promotion_settings": {
+            "redeploy_on_promotion": False,
+            "rolling_deploy": False,
+            "promotion_cleanup_strategy": "SCALE_TO_ZERO",
+            "rolling_deploy_config": None,
+            "ramp_up_while_promoting": False,
+            "ramp_up_duration_seconds": 600,
+        },
+        "instance_type": _instance_type(deployment.spec.instance_type),
+    }
+
+
+def model_record(target: TargetRuntime, created_at: float) -> dict[str, Any]:
+    """``ModelV1``."""
+    production = target.by_environment.get("production")
+    return {
+        "id": target.spec.id,
+        "created_at": iso(created_at),
+        "name": target.spec.display_name,
+        "deployments_count": len(target.deployments),
+        "production_deployment_id": production.spec.id if production else None,
+        "development_deployment_id": target.development.spec.id if target.development else None,
+        "instance_type_name": production.spec.instance_type if production else "1x2",
+        "team_name": "emulator",
+    }
+
+
+def chain_record(target: TargetRuntime, created_at: float) -> dict[str, Any]:
+    """``ChainV1``."""
+    return {
+        "id": target.spec.id,
+        "created_at": iso(created_at),
+        "name": target.spec.display_name,
+        "deployments_count": len(target.deployments),
+        "team_name": "emulator",
+    }
+
+
+def route(call: Call) -> Handler | Response:
+    """Pick the handler for a management path (setting ``call.route``/``call.params``) or answer 404/405."""
+    parts = tuple(segment for segment in call.path.split("/") if segment)
+    call.route = "management"
+    if parts[:1] != ("v1",):
+        return error(404, "Not found.")
+    parts = parts[1:]
+    if parts and parts[-1] in ("activate", "deactivate"):
+        call.route = "activate"
+    for pattern, method, handler in _ROUTES:
+        if len(pattern) == len(parts) and all(p in ("*", value) for p, value in zip(pattern, parts, strict=True)):
+            if call.method != method:
+                return error(405, "Method Not Allowed")
+            call.params = tuple(value for p, value in zip(pattern, parts, strict=True) if p == "*")
+            if parts[0] in ("models", "chains") and len(parts) > 1:
+                call.target_id = parts[1]
+            return handler
+    return error(404, f"Not found: /v1/{'/'.join(parts)} (the emulator serves a subset of the management API).")
+
+
+def _target(call: Call, kind: TargetKind = "model") -> TargetRuntime | Response:
+    target = call.state.targets.get((kind, call.params[0]))
+    return target if target is not None else error(404, f"{kind.capitalize()} {call.params[0]} not found.")
+
+
+def _deployment(call: Call) -> DeploymentRuntime | Response:
+    target = _target(call)
+    if isinstance(target, Response):
+        return target
+    which = call.params[1]
+    found = {"production": target.by_environment.get("production"), "development": target.development}.get(
+        which, target.deployments.get(which)
+    )
+    return found if found is not None else error(404, f"Model {target.spec.id} has no deployment {which!r}.")
+
+
+def _environment(call: Call) -> DeploymentRuntime | Response:
+    target = _target(call)
+    if isinstance(target, Response):
+        return target
+    found = target.by_environment.get(call.params[1])
+    return found if found is not None else error(404, f"Model {target.spec.id} has no environment {call.params[1]!r}.")
+
+
+async def get_user(call: Call) -> Response:
+    return json_response(call.state.world.user)
+
+
+async def list_models(call: Call) -> Response:
+    state = call.state
+    models = [model_record(t, state.created_at) for (kind, _), t in state.targets.items() if kind == "model"]
+    return json_response({"models": models})
+
+
+async def get_model(call: Call) -> Response:
+    target = _target(call)
+    return target if isinstance(target, Response) else json_response(model_record(target, call.state.created_at))
+
+
+async def list_deployments(call: Call) -> Response:
+    target = _target(call)
+    if isinstance(target, Response):
+        return target
+    return json_response({"deployments": [deployment_record(d) for d in target.deployments.values()]})
+
+
+async def get_deployment(call: Call) -> Response:
+    found = _deployment(call)
+    return found if isinstance(found, Response) else json_response(deployment_record(found))
+
+
+async def list_environments(call: Call) -> Response:
+    target = _target(call)
+    if isinstance(target, Response):
+        return target
+    records = [environment_record(name, d) for name, d in target.by_environment.items()]
+    return json_response({"environments": records})
+
+
+async def get_environment(call: Call) -> Response:
+    found = _environment(call)
+    return found if isinstance(found, Response) else json_response(environment_record(call.params[1], found))
+
+
+def _switch(found: DeploymentRuntime | Response, activate: bool) -> Response:
+    if isinstance(found, Response):
+        return found
+    if not activate:
+        found.deactivate()
+        return json_response({"success": True})
+    if not found.activate():
+        return error(400, f"Deployment {found.spec.id} is {found.status.value} and cannot be activated.")
+    return json_response({"success": True})
+
+
+async def activate_deployment(call: Call) -> Response:
+    return _switch(_deployment(call), call.path.endswith("/activate"))
+
+
+async def activate_environment(call: Call) -> Response:
+    return _switch(_environment(call), call.path.endswith("/activate"))
+
+
+async def list_chains(call: Call) -> Response:
+    state = call.state
+    chains = [chain_record(t, state.created_at) for (kind, _), t in state.targets.items() if kind == "chain"]
+    return json_response({"chains": chains})
+
+
+async def get_chain(call: Call) -> Response:
+    target = _target(call, "chain")
+    return target if isinstance(target, Response) else json_response(chain_record(target, call.state.created_at))
+
+
+#: ``(path pattern after /v1, method, handler)``; ``*`` captures a segment into ``call.params``.
+_ROUTES: list[tuple[tuple[str, ...], str, Handler]] = [
+    (("users", "me"), "GET", get_user),
+    (("models",), "GET", list_models),
+    (("models", "*"), "GET", get_model),
+    (("models", "*", "deployments"), "GET", list_deployments),
+    (("models", "*", "deployments", "*"), "GET", get_deployment),
+    (("models", "*", "deployments", "*", "activate"), "POST", activate_deployment),
+    (("models", "*", "deployments", "*", "deactivate"), "POST", activate_deployment),
+    (("models", "*", "environments"), "GET", list_environments),
+    (("models", "*", "environments", "*"), "GET", get_environment),
+    (("models", "*", "environments", "*", "activate"), "POST", activate_environment),
+    (("models", "*", "environments", "*", "deactivate"), "POST", activate_environment),
+    (("chains",), "GET", list_chains),
+    (("chains", "*"), "GET", get_chain),
+]
