@@ -16,11 +16,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -103,11 +105,30 @@ class _Call:
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=8)
+def ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """One TLS context per ``verify`` value, shared by every client of the process.
+
+    Loading the CA bundle costs tens of milliseconds per client otherwise, and httpx 0.28 deprecates
+    ``verify=<path>``: a CA bundle path (the ``verify`` extra) becomes a context here instead.
+    """
+    if isinstance(verify, str):
+        try:
+            if Path(verify).is_dir():
+                return ssl.create_default_context(capath=verify)
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as err:
+            raise BasetenConfigError(
+                f"Connection extra 'verify' names a CA bundle that cannot be loaded ({verify}): {err}."
+            ) from None
+    return httpx.create_ssl_context(verify=verify)
+
+
 def build_client(settings: ClientSettings, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The worker's pooled client. No automatic redirects: an API call that redirects is an error."""
     return httpx.Client(
         timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        verify=settings.verify,
+        verify=ssl_context(settings.verify),
         proxy=settings.proxy,
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         transport=transport,
@@ -116,15 +137,22 @@ def build_client(settings: ClientSettings, *, transport: httpx.BaseTransport | N
 
 
 def build_async_client(
-    settings: ClientSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: ClientSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_connections: int = 256,
 ) -> httpx.AsyncClient:
-    """The triggerer's and batch operator's client, on aiohttp's transport unless one is given (tests)."""
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    """The triggerer's and batch operator's client, on aiohttp's transport unless one is given (tests).
+
+    ``max_connections`` (at least 256) bounds the pool: the batch operator passes its concurrency.
+    """
+    size = max(256, max_connections)
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     if transport is None:
         from httpx_aiohttp import AiohttpTransport  # deferred: aiohttp is not needed at DAG-parse time
 
         transport = AiohttpTransport(
-            verify=settings.verify,
+            verify=ssl_context(settings.verify),
             proxy=httpx.Proxy(settings.proxy) if settings.proxy else None,
             limits=limits,
         )
@@ -178,6 +206,28 @@ async def close_shared_async_clients() -> None:
     if resources:
         for client in resources.clients.values():
             await client.aclose()
+
+
+def encode_json(body: Any) -> bytes:
+    """The exact bytes sent for a JSON body (compact UTF-8), so a size check measures what goes on the wire.
+
+    NaN, infinities and values JSON cannot express fail here with :class:`BasetenConfigError`, before any request.
+    """
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as err:
+        raise BasetenConfigError(f"The request body cannot be sent as JSON: {err}.") from None
+
+
+def _validated(model: type[ModelT], data: Any, what: str) -> ModelT:
+    """``model.model_validate(data)``, failing as a BasetenModelError that names the bad fields (not their values)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        fields = ", ".join(sorted({".".join(map(str, error["loc"])) or "(body)" for error in err.errors()}))
+        raise BasetenModelError(f"{what}: the answer is not a valid {model.__name__} (check: {fields}).") from None
 
 
 def _truncate(text: str, limit: int = _ERROR_BODY_LIMIT) -> str:
@@ -270,8 +320,12 @@ class BasetenHook(BaseHook):
         """Parse and validate a connection (sync or async lookup) and mask its key in every log."""
         from airflow.providers.common.compat.sdk import mask_secret
 
-        if conn.password:
-            mask_secret(conn.password)
+        key = (conn.password or "").strip()
+        if key:
+            # The key sent is the stripped password ("key\n" from a secrets file): mask that exact string too.
+            mask_secret(key)
+            if conn.password != key:
+                mask_secret(conn.password)
         return settings_from_connection(
             conn_id=conn.conn_id,
             password=conn.password,
@@ -325,18 +379,25 @@ class BasetenHook(BaseHook):
     def _build_request(self, client: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
         settings = self._settings
         assert settings is not None
-        headers = {**dict(settings.headers), **call.extra_headers, "Authorization": settings.auth_header}
+        # httpx.Headers: later values replace earlier ones whatever their case (no duplicate headers).
+        headers = httpx.Headers(list(settings.headers))
+        headers.update(call.extra_headers)
+        headers["Authorization"] = settings.auth_header
         if settings.gateway:
             headers["Host"] = call.endpoint.host
         customer_id = self._customer_id()
         if customer_id:
             headers[CUSTOMER_REQUEST_ID_HEADER] = customer_id
+        content = None
+        if call.json_body is not None:
+            content = encode_json(call.json_body)
+            headers.setdefault("Content-Type", "application/json")
         read = call.read_timeout or self.timeout or settings.timeout
         return client.build_request(
             call.method,
             settings.base_url(call.endpoint.host) + call.endpoint.path,
             headers=headers,
-            json=call.json_body,
+            content=content,
             timeout=httpx.Timeout(read, connect=settings.connect_timeout),
         )
 
@@ -376,7 +437,7 @@ class BasetenHook(BaseHook):
             self._redact(message),
             status_code=response.status_code,
             error=self._redact(error) if error else None,
-            error_code=str(error_code) if error_code else None,
+            error_code=self._redact(str(error_code)) if error_code else None,
             detail=self._redact(str(detail)) if detail else None,
             request_id=request_id,
             retry_after=retry_after_of(response, body),
@@ -475,15 +536,23 @@ class BasetenHook(BaseHook):
         return self.predict(target, chain_input, timeout=timeout)
 
     async def apredict(
-        self, target: Target, model_input: Any, *, client: httpx.AsyncClient | None = None
+        self,
+        target: Target,
+        model_input: Any,
+        *,
+        client: httpx.AsyncClient | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (the HTTP read timeout, as in predict())
     ) -> BasetenResult:
         """Async twin of :meth:`predict` (batch scoring), on the shared async client unless one is given."""
-        return self._result(await self._asend(self._inference_call(target, model_input), client=client))
+        call = self._inference_call(target, model_input)
+        if timeout:
+            call = _Call(call.method, call.endpoint, call.what, False, model_input, timeout)
+        return self._result(await self._asend(call, client=client))
 
     @staticmethod
     def _submit_call(target: Target, request: AsyncPredictRequest) -> _Call:
         body = request.model_dump(mode="json", exclude_none=True)
-        size = len(json.dumps(body, separators=(",", ":")).encode())
+        size = len(encode_json(body))
         if size > ASYNC_PAYLOAD_LIMIT_BYTES:
             raise BasetenPayloadTooLargeError(
                 f"The async request body is {size} bytes, over Baseten's limit of {ASYNC_PAYLOAD_LIMIT_BYTES} "
@@ -579,24 +648,40 @@ class BasetenHook(BaseHook):
 
     @staticmethod
     def _deployment_of(record: Any, target: Target) -> Deployment:
+        what = f"status of {target.describe()}"
         if isinstance(record, dict) and "current_deployment" in record:
-            current = Environment.model_validate(record).current_deployment
+            current = _validated(Environment, record, what).current_deployment
             if current is None:
                 raise BasetenNotFoundError(f"{target.describe()} has no current deployment.", status_code=404)
             return current
-        return Deployment.model_validate(record)
+        return _validated(Deployment, record, what)
+
+    def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        """The JSON object of a 2xx answer; anything else (a proxy's HTML page, a list) is a BasetenModelError."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise BasetenModelError(
+                f"{what}: answered {response.status_code} with a body that is not a JSON object: "
+                f"{_truncate(self._redact(response.text))!r}",
+                status_code=response.status_code,
+            )
+        return body
 
     def get_deployment(self, target: Target) -> Deployment:
         """The deployment record (status, replicas) behind ``target``, from the management API."""
-        response = self._get_management(target.deployment_status_endpoint(), f"status of {target.describe()}")
-        return self._deployment_of(response.json(), target)
+        what = f"status of {target.describe()}"
+        response = self._get_management(target.deployment_status_endpoint(), what)
+        return self._deployment_of(self._json_object(response, what), target)
 
     async def aget_deployment(self, target: Target) -> Deployment:
         """Async twin of :meth:`get_deployment` (the readiness trigger), inside the poll budget."""
         settings = await self.aget_settings()
         await shared_status_bucket(settings).acquire()
         call = _Call("GET", target.deployment_status_endpoint(), f"status of {target.describe()}", True, None, 30.0)
-        return self._deployment_of((await self._asend(call)).json(), target)
+        return self._deployment_of(self._json_object(await self._asend(call), call.what), target)
 
     def get_environment(self, model_id: str, environment: str) -> Environment:
         target = Target.of(model_id=model_id, environment=environment)
@@ -614,16 +699,17 @@ class BasetenHook(BaseHook):
 
     def list_models(self) -> list[dict[str, Any]]:
         response = self._get_management(management_endpoint("models"), "list models")
-        return list(response.json().get("models", []))
+        return list(self._json_object(response, "list models").get("models") or [])
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         endpoint = management_endpoint("models", validate_id(model_id, "model_id"))
-        return dict(self._get_management(endpoint, "get model").json())
+        return self._json_object(self._get_management(endpoint, "get model"), "get model")
 
     def list_deployments(self, model_id: str) -> list[Deployment]:
         endpoint = management_endpoint("models", validate_id(model_id, "model_id"), "deployments")
-        records = self._get_management(endpoint, "list deployments").json().get("deployments", [])
-        return [Deployment.model_validate(record) for record in records]
+        response = self._get_management(endpoint, "list deployments")
+        records = self._json_object(response, "list deployments").get("deployments") or []
+        return [_validated(Deployment, record, "list deployments") for record in records]
 
     def get_user(self) -> UserInfo:
         endpoint = management_endpoint("users", "me")
@@ -679,7 +765,8 @@ class BasetenHook(BaseHook):
                 DEFAULT_SHORT_TIMEOUT,
             )
         )
-        return [ModelAPIModel.model_validate(item) for item in response.json().get("data", [])]
+        items = self._json_object(response, "list Model APIs models").get("data") or []
+        return [_validated(ModelAPIModel, item, "list Model APIs models") for item in items]
 
     # --- OpenAI SDK clients (optional ``openai`` extra) ---------------------------------------------------------
 

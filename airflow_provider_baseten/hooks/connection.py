@@ -6,6 +6,7 @@ never differ between the worker and the triggerer (the http provider's sync and 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -67,7 +68,7 @@ class ClientSettings:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -82,18 +83,25 @@ def gateway_url(host: str | None, port: int | None) -> str | None:
     """
     if not host:
         return None
-    raw = host.strip().rstrip("/")
+    raw = host.strip()
     if "://" not in raw:
-        bare = raw.split("/", 1)[0]
-        name = bare.rsplit(":", 1)[0] if bare.count(":") == 1 else bare
+        raw = raw.rstrip("/")
+        with contextlib.suppress(ValueError):
+            raw = f"[{ipaddress.IPv6Address(raw)}]"  # a bare IPv6 address such as ::1 needs brackets in a URL
+        # urlsplit finds the name in "[::1]:8765" or "LOCALHOST:80" (lower-cased, without brackets or port).
+        name = urlsplit(f"//{raw}").hostname or ""
         raw = f"{'http' if _is_loopback(name) else 'https'}://{raw}"
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BasetenConfigError(f"Invalid gateway host {host!r}: expected e.g. http://127.0.0.1:8765.")
     if parts.query or parts.fragment or parts.username:
         raise BasetenConfigError("The gateway host must not carry a query, fragment or credentials.")
+    try:
+        explicit_port = parts.port
+    except ValueError:
+        raise BasetenConfigError(f"Invalid gateway host {host!r}: the port must be a number up to 65535.") from None
     netloc = parts.netloc
-    if port and parts.port is None:
+    if port and explicit_port is None:
         netloc = f"{netloc}:{int(port)}"
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
@@ -168,7 +176,7 @@ def settings_from_connection(
     extra: str | dict[str, Any] | None,
 ) -> ClientSettings:
     """Validate a connection's fields into :class:`ClientSettings`; errors name the field, never its secret value."""
-    if not password:
+    if not password or not password.strip():
         raise BasetenConfigError(f"The connection {conn_id!r} has no API key: set its password to a Baseten key.")
     extras = parse_extras(extra)
     unknown = sorted(set(extras) - KNOWN_EXTRAS)

@@ -16,6 +16,7 @@ when it provably never did (connect failure, 429, 503, 529), because a retry of 
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
 import time
@@ -47,6 +48,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT, never the machine's local time
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 

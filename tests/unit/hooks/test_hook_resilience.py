@@ -1,0 +1,332 @@
+"""Retries and timeouts through the hook: what is sent again, what raises, and how long each wait is."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from airflow_provider_baseten.exceptions import (
+    BasetenAmbiguousSubmitError,
+    BasetenAuthError,
+    BasetenModelError,
+    BasetenRateLimitError,
+    BasetenTimeoutError,
+)
+from airflow_provider_baseten.hooks.addressing import Target
+from airflow_provider_baseten.hooks.baseten import BasetenHook
+
+MODEL = Target.of(model_id="abc123")
+PREDICT_URL = "https://model-abc123.api.baseten.co/production/predict"
+STATUS_URL = "https://model-abc123.api.baseten.co/async_request/req1"
+STATE = {"request_id": "req1", "status": "QUEUED"}
+
+
+def failure(kind: str) -> Any:
+    """A respx side effect: an exception to raise or a response to return."""
+    if kind.isdigit():
+        return httpx.Response(int(kind), json={"error": f"status {kind}"})
+    return {
+        "connect-error": httpx.ConnectError("refused"),
+        "connect-timeout": httpx.ConnectTimeout("slow connect"),
+        "pool-timeout": httpx.PoolTimeout("pool"),
+        "read-timeout": httpx.ReadTimeout("slow read"),
+        "reset-mid-response": httpx.RemoteProtocolError("peer closed connection without sending complete message"),
+        "read-error": httpx.ReadError("connection reset"),
+    }[kind]
+
+
+# outcome of the first attempt -> (POST predict, GET status): "retried", or the error class raised at once
+TABLE: list[tuple[str, Any, Any]] = [
+    ("connect-error", "retried", "retried"),
+    ("connect-timeout", "retried", "retried"),
+    ("pool-timeout", "retried", "retried"),
+    ("429", "retried", "retried"),
+    ("503", "retried", "retried"),
+    ("529", "retried", "retried"),
+    ("502", BasetenModelError, "retried"),
+    ("500", BasetenModelError, "retried"),
+    ("504", BasetenTimeoutError, "retried"),
+    ("read-timeout", BasetenAmbiguousSubmitError, "retried"),
+    ("reset-mid-response", BasetenAmbiguousSubmitError, "retried"),
+    ("read-error", BasetenAmbiguousSubmitError, "retried"),
+    ("400", BasetenModelError, BasetenModelError),
+    ("401", BasetenAuthError, BasetenAuthError),
+]
+
+
+@pytest.mark.parametrize(
+    ("first", "expected", "method"),
+    [
+        pytest.param(first, expected, method, id=f"{first}-{method}")
+        for first, on_post, on_get in TABLE
+        for method, expected in (("POST", on_post), ("GET", on_get))
+    ],
+)
+def test_retry_classification(
+    hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float], first: str, expected: Any, method: str
+) -> None:
+    url, call, ok = (
+        (PREDICT_URL, lambda: hook.predict(MODEL, {"x": 1}), httpx.Response(200, json={"y": 2}))
+        if method == "POST"
+        else (STATUS_URL, lambda: hook.get_async_request(MODEL, "req1"), httpx.Response(200, json=STATE))
+    )
+    route = mock_http.route(method=method, url=url).mock(side_effect=[failure(first), ok])
+    if expected == "retried":
+        call()
+        assert route.call_count == 2
+        assert len(sleeps) == 1
+    else:
+        with pytest.raises(expected):
+            call()
+        assert route.call_count == 1
+        assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("call", "url", "method"),
+    [
+        (lambda h: h.async_predict(MODEL, {"model_input": {}}), "/production/async_predict", "POST"),
+        (
+            lambda h: h.chat_completion({"model": "m", "messages": []}, target=MODEL),
+            "/sync/v1/chat/completions",
+            "POST",
+        ),
+        (lambda h: h.run_remote(Target.of(chain_id="abc123"), {}), "/production/run_remote", "POST"),
+    ],
+    ids=["async_predict", "chat", "run_remote"],
+)
+def test_every_billed_post_is_ambiguous_after_a_read_timeout(
+    hook: BasetenHook, mock_http: respx.MockRouter, call: Any, url: str, method: str
+) -> None:
+    route = mock_http.route(method=method, path__regex=f"{url}$").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(BasetenAmbiguousSubmitError, match="may have reached the model"):
+        call(hook)
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.wake(MODEL),
+        lambda h: h.activate(MODEL),
+        lambda h: h.cancel_async_request(MODEL, "req1"),
+        lambda h: h.get_deployment(MODEL),
+    ],
+    ids=["wake", "activate", "cancel", "deployment"],
+)
+def test_idempotent_calls_retry_after_a_read_timeout(
+    hook: BasetenHook, mock_http: respx.MockRouter, call: Any, sleeps: list[float]
+) -> None:
+    from hook_testing import fake_baseten
+
+    outcomes = iter([httpx.ReadTimeout("slow")])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        for exc in outcomes:
+            raise exc
+        return fake_baseten(request)
+
+    route = mock_http.route().mock(side_effect=answer)
+    call(hook)
+    assert route.call_count == 2
+
+
+def test_chained_cause_of_ambiguous_error(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    mock_http.post(PREDICT_URL).mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(BasetenAmbiguousSubmitError) as info:
+        hook.predict(MODEL, {})
+    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+
+
+@pytest.mark.parametrize("max_retries", [0, 2, 5])
+def test_attempts_capped_by_max_retries(
+    set_conn: Callable[..., None], make_hook, mock_http: respx.MockRouter, sleeps: list[float], max_retries: int
+) -> None:
+    set_conn(extra={"max_retries": max_retries})
+    route = mock_http.post(PREDICT_URL).respond(429, json={"error": "busy"})
+    with pytest.raises(BasetenRateLimitError):
+        make_hook().predict(MODEL, {})
+    assert route.call_count == max_retries + 1
+    assert len(sleeps) == max_retries
+
+
+def test_default_max_retries_is_five(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    route = mock_http.get(STATUS_URL).respond(503)
+    with pytest.raises(BasetenModelError):
+        hook.get_async_request(MODEL, "req1")
+    assert route.call_count == 6
+
+
+def test_connect_errors_exhaust_then_raise_the_transport_error(hook: BasetenHook, mock_http) -> None:
+    route = mock_http.post(PREDICT_URL).mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(httpx.ConnectError):
+        hook.predict(MODEL, {})
+    assert route.call_count == 6
+
+
+def test_backoff_grows(hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float]) -> None:
+    mock_http.get(STATUS_URL).respond(503)
+    with pytest.raises(BasetenModelError):
+        hook.get_async_request(MODEL, "req1")
+    for attempt, wait in enumerate(sleeps, start=1):
+        full = min(30.0, 0.5 * 2 ** (attempt - 1))
+        assert full / 2 <= wait <= full
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "wait"),
+    [
+        (lambda: {"Retry-After": "7"}, {"error": "busy"}, 7.0),
+        (lambda: {"Retry-After": email.utils.formatdate(time.time() + 20, usegmt=True)}, {"error": "busy"}, 20.0),
+        (dict, {"error": "slow down", "retry_after": 37}, 37.0),
+        (lambda: {"Retry-After": "1000"}, {}, 120.0),
+    ],
+    ids=["seconds", "http-date", "body", "capped"],
+)
+def test_retry_after_is_honoured(
+    hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float], headers: Any, body: dict, wait: float
+) -> None:
+    mock_http.post(PREDICT_URL).mock(
+        side_effect=[httpx.Response(429, headers=headers(), json=body), httpx.Response(200, json={})]
+    )
+    hook.predict(MODEL, {})
+    assert sleeps == [pytest.approx(wait, abs=1.5)]
+
+
+def test_invalid_retry_after_falls_back_to_backoff(hook: BasetenHook, mock_http, sleeps: list[float]) -> None:
+    mock_http.post(PREDICT_URL).mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "later"}), httpx.Response(200, json={})]
+    )
+    hook.predict(MODEL, {})
+    assert 0.25 <= sleeps[0] <= 0.5
+
+
+def test_rate_limit_error_carries_retry_after(set_conn: Callable[..., None], make_hook, mock_http) -> None:
+    set_conn(extra={"max_retries": 0})
+    mock_http.post(PREDICT_URL).respond(429, headers={"Retry-After": "11"})
+    with pytest.raises(BasetenRateLimitError) as info:
+        make_hook().predict(MODEL, {})
+    assert info.value.retry_after == 11.0
+
+
+async def test_async_calls_retry_with_the_async_sleep(hook: BasetenHook, mock_http, sleeps: list[float]) -> None:
+    route = mock_http.get(STATUS_URL).mock(side_effect=[httpx.Response(503), httpx.Response(200, json=STATE)])
+    state = await hook.aget_async_request(MODEL, "req1", rate_limited=False)
+    assert state.status == "QUEUED"
+    assert route.call_count == 2
+    assert len(sleeps) == 1
+
+
+async def test_async_predict_read_timeout_is_ambiguous(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    route = mock_http.post(PREDICT_URL).mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(BasetenAmbiguousSubmitError):
+        await hook.apredict(MODEL, {})
+    assert route.call_count == 1
+
+
+# --- timeouts --------------------------------------------------------------------------------------------------
+
+
+def sent_timeout(router: respx.MockRouter) -> dict[str, float]:
+    return router.calls.last.request.extensions["timeout"]
+
+
+def test_predict_default_read_timeout_is_above_baseten_1200s(hook: BasetenHook, baseten_api) -> None:
+    hook.predict(MODEL, {})
+    assert sent_timeout(baseten_api) == {"connect": 10.0, "read": 1230.0, "write": 1230.0, "pool": 1230.0}
+
+
+def test_per_call_timeout(hook: BasetenHook, baseten_api: respx.MockRouter) -> None:
+    hook.predict(MODEL, {}, timeout=45)
+    assert sent_timeout(baseten_api)["read"] == 45
+
+
+async def test_async_per_call_timeout(hook: BasetenHook, baseten_api: respx.MockRouter) -> None:
+    await hook.apredict(MODEL, {}, timeout=45)
+    assert sent_timeout(baseten_api)["read"] == 45
+    await hook.apredict(MODEL, {})
+    assert sent_timeout(baseten_api)["read"] == 1230.0
+
+
+def test_hook_timeout(conn: None, make_hook, baseten_api: respx.MockRouter) -> None:
+    make_hook(timeout=300).predict(MODEL, {})
+    assert sent_timeout(baseten_api)["read"] == 300
+
+
+def test_connection_timeouts(set_conn: Callable[..., None], make_hook, baseten_api: respx.MockRouter) -> None:
+    set_conn(extra={"timeout": 600, "connect_timeout": 3})
+    make_hook().predict(MODEL, {})
+    assert sent_timeout(baseten_api)["read"] == 600
+    assert sent_timeout(baseten_api)["connect"] == 3
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.get_async_request(MODEL, "req1"),
+        lambda h: h.cancel_async_request(MODEL, "req1"),
+        lambda h: h.get_async_queue_status(MODEL),
+        lambda h: h.get_user(),
+    ],
+    ids=["status", "cancel", "queue", "user"],
+)
+def test_short_calls_use_a_short_read_timeout(conn: None, make_hook, baseten_api, call: Any) -> None:
+    call(make_hook(timeout=900))
+    assert sent_timeout(baseten_api)["read"] == 30.0
+
+
+def test_chat_uses_the_predict_timeout(hook: BasetenHook, baseten_api: respx.MockRouter) -> None:
+    hook.chat_completion({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert sent_timeout(baseten_api)["read"] == 1230.0
+
+
+def test_clients_have_explicit_timeouts_and_no_redirects(hook: BasetenHook) -> None:
+    assert hook.client.timeout == httpx.Timeout(1230.0, connect=10.0)
+    assert hook.client.follow_redirects is False
+
+
+def test_redirect_is_an_error_not_followed(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    mock_http.post(PREDICT_URL).respond(307, headers={"Location": "https://evil.example/x"})
+    with pytest.raises(BasetenModelError, match="307"):
+        hook.predict(MODEL, {})
+    assert mock_http.calls.call_count == 1
+
+
+# --- TLS -------------------------------------------------------------------------------------------------------
+
+
+def test_tls_context_is_shared_per_verify_value() -> None:
+    import ssl
+
+    from airflow_provider_baseten.hooks.baseten import ssl_context
+
+    assert ssl_context(True) is ssl_context(True)
+    assert ssl_context(True).verify_mode == ssl.CERT_REQUIRED
+    assert ssl_context(False).verify_mode == ssl.CERT_NONE
+
+
+def test_ca_bundle_path_becomes_a_context_without_deprecation(recwarn: pytest.WarningsRecorder) -> None:
+    import warnings
+
+    import certifi
+
+    from airflow_provider_baseten.hooks.baseten import build_client
+    from airflow_provider_baseten.hooks.connection import ClientSettings
+
+    warnings.simplefilter("always")
+    build_client(ClientSettings(api_key="k", verify=certifi.where())).close()
+    assert [w for w in recwarn if "verify" in str(w.message)] == []
+
+
+def test_missing_ca_bundle_names_the_extra(set_conn: Callable[..., None], make_hook) -> None:
+    from airflow_provider_baseten.exceptions import BasetenConfigError
+
+    set_conn(extra={"verify": "/nonexistent/ca.pem"})
+    with pytest.raises(BasetenConfigError, match="'verify'"):
+        make_hook().client
