@@ -10,6 +10,9 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 ARGS ?=
 
+# Airflow imports take seconds without bytecode caching; the tests spawn many Python processes.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: demo test lint typecheck unit system-test bench bench-smoke venv clean
 
 $(UV):
