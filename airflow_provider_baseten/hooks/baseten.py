@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import ssl
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -346,6 +348,9 @@ class BasetenHook(BaseHook):
             from airflow.providers.common.compat.connection import get_async_connection
 
             self._settings = self.settings_of(await get_async_connection(self.baseten_conn_id))
+        if "httpx_aiohttp" not in sys.modules:
+            # Importing aiohttp takes about a second; do it off the event loop the triggerer shares.
+            await asyncio.to_thread(importlib.import_module, "httpx_aiohttp")
         return self._settings
 
     @cached_property
