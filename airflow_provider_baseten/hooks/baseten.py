@@ -198,7 +198,10 @@ def shared_status_bucket(settings: ClientSettings) -> AsyncTokenBucket:
     resources = _loop_resources()
     bucket = resources.buckets.get(settings)
     if bucket is None:
-        bucket = resources.buckets[settings] = AsyncTokenBucket(settings.status_rate_limit)
+        # A fifth of a second's budget as burst: a whole second's worth, released at once after the loop was busy,
+        # can land inside Baseten's own one-second window and draw 429s.
+        rate = settings.status_rate_limit
+        bucket = resources.buckets[settings] = AsyncTokenBucket(rate, burst=max(1.0, rate / 5))
     return bucket
 
 

@@ -1,0 +1,1 @@
+"""Sensor tests (a package: its module names repeat those under tests/unit/triggers)."""

@@ -1,0 +1,504 @@
+"""BasetenAsyncRequestTrigger: serialization, the status allow-list, one terminal event, deadlines, transient errors,
+progress lines, on_kill/cleanup, and a restart mid-wait, on an injected clock (no wall-clock sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from airflow_provider_baseten.hooks import async_requests
+from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
+
+HOST = "https://model-abc123.api.baseten.co"
+STATUS_URL = f"{HOST}/async_request/req1"
+QUEUE_URL = f"{HOST}/production/async_queue_status"
+T0 = 1_700_000_000.0
+CLASSPATH = "airflow_provider_baseten.triggers.baseten.BasetenAsyncRequestTrigger"
+
+
+class FakeClock:
+    """Epoch clock that only moves when someone sleeps on it."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def state(status: str, request_id: str = "req1", **extra: Any) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "model_id": "abc123",
+        "deployment_id": "dep1",
+        "status": status,
+        "webhook_status": "NO_WEBHOOK_PROVIDED",
+        "created_at": "2023-11-14T22:13:20Z",
+        "status_at": "2023-11-14T22:14:00Z",
+        "errors": [],
+        **extra,
+    }
+
+
+def statuses(*names: str) -> list[httpx.Response]:
+    return [httpx.Response(200, json=state(name)) for name in names]
+
+
+def set_conn(monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
+    # A huge poll budget: the shared token bucket runs on the real clock and must never make a test wait.
+    extra = {"max_retries": 0, "status_rate_limit": 1_000_000, **extra}
+    conn = {"conn_type": "baseten", "password": "unit-test-key-123", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
+
+
+@pytest.fixture(autouse=True)
+def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch)
+    monkeypatch.setattr(async_requests.random, "random", lambda: 0.5)  # jitter factor exactly 1.0
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    with respx.mock(using="httpx", assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_trigger(clock: FakeClock, **kwargs: Any) -> BasetenAsyncRequestTrigger:
+    defaults: dict[str, Any] = {
+        "request_id": "req1",
+        "model_id": "abc123",
+        "poll_interval": 10,
+        "deadline": T0 + 3600,
+        "started_at": T0,
+        "last_status": "QUEUED",
+    }
+    trigger = BasetenAsyncRequestTrigger(**{**defaults, **kwargs}, clock=clock.time, sleep=clock.asleep)
+    trigger._log = logging.getLogger("test.async_trigger")  # stdlib logger, so caplog sees the lines
+    return trigger
+
+
+async def run_to_end(trigger: BasetenAsyncRequestTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in trigger.run()]
+
+
+def methods(api: respx.MockRouter) -> list[str]:
+    return [call.request.method for call in api.calls]
+
+
+# --- serialization ---------------------------------------------------------------------------------------------
+
+
+def test_serialize_round_trips_json_primitives_only(clock: FakeClock) -> None:
+    trigger = make_trigger(
+        clock,
+        chain_id="chn1",
+        model_id=None,
+        environment="staging",
+        regional=True,
+        fail_on_webhook_failure=False,
+        cancel_on_kill=False,
+        output_uri="s3://bucket/out.json",
+        baseten_conn_id="bt",
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == CLASSPATH
+    assert json.loads(json.dumps(kwargs)) == kwargs  # no key, no client, no callable
+    assert "clock" not in kwargs
+    assert "sleep" not in kwargs
+    assert BasetenAsyncRequestTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert kwargs == {
+        "request_id": "req1",
+        "baseten_conn_id": "bt",
+        "model_id": None,
+        "chain_id": "chn1",
+        "environment": "staging",
+        "deployment_id": None,
+        "regional": True,
+        "poll_interval": 10.0,
+        "deadline": T0 + 3600,
+        "fail_on_webhook_failure": False,
+        "started_at": T0,
+        "cancel_on_kill": False,
+        "output_uri": "s3://bucket/out.json",
+        "last_status": "QUEUED",
+    }
+
+
+def test_classpath_resolves_to_this_class() -> None:
+    module = importlib.import_module(CLASSPATH.rsplit(".", 1)[0])
+    assert getattr(module, CLASSPATH.rsplit(".", 1)[1]) is BasetenAsyncRequestTrigger
+
+
+def test_minimal_kwargs_still_build_a_trigger() -> None:
+    """New kwargs are optional: an older serialized trigger (request id and target only) still loads."""
+    trigger = BasetenAsyncRequestTrigger(request_id="req1", model_id="abc123")
+    assert trigger.baseten_conn_id == "baseten_default"
+    assert trigger.deadline is None
+    assert trigger.cancel_on_kill is True
+
+
+# --- the status allow-list ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "fail_on_webhook_failure", "event_status"),
+    [
+        ("SUCCEEDED", True, "success"),
+        ("FAILED", True, "failed"),
+        ("EXPIRED", True, "failed"),
+        ("CANCELED", True, "failed"),
+        ("WEBHOOK_FAILED", True, "failed"),
+        ("WEBHOOK_FAILED", False, "success"),
+        ("SUCCEEDED_LATER_MAYBE", True, "error"),
+    ],
+)
+async def test_terminal_status_maps_to_one_event(
+    api: respx.MockRouter, clock: FakeClock, status: str, fail_on_webhook_failure: bool, event_status: str
+) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", status))
+    events = await run_to_end(make_trigger(clock, fail_on_webhook_failure=fail_on_webhook_failure))
+    assert [event["status"] for event in events] == [event_status]
+    event = events[0]
+    assert event["request_id"] == "req1"
+    assert event["request_status"] == status
+    assert event["manifest"] == {
+        "request_id": "req1",
+        "model_id": "abc123",
+        "deployment_id": "dep1",
+        "status": status,
+        "webhook_status": "NO_WEBHOOK_PROVIDED",
+        "created_at": "2023-11-14T22:13:20Z",
+        "status_at": "2023-11-14T22:14:00Z",
+        "errors": [],
+    }
+
+
+async def test_404_after_retention_is_lost_never_success(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(
+        side_effect=[*statuses("IN_PROGRESS"), httpx.Response(404, json={"error": "async request not found"})]
+    )
+    [event] = await run_to_end(make_trigger(clock))
+    assert event["status"] == "lost"
+    assert "no longer known to Baseten (404)" in event["message"]
+    assert event["manifest"]["status"] == "IN_PROGRESS"  # the last status seen
+
+
+async def test_failed_event_names_the_errors(api: respx.MockRouter, clock: FakeClock) -> None:
+    errors = [{"code": "MODEL_PREDICT_ERROR", "message": "boom"}]
+    api.get(STATUS_URL).respond(200, json=state("FAILED", errors=errors))
+    [event] = await run_to_end(make_trigger(clock))
+    assert "MODEL_PREDICT_ERROR: boom" in event["message"]
+    assert event["manifest"]["errors"] == errors
+
+
+async def test_chain_manifest_carries_chain_id(api: respx.MockRouter, clock: FakeClock) -> None:
+    record = state("SUCCEEDED")
+    del record["model_id"]
+    api.get("https://chain-chn1.api.baseten.co/async_request/req1").respond(200, json={**record, "chain_id": "chn1"})
+    [event] = await run_to_end(make_trigger(clock, model_id=None, chain_id="chn1", output_uri="s3://b/o.json"))
+    assert event["manifest"]["chain_id"] == "chn1"
+    assert "model_id" not in event["manifest"]
+    assert event["manifest"]["output_uri"] == "s3://b/o.json"
+
+
+# --- polling ---------------------------------------------------------------------------------------------------
+
+
+async def test_trigger_only_reads_and_polls_at_the_interval(api: respx.MockRouter, clock: FakeClock) -> None:
+    route = api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
+    events = await run_to_end(make_trigger(clock))
+    assert [event["status"] for event in events] == ["success"]
+    assert route.call_count == 4
+    assert set(methods(api)) == {"GET"}
+    assert clock.sleeps == [10, 10, 10, 10]  # the first poll waits too: the task has just read the status
+
+
+async def test_polls_are_jittered(api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = iter([0.0, 1.0, 0.25])
+    monkeypatch.setattr(async_requests.random, "random", lambda: next(draws))
+    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "QUEUED", "SUCCEEDED"))
+    await run_to_end(make_trigger(clock))
+    assert clock.sleeps == [7.5, 12.5, 8.75]
+
+
+async def test_state_changes_are_logged_as_they_happen(
+    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test.async_trigger")
+    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
+    await run_to_end(make_trigger(clock))
+    changes = [r.getMessage() for r in caplog.records if "->" in r.getMessage()]
+    assert changes == [
+        "Async request req1: QUEUED -> IN_PROGRESS after 20s.",
+        "Async request req1: IN_PROGRESS -> SUCCEEDED after 40s.",
+    ]
+
+
+async def test_progress_line_at_most_once_a_minute_with_queue_depth(
+    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test.async_trigger")
+    api.get(STATUS_URL).mock(side_effect=[*statuses(*["QUEUED"] * 18), *statuses("SUCCEEDED")])
+    queue = api.get(QUEUE_URL).respond(
+        200,
+        json={"model_id": "abc123", "deployment_id": "dep1", "num_queued_requests": 400, "num_in_progress_requests": 2},
+    )
+    await run_to_end(make_trigger(clock, poll_interval=10))
+    progress = [r.getMessage() for r in caplog.records if "deployment queue" in r.getMessage()]
+    # 190 s of waiting at one poll per 10 s: lines at ~70 s and ~130 s (and ~190 s), each with one queue read.
+    assert 2 <= len(progress) <= 3
+    assert queue.call_count == len(progress)
+    assert progress[0] == "Async request req1 is QUEUED after 1m10s; deployment queue: 400 queued, 2 in progress."
+
+
+async def test_queue_depth_failure_is_not_asked_again(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=[*statuses(*["QUEUED"] * 18), *statuses("SUCCEEDED")])
+    queue = api.get(QUEUE_URL).respond(404, json={"error": "not found"})
+    [event] = await run_to_end(make_trigger(clock))
+    assert event["status"] == "success"
+    assert queue.call_count == 1
+
+
+# --- deadlines -------------------------------------------------------------------------------------------------
+
+
+async def test_deadline_is_checked_before_the_first_poll(api: respx.MockRouter, clock: FakeClock) -> None:
+    route = api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
+    clock.now = T0 + 3600
+    [event] = await run_to_end(make_trigger(clock))
+    assert event["status"] == "timeout"
+    assert not route.called
+    assert event["manifest"]["request_id"] == "req1"
+
+
+async def test_deadline_cuts_the_last_sleep_short(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=state("QUEUED"))
+    [event] = await run_to_end(make_trigger(clock, deadline=T0 + 25))
+    assert event["status"] == "timeout"
+    assert clock.sleeps == [10, 10, 5]
+    assert "did not finish before the task's deadline" in event["message"]
+    assert "last status QUEUED" in event["message"]
+
+
+async def test_a_poll_that_hangs_past_the_deadline_ends_in_timeout(
+    api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real time (about a second): the poll is bounded by the deadline, so a hung GET cannot hold the trigger."""
+    import time
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=state("QUEUED"))
+
+    api.get(STATUS_URL).mock(side_effect=hang)
+    monkeypatch.setattr(async_requests, "_POLL_GRACE_S", 0.0)
+    trigger = BasetenAsyncRequestTrigger(
+        request_id="req1", model_id="abc123", poll_interval=0.01, deadline=time.time() + 0.3
+    )
+    events = await asyncio.wait_for(run_to_end(trigger), timeout=10)
+    assert [event["status"] for event in events] == ["timeout"]
+
+
+# --- transient errors ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "blip",
+    [
+        httpx.Response(502, text="bad gateway"),
+        httpx.Response(429, headers={"Retry-After": "17"}, json={"error": "rate limited"}),
+        httpx.ConnectError("connection refused"),
+    ],
+    ids=["502", "429", "connect-error"],
+)
+async def test_one_blip_never_fails_the_wait(
+    api: respx.MockRouter, clock: FakeClock, blip: httpx.Response | Exception
+) -> None:
+    api.get(STATUS_URL).mock(side_effect=[*statuses("QUEUED"), blip, *statuses("IN_PROGRESS", "SUCCEEDED")])
+    [event] = await run_to_end(make_trigger(clock))
+    assert event["status"] == "success"
+    if isinstance(blip, httpx.Response) and blip.status_code == 429:
+        assert 17 in clock.sleeps  # Retry-After honoured (longer than the poll interval)
+
+
+async def test_blips_are_retried_inside_the_hook_too(
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn(monkeypatch, max_retries=3)
+    route = api.get(STATUS_URL).mock(
+        side_effect=[httpx.Response(503), httpx.Response(429, headers={"Retry-After": "2"}), *statuses("SUCCEEDED")]
+    )
+    [event] = await run_to_end(make_trigger(clock))
+    assert event["status"] == "success"
+    assert route.call_count == 3
+    assert 2 in clock.sleeps  # the hook's retry wait went through the injected sleep
+
+
+async def test_errors_past_the_budget_end_with_an_error_event(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(503, text="unavailable")
+    [event] = await run_to_end(make_trigger(clock, deadline=None))
+    assert event["status"] == "error"
+    assert "Gave up reading the status" in event["message"]
+    assert "re-attaches" in event["message"]
+    assert clock.now - T0 >= async_requests.DEFAULT_ERROR_BUDGET_S
+
+
+async def test_auth_error_ends_at_once(api: respx.MockRouter, clock: FakeClock) -> None:
+    route = api.get(STATUS_URL).respond(401, json={"error": "invalid key"})
+    [event] = await run_to_end(make_trigger(clock))
+    assert event["status"] == "error"
+    assert "BasetenAuthError" in event["message"]
+    assert "unit-test-key-123" not in json.dumps(event)
+    assert route.call_count == 1
+
+
+async def test_missing_connection_is_an_error_event(
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_BASETEN_DEFAULT")
+    [event] = await run_to_end(make_trigger(clock, baseten_conn_id="nope"))
+    assert event["status"] == "error"
+    assert not api.calls
+
+
+async def test_invalid_kwargs_are_an_error_event(clock: FakeClock) -> None:
+    [event] = await run_to_end(make_trigger(clock, model_id="not/valid"))
+    assert event["status"] == "error"
+    assert "Invalid trigger arguments" in event["message"]
+
+
+# --- cancellation, restart, kill -------------------------------------------------------------------------------
+
+
+async def test_cancelled_error_is_never_swallowed(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=state("QUEUED"))
+    blocked = asyncio.Event()
+
+    async def block(seconds: float) -> None:
+        blocked.set()
+        await asyncio.Event().wait()
+
+    trigger = make_trigger(clock)
+    trigger._sleep = block
+    task = asyncio.ensure_future(run_to_end(trigger))
+    await asyncio.wait_for(blocked.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not [m for m in methods(api) if m != "GET"]
+
+
+async def test_recreated_from_serialize_mid_wait_finishes_without_a_post(
+    api: respx.MockRouter, clock: FakeClock
+) -> None:
+    """A triggerer restart: the running trigger is cancelled, a new one is built from its kwargs and finishes."""
+    submit = api.post(f"{HOST}/production/async_predict").respond(201, json={"request_id": "other"})
+    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
+    first = make_trigger(clock)
+    polled_twice = asyncio.Event()
+    original_sleep = clock.asleep
+
+    async def sleep(seconds: float) -> None:
+        if api.calls.call_count >= 2:
+            polled_twice.set()
+            await asyncio.Event().wait()
+        await original_sleep(seconds)
+
+    first._sleep = sleep
+    task = asyncio.ensure_future(run_to_end(first))
+    await asyncio.wait_for(polled_twice.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await first.cleanup()
+
+    _, kwargs = first.serialize()
+    second = make_trigger(clock, **kwargs)
+    [event] = await run_to_end(second)
+    assert event["status"] == "success"
+    assert not submit.called
+    assert methods(api) == ["GET"] * 4
+
+
+async def test_on_kill_cancels_a_queued_request(
+    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test.async_trigger")
+    delete = api.delete(STATUS_URL).respond(200, json={"request_id": "req1", "canceled": True, "message": "ok"})
+    await make_trigger(clock).on_kill()
+    assert delete.call_count == 1
+    assert "Canceled async request req1." in caplog.messages
+
+
+async def test_on_kill_tolerates_canceled_false_with_a_warning(
+    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.delete(STATUS_URL).respond(
+        200, json={"request_id": "req1", "canceled": False, "message": "request is IN_PROGRESS"}
+    )
+    await make_trigger(clock).on_kill()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Baseten did not cancel async request req1 (request is IN_PROGRESS): only QUEUED requests can be canceled; "
+        "it runs to the end."
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(404, json={"error": "not found"}), httpx.Response(401), httpx.ConnectError("down")],
+    ids=["404", "401", "network"],
+)
+async def test_on_kill_never_raises(
+    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture, answer: Any
+) -> None:
+    api.delete(STATUS_URL).mock(side_effect=[answer])
+    await make_trigger(clock).on_kill()
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+
+
+async def test_on_kill_respects_cancel_on_kill_false(api: respx.MockRouter, clock: FakeClock) -> None:
+    delete = api.delete(STATUS_URL).respond(200, json={"request_id": "req1", "canceled": True})
+    await make_trigger(clock, cancel_on_kill=False).on_kill()
+    assert not delete.called
+
+
+async def test_cleanup_releases_local_resources_only(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
+    trigger = make_trigger(clock)
+    await run_to_end(trigger)
+    await trigger.cleanup()
+    assert trigger._hook is None
+    assert set(methods(api)) == {"GET"}  # no DELETE on cleanup
+
+
+async def test_triggers_share_one_client_and_one_poll_budget(api: respx.MockRouter, clock: FakeClock) -> None:
+    from airflow_provider_baseten.hooks.baseten import shared_async_client, shared_status_bucket
+
+    api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
+    api.get(f"{HOST}/async_request/req2").respond(200, json=state("SUCCEEDED", request_id="req2"))
+    one, two = make_trigger(clock), make_trigger(clock, request_id="req2")
+    await asyncio.gather(run_to_end(one), run_to_end(two))
+    assert one._hook is not None
+    assert two._hook is not None
+    settings_one, settings_two = await one._hook.aget_settings(), await two._hook.aget_settings()
+    assert shared_async_client(settings_one) is shared_async_client(settings_two)
+    assert shared_status_bucket(settings_one) is shared_status_bucket(settings_two)
