@@ -123,6 +123,35 @@ _READINESS: dict[DeploymentStatus, Readiness] = {
 }
 
 
+def readiness_after_wake(
+    status: str,
+    *,
+    seconds_since_wake: float,
+    stale_read_grace: float,
+    activated: bool = False,
+) -> Readiness | None:
+    """What a status read after a wake means to a caller waiting for ``ACTIVE``; ``None`` for an unknown status.
+
+    Like :attr:`DeploymentStatus.readiness`, except that the first reads after a wake may be stale:
+
+    - ``SCALED_TO_ZERO`` is pending within ``stale_read_grace`` seconds of the wake; later it means the wake did not
+      take (nothing else wakes the deployment while a trigger only reads), so it is a failure.
+    - ``INACTIVE``/``DEACTIVATING`` is pending within the grace period when the caller activated the deployment just
+      before waking it (the activation may not show yet); otherwise it stays :attr:`Readiness.INACTIVE`.
+    """
+    try:
+        known = DeploymentStatus(status)
+    except ValueError:
+        return None
+    readiness = known.readiness
+    within_grace = seconds_since_wake <= stale_read_grace
+    if known is DeploymentStatus.SCALED_TO_ZERO and not within_grace:
+        return Readiness.FAILED
+    if readiness is Readiness.INACTIVE and activated and within_grace:
+        return Readiness.PENDING
+    return readiness
+
+
 class _Payload(BaseModel):
     """Responses keep unknown fields (Baseten adds fields over time); requests forbid them."""
 

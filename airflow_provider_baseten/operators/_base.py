@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.addressing import Target
 
 if TYPE_CHECKING:
@@ -35,6 +38,8 @@ class BasetenBaseOperator(BaseOperator):
     ui_color = "#e5f0ff"
     #: Subclasses that address no model (Model APIs chat) set this to False.
     requires_target: bool = True
+    #: Subclasses that address only models (or only chains) say so; checked in ``__init__`` and :attr:`target`.
+    target_kind: ClassVar[Literal["model", "chain"] | None] = None
 
     def __init__(
         self,
@@ -54,7 +59,9 @@ class BasetenBaseOperator(BaseOperator):
         self.environment = environment
         self.deployment_id = deployment_id
         self.regional = regional
-        if self.requires_target and not _has_template(model_id, chain_id, environment, deployment_id):
+        if self.requires_target:
+            self._check_kind(model_id, chain_id)
+        if self.requires_target and _all_literal(model_id, chain_id, environment, deployment_id):
             Target.of(
                 model_id=model_id,
                 chain_id=chain_id,
@@ -66,6 +73,7 @@ class BasetenBaseOperator(BaseOperator):
     @property
     def target(self) -> Target:
         """The validated target, from the rendered addressing fields."""
+        self._check_kind(self.model_id or None, self.chain_id or None)
         return Target.of(
             model_id=self.model_id or None,
             chain_id=self.chain_id or None,
@@ -80,6 +88,66 @@ class BasetenBaseOperator(BaseOperator):
 
         return BasetenHook(self.baseten_conn_id)
 
+    def _check_kind(self, model_id: object, chain_id: object) -> None:
+        if self.target_kind == "model" and chain_id is not None:
+            raise BasetenConfigError(f"{type(self).__name__} calls models: pass model_id, not chain_id.")
+        if self.target_kind == "chain" and model_id is not None:
+            raise BasetenConfigError(f"{type(self).__name__} runs chains: pass chain_id, not model_id.")
+
+
+def is_templated(value: object) -> bool:
+    """True for a Jinja template string or a value resolved at run time (an ``XComArg``)."""
+    from airflow.providers.common.compat.sdk import XComArg
+
+    return (isinstance(value, str) and "{{" in value) or isinstance(value, XComArg)
+
 
 def _has_template(*values: object) -> bool:
-    return any(isinstance(value, str) and "{{" in value for value in values)
+    return any(is_templated(value) for value in values)
+
+
+def _all_literal(*values: object) -> bool:
+    """Addressing values that can be validated now: plain strings (no template) or ``None``."""
+    return all(value is None or (isinstance(value, str) and not is_templated(value)) for value in values)
+
+
+def check_json_value(value: Any, name: str) -> None:
+    """Raise :class:`BasetenConfigError` unless ``value`` is JSON: dicts with string keys, lists, scalars.
+
+    Values resolved at run time (``XComArg``) are skipped here; execute() checks the rendered value again.
+    """
+    from airflow.providers.common.compat.sdk import XComArg
+
+    def walk(item: Any, where: str) -> None:
+        if item is None or isinstance(item, (str, bool, int, XComArg)):
+            return
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise BasetenConfigError(f"{where} is {item!r}, which JSON cannot carry.")
+            return
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise BasetenConfigError(f"{where} has a key {key!r} that is not a string; JSON keys are strings.")
+                walk(child, f"{where}[{key!r}]")
+            return
+        if isinstance(item, list | tuple):
+            for index, child in enumerate(item):
+                walk(child, f"{where}[{index}]")
+            return
+        raise BasetenConfigError(
+            f"{where} must be JSON (dict, list, str, number, bool, None), not {type(item).__name__}."
+        )
+
+    walk(value, name)
+
+
+def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """A duration in seconds from a number or a ``timedelta``: positive (or zero when allowed), finite."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BasetenConfigError(f"{name} must be a number of seconds or a timedelta, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise BasetenConfigError(f"{name} must be {'at least' if allow_zero else 'greater than'} 0, got {value!r}.")
+    return float(value)
