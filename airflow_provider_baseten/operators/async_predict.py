@@ -223,7 +223,7 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
 
     def _forget_finished_request(self, context: Context) -> None:
         """A manual clear of a task that already finished green with its request: submit new work."""
-        store = context.get("task_state_store")
+        store: Any = context.get("task_state_store")  # Airflow 3.3+; absent from older Context types
         if store is None or not getattr(self, "durable", False):
             return
         stored = store.get(self.external_id_key)
@@ -355,7 +355,7 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
 
     def _mark_done(self, context: Context) -> None:
         """Record that this task finished green with its request (a later manual clear then submits new work)."""
-        store = context.get("task_state_store")
+        store: Any = context.get("task_state_store")  # Airflow 3.3+; absent from older Context types
         if store is None or not REATTACH_SUPPORTED or not getattr(self, "durable", False):
             return
         try:
