@@ -51,4 +51,4 @@ bench: venv
 	$(PY) -m benchmarks.run_all $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .venv-* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .venv-* .pytest_cache .mypy_cache .ruff_cache .demo
