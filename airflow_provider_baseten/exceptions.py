@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class BasetenError(AirflowException):
     """Base class of every error this provider raises."""
 
 
-class BasetenConfigError(BasetenError, ValueError):
-    """A connection field, an id, an environment name or an operator argument is invalid. Nothing was sent."""
+class BasetenConfigError(BasetenError, AirflowFailException, ValueError):
+    """A connection field, an id, an environment name or an operator argument is invalid. Nothing was sent.
+
+    Fails the task without Airflow retries: trying the same input again cannot succeed.
+    """
 
 
 class BasetenAPIError(BasetenError):
@@ -63,8 +66,8 @@ def _rebuild(cls: type[BasetenAPIError], message: str, state: dict[str, Any]) ->
     return err
 
 
-class BasetenAuthError(BasetenAPIError):
-    """401/403: the key is missing, invalid, or not allowed here. Never retried."""
+class BasetenAuthError(BasetenAPIError, AirflowFailException):
+    """401/403: the key is missing, invalid, or not allowed here. Never retried, by the hook or by Airflow."""
 
     hint = "check the API key in the Baseten connection; invoke-only workspace keys cannot call the management API."
 
