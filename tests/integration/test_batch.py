@@ -1,0 +1,135 @@
+"""BasetenBatchPredictOperator against the emulator: faults, exactly-once outputs, kill and resume (journal proof)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from airflow_provider_baseten.emulator.faults import FaultPlan
+from airflow_provider_baseten.exceptions import BasetenError
+from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def ti(try_number: int) -> mock.MagicMock:
+    instance = mock.MagicMock(name="ti")
+    instance.configure_mock(try_number=try_number, dag_id="dag", task_id="score", run_id="run1", map_index=-1)
+    return instance
+
+
+def make_op(output: Path, **kwargs: Any) -> BasetenBatchPredictOperator:
+    kwargs.setdefault("model_id", "echo01")
+    op = BasetenBatchPredictOperator(task_id="score", output_path=str(output), **kwargs)
+    op.hook = BasetenHook(customer_request_id="")
+    return op
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def predicts_that_ran(emulator: Any) -> int:
+    return emulator.journal.count(route="predict", model_ran=True)
+
+
+def test_thousand_inputs_with_rate_limits_and_unavailability_written_exactly_once(
+    baseten_emulator: Any, tmp_path: Path
+) -> None:
+    # One predict in five is refused before the model runs: 429 or 503 (no Retry-After: the backoff's own
+    # 0.25-0.5 s; a Retry-After is whole seconds, which only slows the test; its handling has unit tests).
+    baseten_emulator.faults.set(
+        FaultPlan(route="predict", sequence=[429, "ok", "ok", 503, "ok", "ok", "ok", "ok", "ok", "ok"], repeat=True)
+    )
+    inputs = [{"text": f"input {n}", "n": n} for n in range(1000)]
+    out = tmp_path / "out.jsonl"
+    manifest = make_op(out, inputs=inputs, max_concurrency=64).execute({"ti": ti(1)})
+
+    lines = read_lines(out)
+    assert sorted(line["index"] for line in lines) == list(range(1000))  # every item exactly once
+    assert all(line["output"] == inputs[line["index"]] for line in lines)
+    assert manifest["succeeded"] == 1000
+    assert manifest["failed"] == 0
+    journal = baseten_emulator.journal
+    assert journal.count(route="predict", status=429) > 0
+    assert journal.count(route="predict", status=503) > 0
+    # The journal proves no input was predicted twice: the model ran exactly 1,000 times; every other predict
+    # request was refused before the model ran.
+    assert predicts_that_ran(baseten_emulator) == 1000
+    refused = journal.filter(route="predict", model_ran=False)
+    assert {entry.status for entry in refused} <= {429, 503}
+
+
+def test_killed_half_way_then_retried_predicts_nothing_twice(baseten_emulator: Any, tmp_path: Path) -> None:
+    baseten_emulator.faults.set(FaultPlan(route="predict", delay=0.02))  # 20 ms per predict: time to kill mid-way
+    inputs = [{"n": n} for n in range(400)]
+    out = tmp_path / "out.jsonl"
+    first = make_op(out, inputs=inputs, max_concurrency=8, kill_grace_period=30)
+    failure: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.execute({"ti": ti(1)})
+        except BaseException as err:
+            failure.append(err)
+
+    worker = threading.Thread(target=run_first)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 150):
+        time.sleep(0.01)
+    first.on_kill()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert len(failure) == 1
+    assert isinstance(failure[0], BasetenError)
+    assert "killed" in str(failure[0])
+    written_first = read_lines(out)
+    assert 150 <= len(written_first) < 400
+    assert all("output" in line for line in written_first)  # in-flight predicts finished within the grace
+    ran_first = predicts_that_ran(baseten_emulator)
+    assert ran_first == len(written_first)
+
+    manifest = make_op(out, inputs=inputs, max_concurrency=8).execute({"ti": ti(2)})
+    lines = read_lines(out)
+    assert sorted(line["index"] for line in lines) == list(range(400))
+    assert all(line["output"] == inputs[line["index"]] for line in lines)
+    assert manifest["skipped_existing"] == len(written_first)
+    assert manifest["succeeded"] == 400
+    assert predicts_that_ran(baseten_emulator) == 400  # the retry predicted only what was not written
+
+
+def test_crash_with_a_torn_last_line_repredicts_only_that_item(baseten_emulator: Any, tmp_path: Path) -> None:
+    inputs = [{"n": n} for n in range(60)]
+    out = tmp_path / "out.jsonl"
+    make_op(out, inputs=inputs).execute({"ti": ti(1)})
+    written = out.read_bytes().splitlines(keepends=True)
+    # A crash: the 50th line was torn mid-write and the last 10 results never reached the file.
+    torn = written[49]
+    out.write_bytes(b"".join(written[:49]) + torn[: len(torn) // 2])
+
+    manifest = make_op(out, inputs=inputs).execute({"ti": ti(2)})
+    lines = read_lines(out)
+    assert sorted(line["index"] for line in lines) == list(range(60))
+    assert manifest["skipped_existing"] == 60 - 11
+    assert predicts_that_ran(baseten_emulator) == 60 + 11  # exactly the torn one and the lost ones, once more
+
+
+def test_ambiguous_resets_are_written_as_errors_and_not_retried(baseten_emulator: Any, tmp_path: Path) -> None:
+    baseten_emulator.faults.set(FaultPlan(route="predict", sequence=["reset_after"] + ["ok"] * 9, repeat=True))
+    out = tmp_path / "out.jsonl"
+    manifest = make_op(out, inputs=list(range(50)), max_failed_fraction=0.5).execute({"ti": ti(1)})
+    lines = read_lines(out)
+    errors = [line for line in lines if "error" in line]
+    assert errors
+    assert all(line["error"]["model_may_have_run"] for line in errors)
+    assert sorted(line["index"] for line in lines) == list(range(50))
+    assert manifest["failed"] == len(errors)
+    assert predicts_that_ran(baseten_emulator) == 50  # the model ran once per input, resets included

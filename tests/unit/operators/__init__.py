@@ -1,0 +1,1 @@
+"""Operator unit tests (a package, so module basenames may repeat across test folders)."""
