@@ -11,7 +11,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "auth_scheme": {
         "label": "Auth scheme",
         "description": "How the key is sent: 'Api-Key' (default) or 'Bearer'.",
-        "schema": {"type": ["string", "null"], "enum": ["Api-Key", "Bearer", None]},
+        "schema": {"type": ["string", "null"], "enum": ["Api-Key", "Bearer"]},
     },
     "timeout": {
         "label": "Read timeout (s)",
@@ -26,7 +26,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "max_retries": {
         "label": "Max retries",
-        "description": "Retries of 429/502/503/529 and connect errors (and 500/504 for reads). Default 5.",
+        "description": "Retries of 429/503/529 and connect errors (and 500/502/504 for reads). Default 5.",
         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
     },
     "verify": {
