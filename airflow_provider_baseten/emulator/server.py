@@ -23,11 +23,11 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from airflow_provider_baseten.emulator.app import EmulatorApp
-from airflow_provider_baseten.emulator.state import EmulatorOptions, EmulatorState
-from airflow_provider_baseten.emulator.world import DEMO_API_KEY, KeyScope, TargetKind, World
+from airflow_provider_baseten.emulator.state import EmulatorOptions, EmulatorState, Where
+from airflow_provider_baseten.emulator.world import DEMO_API_KEY, KeyScope, World
 
 if TYPE_CHECKING:
     import uvicorn
@@ -245,16 +245,9 @@ class Emulator:
                 setattr(self.options, name, value)
         self._run(self.app.reset(self._world, self.options))
 
-    def deployment(
-        self,
-        target_id: str,
-        *,
-        environment: str = "production",
-        deployment_id: str | None = None,
-        kind: TargetKind = "model",
-    ) -> DeploymentRuntime:
+    def deployment(self, target_id: str, **where: Unpack[Where]) -> DeploymentRuntime:
         """The live deployment (``.status``, ``.calls``, ``.queued``...); by environment or ``deployment_id``."""
-        return self.state.deployment(target_id, environment=environment, deployment_id=deployment_id, kind=kind)
+        return self.state.deployment(target_id, **where)
 
     def status(self, target_id: str, **where: Any) -> str:
         return self.deployment(target_id, **where).status.value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from airflow_provider_baseten.emulator.async_queue import RETENTION_SECONDS, AsyncQueue
 from airflow_provider_baseten.emulator.clock import Clock, ManualClock, ScaledClock, Scheduler
@@ -17,6 +18,14 @@ from airflow_provider_baseten.emulator.world import DEMO_API_KEY, KeyScope, Targ
 
 #: Records claim to have been created this long before the emulator started.
 _CREATED_BEFORE_START = 7 * 86400.0
+
+
+class Where(TypedDict, total=False):
+    """Which deployment of a target, as :meth:`EmulatorState.deployment` takes it after the target id."""
+
+    environment: str
+    deployment_id: str | None
+    kind: TargetKind
 
 
 @dataclass

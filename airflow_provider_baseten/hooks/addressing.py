@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.exceptions import BasetenConfigError
@@ -134,6 +134,15 @@ class Target:
             if regional:
                 raise _config_error("regional endpoints address an environment, not a deployment_id.")
         return cls(kind, target_id, environment, deployment_id, bool(regional))
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The JSON addressing kwargs that :meth:`of` (and the triggers' constructors) take back."""
+        return {
+            f"{self.kind}_id": self.id,
+            "environment": self.environment,
+            "deployment_id": self.deployment_id,
+            "regional": self.regional,
+        }
 
     @property
     def host(self) -> str:

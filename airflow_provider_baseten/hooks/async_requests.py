@@ -32,6 +32,7 @@ from airflow_provider_baseten.exceptions import (
     BasetenConfigError,
     BasetenNotFoundError,
 )
+from airflow_provider_baseten.hooks._stepper import Sleep, adrive, drive
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.models import AsyncPredictRequest, AsyncRequestState, AsyncRequestStatus
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_STATUSES",
+    "TRIGGER_FIELDS",
     "AsyncRequestWatch",
     "BasetenAsyncRequestTimeoutError",
     "build_async_request",
@@ -65,6 +67,8 @@ PROGRESS_EVERY_S = 60.0
 DEFAULT_ERROR_BUDGET_S = 900.0
 #: ``max_time_in_queue_seconds`` accepted by Baseten.
 MIN_QUEUE_SECONDS, MAX_QUEUE_SECONDS = 10, 259_200
+#: The :class:`AsyncRequestWatch` fields the trigger carries (as kwargs of the same names) to continue a wait.
+TRIGGER_FIELDS = ("poll_interval", "deadline", "started_at", "fail_on_webhook_failure", "output_uri", "last_status")
 
 _log = logging.getLogger(__name__)
 
@@ -538,31 +542,17 @@ class AsyncRequestWatch:
         return max(0.0, wake_at - now)
 
 
-@dataclass(frozen=True)
-class _Sleep:
-    seconds: float
-
-
-class _Poll:
-    pass
-
-
-class _QueueDepth:
-    pass
-
-
-_Op = _Sleep | _Poll | _QueueDepth
+_POLL, _QUEUE = "poll", "queue_depth"
 _POLL_GRACE_S = 5.0
-_POLL, _QUEUE = _Poll(), _QueueDepth()
 
 
 def wait_plan(
     watch: AsyncRequestWatch, clock: Callable[[], float], *, first_delay: float | None = None
-) -> Generator[_Op, Any, dict[str, Any]]:
+) -> Generator[str | Sleep, Any, dict[str, Any]]:
     """The waiting loop as a generator of I/O requests; returns the one terminal event.
 
-    The driver answers ``_Poll`` with an ``AsyncRequestState`` or the exception the poll raised, ``_QueueDepth``
-    with an ``AsyncQueueStatus`` or an exception, and ``_Sleep`` with nothing.
+    The driver answers ``_POLL`` with an ``AsyncRequestState`` or the exception the poll raised, ``_QUEUE``
+    with an ``AsyncQueueStatus`` or an exception, and :class:`Sleep` with nothing.
     """
     next_poll_at = clock() + (watch.jittered() if first_delay is None else first_delay)
     while True:
@@ -571,7 +561,7 @@ def wait_plan(
         if event is not None:
             return event
         if now < next_poll_at:
-            yield _Sleep(watch.sleep_until(next_poll_at, now))
+            yield Sleep(watch.sleep_until(next_poll_at, now))
             continue
         step = watch.step((yield _POLL), clock())
         if step.event is not None:
@@ -594,26 +584,11 @@ def wait_sync(
     first_delay: float | None = None,
 ) -> dict[str, Any]:
     """Drive :func:`wait_plan` on the worker with the sync client."""
-    plan = wait_plan(watch, clock, first_delay=first_delay)
-    reply: Any = None
-    while True:
-        try:
-            op = plan.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        reply = None
-        if isinstance(op, _Sleep):
-            sleep(op.seconds)
-        elif isinstance(op, _Poll):
-            try:
-                reply = hook.get_async_request(watch.target, watch.request_id)
-            except Exception as exc:
-                reply = exc
-        else:
-            try:
-                reply = hook.get_async_queue_status(watch.target)
-            except Exception as exc:
-                reply = exc
+    reads = {
+        _POLL: lambda: hook.get_async_request(watch.target, watch.request_id),
+        _QUEUE: lambda: hook.get_async_queue_status(watch.target),
+    }
+    return drive(wait_plan(watch, clock, first_delay=first_delay), reads, sleep)
 
 
 async def wait_async(
@@ -628,28 +603,19 @@ async def wait_async(
 
     ``CancelledError`` is never caught here (it is not an ``Exception``): a triggerer that stops the trigger stops it.
     """
-    plan = wait_plan(watch, clock, first_delay=first_delay)
-    reply: Any = None
-    while True:
-        try:
-            op = plan.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        reply = None
-        if isinstance(op, _Sleep):
-            await sleep(op.seconds)
-        elif isinstance(op, _Poll):
-            try:
-                async with asyncio.timeout(_poll_bound(watch, clock())):
-                    reply = await hook.aget_async_request(watch.target, watch.request_id)
-            except Exception as exc:
-                reply = exc
-        else:
-            try:
-                async with asyncio.timeout(_poll_bound(watch, clock())):
-                    reply = await hook.aget_async_queue_status(watch.target)
-            except Exception as exc:
-                reply = exc
+
+    def bounded(read: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+        async def call() -> object:
+            async with asyncio.timeout(_poll_bound(watch, clock())):
+                return await read()
+
+        return call
+
+    reads = {
+        _POLL: bounded(lambda: hook.aget_async_request(watch.target, watch.request_id)),
+        _QUEUE: bounded(lambda: hook.aget_async_queue_status(watch.target)),
+    }
+    return await adrive(wait_plan(watch, clock, first_delay=first_delay), reads, sleep)
 
 
 def _poll_bound(watch: AsyncRequestWatch, now: float) -> float | None:

@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
+from airflow_provider_baseten.hooks._stepper import Sleep, adrive, drive
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.models import Deployment, DeploymentStatus, Readiness, readiness_after_wake
 from airflow_provider_baseten.hooks.retries import is_retryable
 
 __all__ = [
     "EVENT_STATUSES",
+    "TRIGGER_FIELDS",
     "ReadinessWatch",
     "Verdict",
     "deployment_from_event",
@@ -53,6 +55,8 @@ EVENT_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "err
 MAX_CONSECUTIVE_ERRORS = 5
 
 _READ = "read"
+#: The :class:`ReadinessWatch` fields the trigger carries (as kwargs of the same names) to continue a wait.
+TRIGGER_FIELDS = ("woke_at", "deadline", "poll_interval", "stale_read_grace", "last_status", "activated")
 
 
 def format_duration(seconds: float) -> str:
@@ -211,12 +215,14 @@ class ReadinessWatch:
 
     # --- the polling loop, written once --------------------------------------------------------------------------
 
-    def _steps(self, clock: Callable[[], float]) -> Generator[str | float, Deployment | Exception | None, Verdict]:
-        """Yields ``"read"`` (send back a :class:`Deployment` or the exception) or seconds to sleep (send ``None``)."""
+    def _steps(
+        self, clock: Callable[[], float]
+    ) -> Generator[str | Sleep, Deployment | Exception | None, dict[str, Any]]:
+        """Yields ``"read"`` (send back a :class:`Deployment` or the exception) or a :class:`Sleep` (send ``None``)."""
         while True:
             verdict = self.check_deadline(clock())
             if verdict is not None:
-                return verdict
+                return self.event(verdict, clock())
             reply = yield _READ
             if isinstance(reply, Exception):
                 verdict = self.observe_error(reply, clock())
@@ -224,8 +230,8 @@ class ReadinessWatch:
                 assert reply is not None
                 verdict = self.observe(reply, clock())
             if verdict.done:
-                return verdict
-            yield self.next_wait(clock())
+                return self.event(verdict, clock())
+            yield Sleep(self.next_wait(clock()))
 
     def run(
         self,
@@ -235,22 +241,7 @@ class ReadinessWatch:
         sleep: Callable[[float], object] = time.sleep,
     ) -> dict[str, Any]:
         """Wait on this thread (the operator with ``deferrable=False``); returns the terminal event."""
-        steps = self._steps(clock)
-        try:
-            request = next(steps)
-            while True:
-                if request == _READ:
-                    reply: Deployment | Exception | None
-                    try:
-                        reply = read()
-                    except Exception as exc:
-                        reply = exc
-                    request = steps.send(reply)
-                else:
-                    sleep(float(request))
-                    request = steps.send(None)
-        except StopIteration as finished:
-            return self.event(finished.value, clock())
+        return drive(self._steps(clock), {_READ: read}, sleep)
 
     async def arun(
         self,
@@ -260,22 +251,7 @@ class ReadinessWatch:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> dict[str, Any]:
         """Wait on the event loop (the trigger); returns the terminal event. ``CancelledError`` propagates."""
-        steps = self._steps(clock)
-        try:
-            request = next(steps)
-            while True:
-                if request == _READ:
-                    reply: Deployment | Exception | None
-                    try:
-                        reply = await read()
-                    except Exception as exc:
-                        reply = exc
-                    request = steps.send(reply)
-                else:
-                    await sleep(float(request))
-                    request = steps.send(None)
-        except StopIteration as finished:
-            return self.event(finished.value, clock())
+        return await adrive(self._steps(clock), {_READ: read}, sleep)
 
 
 def failed_message(what: str, status: str) -> str:

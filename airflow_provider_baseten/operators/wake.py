@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.models import Deployment
+    from airflow_provider_baseten.hooks.readiness import ReadinessWatch
 
 DEFAULT_TIMEOUT = timedelta(minutes=20)
 #: How long past the deadline Airflow's own deferral timeout fires: a backstop if the trigger never reports.
@@ -128,8 +129,6 @@ class BasetenWakeOperator(BasetenBaseOperator):
             self.timeout,
             "in the triggerer" if self.deferrable else "on the worker",
         )
-        if self.deferrable:
-            self._defer(target, woke_at=woke_at, deadline=deadline, last_status=last_status, activated=activated)
         from airflow_provider_baseten.hooks.readiness import ReadinessWatch
 
         watch = ReadinessWatch(
@@ -142,31 +141,19 @@ class BasetenWakeOperator(BasetenBaseOperator):
             activated=activated,
             logger=self.log,
         )
+        if self.deferrable:
+            self._defer(watch)
         event = watch.run(lambda: self.hook.get_deployment(target), clock=self._now, sleep=self._pause)
         return self._finish(event)
 
-    def _defer(
-        self, target: Target, *, woke_at: float, deadline: float, last_status: str | None, activated: bool
-    ) -> NoReturn:
+    def _defer(self, watch: ReadinessWatch) -> NoReturn:
         from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
 
         self.defer(
-            trigger=BasetenDeploymentReadyTrigger(
-                baseten_conn_id=self.baseten_conn_id,
-                model_id=target.id,
-                environment=target.environment,
-                deployment_id=target.deployment_id,
-                regional=target.regional,
-                poll_interval=self.poll_interval,
-                deadline=deadline,
-                woke_at=woke_at,
-                stale_read_grace=self.stale_read_grace,
-                last_status=last_status,
-                activated=activated,
-            ),
+            trigger=BasetenDeploymentReadyTrigger.for_watch(watch, baseten_conn_id=self.baseten_conn_id),
             method_name="execute_complete",
             # A backstop only: the trigger itself ends at the deadline with a "timeout" event.
-            timeout=timedelta(seconds=max(0.0, deadline - self._now()) + DEFER_TIMEOUT_MARGIN),
+            timeout=timedelta(seconds=max(0.0, watch.deadline - self._now()) + DEFER_TIMEOUT_MARGIN),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -91,22 +91,14 @@ class BasetenAsyncRequestTrigger(BaseTrigger):
         cls, watch: AsyncRequestWatch, *, baseten_conn_id: str, cancel_on_kill: bool = True
     ) -> BasetenAsyncRequestTrigger:
         """The trigger that continues ``watch`` (a wait the operator or sensor started) in the triggerer."""
-        target = watch.target
+        from airflow_provider_baseten.hooks.async_requests import TRIGGER_FIELDS
+
         return cls(
             request_id=watch.request_id,
             baseten_conn_id=baseten_conn_id,
-            model_id=target.id if target.kind == "model" else None,
-            chain_id=target.id if target.kind == "chain" else None,
-            environment=target.environment,
-            deployment_id=target.deployment_id,
-            regional=target.regional,
-            poll_interval=watch.poll_interval,
-            deadline=watch.deadline,
-            fail_on_webhook_failure=watch.fail_on_webhook_failure,
-            started_at=watch.started_at,
             cancel_on_kill=cancel_on_kill,
-            output_uri=watch.output_uri,
-            last_status=watch.last_status,
+            **watch.target.to_kwargs(),
+            **{name: getattr(watch, name) for name in TRIGGER_FIELDS},
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -150,7 +142,12 @@ class BasetenAsyncRequestTrigger(BaseTrigger):
         return self._hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_baseten.hooks.async_requests import AsyncRequestWatch, make_event, wait_async
+        from airflow_provider_baseten.hooks.async_requests import (
+            TRIGGER_FIELDS,
+            AsyncRequestWatch,
+            make_event,
+            wait_async,
+        )
 
         try:
             target = self._target()
@@ -167,13 +164,8 @@ class BasetenAsyncRequestTrigger(BaseTrigger):
         watch = AsyncRequestWatch(
             target=target,
             request_id=self.request_id,
-            poll_interval=self.poll_interval,
-            deadline=self.deadline,
-            started_at=self.started_at,
-            fail_on_webhook_failure=self.fail_on_webhook_failure,
-            output_uri=self.output_uri,
-            last_status=self.last_status,
             log=self.log,
+            **{name: getattr(self, name) for name in TRIGGER_FIELDS},
         )
         self.log.info(
             "Waiting for async request %s on %s (poll every ~%g s%s).",

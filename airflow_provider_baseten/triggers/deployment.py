@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from airflow_provider_baseten.hooks.readiness import ReadinessWatch
 
 CLASSPATH = "airflow_provider_baseten.triggers.baseten.BasetenDeploymentReadyTrigger"
 
@@ -71,6 +74,17 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
 
+    @classmethod
+    def for_watch(cls, watch: ReadinessWatch, *, baseten_conn_id: str) -> BasetenDeploymentReadyTrigger:
+        """The trigger that continues ``watch`` (a wait the operator started) in the triggerer."""
+        from airflow_provider_baseten.hooks.readiness import TRIGGER_FIELDS
+
+        return cls(
+            baseten_conn_id=baseten_conn_id,
+            **watch.target.to_kwargs(),
+            **{name: getattr(watch, name) for name in TRIGGER_FIELDS},
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             CLASSPATH,
@@ -96,7 +110,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         """The terminal event payload. Errors become an ``error`` event; ``CancelledError`` propagates."""
         from airflow_provider_baseten.hooks.addressing import Target
         from airflow_provider_baseten.hooks.baseten import BasetenHook
-        from airflow_provider_baseten.hooks.readiness import ReadinessWatch
+        from airflow_provider_baseten.hooks.readiness import TRIGGER_FIELDS, ReadinessWatch
 
         try:
             target = Target.of(
@@ -108,16 +122,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         except Exception as err:
             return {"status": "error", "message": str(err), "deployment": None, "transitions": []}
         hook = BasetenHook(self.baseten_conn_id, async_sleep=self._sleep)
-        watch = ReadinessWatch(
-            target=target,
-            woke_at=self.woke_at,
-            deadline=self.deadline,
-            poll_interval=self.poll_interval,
-            stale_read_grace=self.stale_read_grace,
-            last_status=self.last_status,
-            activated=self.activated,
-            logger=self.log,
-        )
+        watch = ReadinessWatch(target=target, logger=self.log, **{name: getattr(self, name) for name in TRIGGER_FIELDS})
         self.log.info(
             "Waiting for %s to become ACTIVE (poll every %s s, deadline in %.0f s).",
             target.describe(),

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import respx
 from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow_testing import KEY, T0, FakeClock, set_conn, state, statuses
 
 from airflow_provider_baseten.exceptions import (
     BasetenAPIError,
@@ -28,27 +29,9 @@ from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestT
 
 HOST = "https://model-abc123.api.baseten.co"
 SUBMIT_URL = f"{HOST}/production/async_predict"
-T0 = 1_700_000_000.0
-KEY = "unit-test-key-123"
 needs_task_state_store = pytest.mark.skipif(
     not async_predict.REATTACH_SUPPORTED, reason="the task state store (re-attach) needs Airflow 3.3+"
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
 
 
 class FakeTI:
@@ -110,20 +93,6 @@ class WorkerCrash(BaseException):
     """The worker process dies (not an exception any task code would catch)."""
 
 
-def state(status: str, request_id: str = "req1", **extra: Any) -> dict[str, Any]:
-    return {
-        "request_id": request_id,
-        "model_id": "abc123",
-        "deployment_id": "dep1",
-        "status": status,
-        "webhook_status": "NO_WEBHOOK_PROVIDED",
-        "created_at": "2023-11-14T22:13:20Z",
-        "status_at": "2023-11-14T22:14:00Z",
-        "errors": [],
-        **extra,
-    }
-
-
 def manifest(status: str, request_id: str = "req1") -> dict[str, Any]:
     record = state(status, request_id)
     return {
@@ -141,16 +110,9 @@ def manifest(status: str, request_id: str = "req1") -> dict[str, Any]:
     }
 
 
-def statuses(*names: str, request_id: str = "req1") -> list[httpx.Response]:
-    return [httpx.Response(200, json=state(name, request_id)) for name in names]
-
-
 @pytest.fixture(autouse=True)
 def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = {"max_retries": 0, "status_rate_limit": 1_000_000}
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps({"conn_type": "baseten", "password": KEY, "extra": extra})
-    )
+    set_conn(monkeypatch)
     monkeypatch.setattr(async_requests.random, "random", lambda: 0.5)
     monkeypatch.setattr(BasetenAsyncPredictOperator, "_notice_logged", False)
 
@@ -160,17 +122,6 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> RecordingLog:
     recorder = RecordingLog()
     monkeypatch.setattr(BasetenAsyncPredictOperator, "log", property(lambda self: recorder))
     return recorder
-
-
-@pytest.fixture
-def api() -> Any:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def make_op(clock: FakeClock, **kwargs: Any) -> BasetenAsyncPredictOperator:

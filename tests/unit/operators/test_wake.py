@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 import respx
 from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow_testing import T0, FakeClock, set_conn
 
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenConfigError, BasetenDeploymentError
 from airflow_provider_baseten.operators.links import BasetenModelLink
@@ -20,20 +20,6 @@ from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyT
 STATUS_URL = "https://api.baseten.co/v1/models/abc123/deployments/production"
 ACTIVATE_URL = f"{STATUS_URL}/activate"
 WAKE_URL = "https://model-abc123.api.baseten.co/production/wake"
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakeTI:
@@ -73,19 +59,7 @@ def statuses(*names: str) -> list[httpx.Response]:
 
 @pytest.fixture(autouse=True)
 def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn = {"conn_type": "baseten", "password": "unit-test-key-123", "extra": {"max_retries": 0}}
-    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
-
-
-@pytest.fixture
-def mock_api() -> Iterator[respx.MockRouter]:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+    set_conn(monkeypatch)
 
 
 def wake_op(clock: FakeClock, **kwargs: Any) -> BasetenWakeOperator:
@@ -158,9 +132,9 @@ def test_deferrable_defaults_to_the_operators_config(monkeypatch: pytest.MonkeyP
         importlib.reload(wake_module)
 
 
-def test_rendering_the_model_id(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
-    mock_api.post(WAKE_URL).respond(202)
+def test_rendering_the_model_id(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
+    api.post(WAKE_URL).respond(202)
     op = wake_op(clock, model_id="{{ params.model }}")
     context = ctx()
     op.render_template_fields(context)
@@ -171,12 +145,12 @@ def test_rendering_the_model_id(mock_api: respx.MockRouter, clock: FakeClock) ->
 
 
 def test_cold_start_on_the_worker_logs_each_change_with_time_since_wake(
-    mock_api: respx.MockRouter, clock: FakeClock, log: RecordingLog
+    api: respx.MockRouter, clock: FakeClock, log: RecordingLog
 ) -> None:
-    status = mock_api.get(STATUS_URL).mock(
+    status = api.get(STATUS_URL).mock(
         side_effect=statuses("SCALED_TO_ZERO", "SCALED_TO_ZERO", "WAKING_UP", *["WAKING_UP"] * 17, "ACTIVE")
     )
-    wake = mock_api.post(WAKE_URL).respond(202)
+    wake = api.post(WAKE_URL).respond(202)
     ti = FakeTI()
     result = wake_op(clock).execute(ctx(ti))
     assert result["status"] == "ACTIVE"
@@ -189,47 +163,45 @@ def test_cold_start_on_the_worker_logs_each_change_with_time_since_wake(
     assert ti.xcoms[BasetenModelLink().xcom_key] == "https://app.baseten.co/models/abc123/overview"
 
 
-def test_already_active_is_woken_and_returned_without_polling(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    status = mock_api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
-    wake = mock_api.post(WAKE_URL).respond(202)
+def test_already_active_is_woken_and_returned_without_polling(api: respx.MockRouter, clock: FakeClock) -> None:
+    status = api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
+    wake = api.post(WAKE_URL).respond(202)
     assert wake_op(clock).execute(ctx())["status"] == "ACTIVE"
     assert status.call_count == 1
     assert wake.call_count == 1
     assert clock.sleeps == []
 
 
-def test_wait_for_ready_false_returns_the_record_read_before_the_wake(
-    mock_api: respx.MockRouter, clock: FakeClock
-) -> None:
-    status = mock_api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
-    wake = mock_api.post(WAKE_URL).respond(202)
+def test_wait_for_ready_false_returns_the_record_read_before_the_wake(api: respx.MockRouter, clock: FakeClock) -> None:
+    status = api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+    wake = api.post(WAKE_URL).respond(202)
     assert wake_op(clock, wait_for_ready=False).execute(ctx())["status"] == "SCALED_TO_ZERO"
     assert status.call_count == 1
     assert wake.call_count == 1
 
 
 def test_invoke_only_key_still_wakes_when_not_waiting(
-    mock_api: respx.MockRouter, clock: FakeClock, log: RecordingLog
+    api: respx.MockRouter, clock: FakeClock, log: RecordingLog
 ) -> None:
-    mock_api.get(STATUS_URL).respond(403, json={"error": "forbidden"})
-    wake = mock_api.post(WAKE_URL).respond(202)
+    api.get(STATUS_URL).respond(403, json={"error": "forbidden"})
+    wake = api.post(WAKE_URL).respond(202)
     assert wake_op(clock, wait_for_ready=False).execute(ctx()) is None
     assert wake.call_count == 1
     assert any(level == "warning" and "cannot read the status" in line for level, line in log.lines)
 
 
-def test_invoke_only_key_fails_when_waiting(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(403, json={"error": "forbidden"})
-    wake = mock_api.post(WAKE_URL).respond(202)
+def test_invoke_only_key_fails_when_waiting(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(403, json={"error": "forbidden"})
+    wake = api.post(WAKE_URL).respond(202)
     with pytest.raises(BasetenAuthError):
         wake_op(clock).execute(ctx())
     assert not wake.called
 
 
 @pytest.mark.parametrize("status", ["BUILD_FAILED", "DEPLOY_FAILED", "BUILD_STOPPED", "FAILED"])
-def test_failed_deployment_fails_fast_without_a_wake(mock_api: respx.MockRouter, clock: FakeClock, status: str) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record(status))
-    wake = mock_api.post(WAKE_URL).respond(202)
+def test_failed_deployment_fails_fast_without_a_wake(api: respx.MockRouter, clock: FakeClock, status: str) -> None:
+    api.get(STATUS_URL).respond(200, json=record(status))
+    wake = api.post(WAKE_URL).respond(202)
     with pytest.raises(BasetenDeploymentError, match=status):
         wake_op(clock).execute(ctx())
     assert not wake.called
@@ -237,19 +209,19 @@ def test_failed_deployment_fails_fast_without_a_wake(mock_api: respx.MockRouter,
 
 
 @pytest.mark.parametrize("status", ["INACTIVE", "DEACTIVATING"])
-def test_inactive_fails_fast_with_a_clear_message(mock_api: respx.MockRouter, clock: FakeClock, status: str) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record(status))
-    wake = mock_api.post(WAKE_URL).respond(202)
-    activate = mock_api.post(ACTIVATE_URL).respond(200, json={"success": True})
+def test_inactive_fails_fast_with_a_clear_message(api: respx.MockRouter, clock: FakeClock, status: str) -> None:
+    api.get(STATUS_URL).respond(200, json=record(status))
+    wake = api.post(WAKE_URL).respond(202)
+    activate = api.post(ACTIVATE_URL).respond(200, json={"success": True})
     with pytest.raises(BasetenDeploymentError, match="activate_if_inactive=True"):
         wake_op(clock).execute(ctx())
     assert not wake.called
     assert not activate.called
 
 
-def test_activate_if_inactive_activates_then_wakes(mock_api: respx.MockRouter, clock: FakeClock) -> None:
+def test_activate_if_inactive_activates_then_wakes(api: respx.MockRouter, clock: FakeClock) -> None:
     order: list[str] = []
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("INACTIVE", "INACTIVE", "DEPLOYING", "LOADING_MODEL", "ACTIVE"))
+    api.get(STATUS_URL).mock(side_effect=statuses("INACTIVE", "INACTIVE", "DEPLOYING", "LOADING_MODEL", "ACTIVE"))
 
     def note(name: str, response: httpx.Response):
         def handler(_request: httpx.Request) -> httpx.Response:
@@ -258,60 +230,60 @@ def test_activate_if_inactive_activates_then_wakes(mock_api: respx.MockRouter, c
 
         return handler
 
-    mock_api.post(ACTIVATE_URL).mock(side_effect=note("activate", httpx.Response(200, json={"success": True})))
-    mock_api.post(WAKE_URL).mock(side_effect=note("wake", httpx.Response(202)))
+    api.post(ACTIVATE_URL).mock(side_effect=note("activate", httpx.Response(200, json={"success": True})))
+    api.post(WAKE_URL).mock(side_effect=note("wake", httpx.Response(202)))
     result = wake_op(clock, activate_if_inactive=True).execute(ctx())
     assert result["status"] == "ACTIVE"
     assert order == ["activate", "wake"]
 
 
-def test_activation_refused_fails(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("INACTIVE"))
-    mock_api.post(ACTIVATE_URL).respond(200, json={"success": False})
-    wake = mock_api.post(WAKE_URL).respond(202)
+def test_activation_refused_fails(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("INACTIVE"))
+    api.post(ACTIVATE_URL).respond(200, json={"success": False})
+    wake = api.post(WAKE_URL).respond(202)
     with pytest.raises(BasetenDeploymentError, match="did not accept the activation"):
         wake_op(clock, activate_if_inactive=True).execute(ctx())
     assert not wake.called
 
 
-def test_scaled_to_zero_past_the_grace_fails(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
-    mock_api.post(WAKE_URL).respond(202)
+def test_scaled_to_zero_past_the_grace_fails(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+    api.post(WAKE_URL).respond(202)
     with pytest.raises(BasetenDeploymentError, match="the wake did not take"):
         wake_op(clock, stale_read_grace=30).execute(ctx())
     assert clock.now - T0 == 40
 
 
-def test_timeout_on_the_worker_respects_the_deadline(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("SCALED_TO_ZERO", *["WAKING_UP"] * 100))
-    mock_api.post(WAKE_URL).respond(202)
+def test_timeout_on_the_worker_respects_the_deadline(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("SCALED_TO_ZERO", *["WAKING_UP"] * 100))
+    api.post(WAKE_URL).respond(202)
     with pytest.raises(BasetenDeploymentError, match=r"did not become ACTIVE within 1 min 5 s.*\[timeout\]"):
         wake_op(clock, timeout=65).execute(ctx())
     assert clock.now - T0 == 65
 
 
-def test_unhealthy_until_the_deadline_says_so(mock_api: respx.MockRouter, clock: FakeClock, log: RecordingLog) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("SCALED_TO_ZERO", *["UNHEALTHY"] * 100))
-    mock_api.post(WAKE_URL).respond(202)
+def test_unhealthy_until_the_deadline_says_so(api: respx.MockRouter, clock: FakeClock, log: RecordingLog) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("SCALED_TO_ZERO", *["UNHEALTHY"] * 100))
+    api.post(WAKE_URL).respond(202)
     with pytest.raises(BasetenDeploymentError, match="UNHEALTHY"):
         wake_op(clock, timeout=60).execute(ctx())
     assert any(level == "warning" and "UNHEALTHY" in line for level, line in log.lines)
 
 
-def test_one_failed_read_does_not_fail_the_wait(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).mock(
+def test_one_failed_read_does_not_fail_the_wait(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(
         side_effect=[*statuses("SCALED_TO_ZERO", "WAKING_UP"), httpx.Response(502), *statuses("ACTIVE")]
     )
-    mock_api.post(WAKE_URL).respond(202)
+    api.post(WAKE_URL).respond(202)
     assert wake_op(clock).execute(ctx())["status"] == "ACTIVE"
 
 
-def test_pinned_deployment_and_named_environment(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get("https://api.baseten.co/v1/models/abc123/deployments/dep9").respond(200, json=record("ACTIVE"))
-    pinned = mock_api.post("https://model-abc123.api.baseten.co/deployment/dep9/wake").respond(202)
+def test_pinned_deployment_and_named_environment(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get("https://api.baseten.co/v1/models/abc123/deployments/dep9").respond(200, json=record("ACTIVE"))
+    pinned = api.post("https://model-abc123.api.baseten.co/deployment/dep9/wake").respond(202)
     env = {"name": "staging", "current_deployment": record("ACTIVE")}
-    mock_api.get("https://api.baseten.co/v1/models/abc123/environments/staging").respond(200, json=env)
-    staging = mock_api.post("https://model-abc123.api.baseten.co/environments/staging/wake").respond(202)
+    api.get("https://api.baseten.co/v1/models/abc123/environments/staging").respond(200, json=env)
+    staging = api.post("https://model-abc123.api.baseten.co/environments/staging/wake").respond(202)
     assert wake_op(clock, deployment_id="dep9").execute(ctx())["status"] == "ACTIVE"
     assert wake_op(clock, environment="staging").execute(ctx())["status"] == "ACTIVE"
     assert pinned.called
@@ -321,9 +293,9 @@ def test_pinned_deployment_and_named_environment(mock_api: respx.MockRouter, clo
 # --- deferral --------------------------------------------------------------------------------------------------
 
 
-def test_deferrable_defers_with_an_absolute_deadline(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    status = mock_api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
-    mock_api.post(WAKE_URL).respond(202)
+def test_deferrable_defers_with_an_absolute_deadline(api: respx.MockRouter, clock: FakeClock) -> None:
+    status = api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+    api.post(WAKE_URL).respond(202)
     op = wake_op(clock, deferrable=True, poll_interval=7, timeout=timedelta(minutes=5), stale_read_grace=12)
     with pytest.raises(TaskDeferred) as caught:
         op.execute(ctx())
@@ -350,11 +322,11 @@ def test_deferrable_defers_with_an_absolute_deadline(mock_api: respx.MockRouter,
 
 
 def test_deferrable_carries_the_rendered_conn_id(
-    mock_api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_OTHER", json.dumps({"conn_type": "baseten", "password": "other-key-12345"}))
-    mock_api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
-    mock_api.post(WAKE_URL).respond(202)
+    api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
+    api.post(WAKE_URL).respond(202)
     op = wake_op(clock, deferrable=True, baseten_conn_id="{{ params.conn }}")
     context = {"ti": FakeTI(), "params": {"conn": "other"}}
     op.render_template_fields(context)
@@ -363,9 +335,9 @@ def test_deferrable_carries_the_rendered_conn_id(
     assert caught.value.trigger.serialize()[1]["baseten_conn_id"] == "other"
 
 
-def test_deferrable_does_not_defer_when_already_active(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
-    mock_api.post(WAKE_URL).respond(202)
+def test_deferrable_does_not_defer_when_already_active(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
+    api.post(WAKE_URL).respond(202)
     assert wake_op(clock, deferrable=True).execute(ctx())["status"] == "ACTIVE"
 
 

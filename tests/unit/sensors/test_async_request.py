@@ -3,7 +3,6 @@ trigger), the full defer -> trigger.run() -> execute_complete cycle, timeouts an
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 import respx
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, PokeReturnValue, TaskDeferred
+from airflow_testing import T0, FakeClock, set_conn
 
 from airflow_provider_baseten.exceptions import BasetenAsyncRequestError, BasetenConfigError
 from airflow_provider_baseten.hooks import async_requests
@@ -20,23 +20,6 @@ from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestT
 
 HOST = "https://model-abc123.api.baseten.co"
 STATUS_URL = f"{HOST}/async_request/req1"
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
 
 
 class FakeTI:
@@ -68,23 +51,8 @@ def statuses(*names: str) -> list[httpx.Response]:
 
 @pytest.fixture(autouse=True)
 def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = {"max_retries": 0, "status_rate_limit": 1_000_000}
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BASETEN_DEFAULT",
-        json.dumps({"conn_type": "baseten", "password": "unit-test-key-123", "extra": extra}),
-    )
+    set_conn(monkeypatch)
     monkeypatch.setattr(async_requests.random, "random", lambda: 0.5)
-
-
-@pytest.fixture
-def api() -> Any:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def make_sensor(clock: FakeClock, **kwargs: Any) -> BasetenAsyncRequestSensor:

@@ -7,12 +7,12 @@ import asyncio
 import importlib
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from airflow_testing import T0, FakeClock, set_conn, state, statuses
 
 from airflow_provider_baseten.hooks import async_requests
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
@@ -20,65 +20,13 @@ from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestT
 HOST = "https://model-abc123.api.baseten.co"
 STATUS_URL = f"{HOST}/async_request/req1"
 QUEUE_URL = f"{HOST}/production/async_queue_status"
-T0 = 1_700_000_000.0
 CLASSPATH = "airflow_provider_baseten.triggers.baseten.BasetenAsyncRequestTrigger"
-
-
-class FakeClock:
-    """Epoch clock that only moves when someone sleeps on it."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def state(status: str, request_id: str = "req1", **extra: Any) -> dict[str, Any]:
-    return {
-        "request_id": request_id,
-        "model_id": "abc123",
-        "deployment_id": "dep1",
-        "status": status,
-        "webhook_status": "NO_WEBHOOK_PROVIDED",
-        "created_at": "2023-11-14T22:13:20Z",
-        "status_at": "2023-11-14T22:14:00Z",
-        "errors": [],
-        **extra,
-    }
-
-
-def statuses(*names: str) -> list[httpx.Response]:
-    return [httpx.Response(200, json=state(name)) for name in names]
-
-
-def set_conn(monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
-    # A huge poll budget: the shared token bucket runs on the real clock and must never make a test wait.
-    extra = {"max_retries": 0, "status_rate_limit": 1_000_000, **extra}
-    conn = {"conn_type": "baseten", "password": "unit-test-key-123", "extra": extra}
-    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
 
 
 @pytest.fixture(autouse=True)
 def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch)
     monkeypatch.setattr(async_requests.random, "random", lambda: 0.5)  # jitter factor exactly 1.0
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def make_trigger(clock: FakeClock, **kwargs: Any) -> BasetenAsyncRequestTrigger:

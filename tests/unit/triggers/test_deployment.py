@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from airflow_testing import T0, FakeClock, set_conn
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
 from airflow_provider_baseten.hooks.readiness import ReadinessWatch, deployment_from_event, format_duration
@@ -19,26 +19,6 @@ from airflow_provider_baseten.triggers.deployment import CLASSPATH, BasetenDeplo
 
 STATUS_URL = "https://api.baseten.co/v1/models/abc123/deployments/production"
 WAKE_URL = "https://model-abc123.api.baseten.co/production/wake"
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    """Epoch clock that only moves when someone sleeps on it."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def record(status: str, **extra: Any) -> dict[str, Any]:
@@ -51,21 +31,7 @@ def statuses(*names: str) -> list[httpx.Response]:
 
 @pytest.fixture(autouse=True)
 def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A huge poll budget: the shared token bucket runs on the real clock and must never make a test wait.
-    extra = {"max_retries": 0, "status_rate_limit": 1_000_000}
-    conn = {"conn_type": "baseten", "password": "unit-test-key-123", "extra": extra}
-    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
-
-
-@pytest.fixture
-def mock_api() -> Iterator[respx.MockRouter]:
-    with respx.mock(using="httpx", assert_all_called=False) as router:
-        yield router
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+    set_conn(monkeypatch)
 
 
 def make_trigger(clock: FakeClock, **kwargs: Any) -> BasetenDeploymentReadyTrigger:
@@ -131,9 +97,9 @@ def test_only_the_new_optional_kwargs_have_defaults() -> None:
 
 
 async def test_cold_start_succeeds_with_one_event_and_timed_transitions(
-    mock_api: respx.MockRouter, clock: FakeClock
+    api: respx.MockRouter, clock: FakeClock
 ) -> None:
-    route = mock_api.get(STATUS_URL).mock(
+    route = api.get(STATUS_URL).mock(
         side_effect=statuses("SCALED_TO_ZERO", "WAKING_UP", "WAKING_UP", "LOADING_MODEL", "ACTIVE")
     )
     events = await run_to_end(make_trigger(clock))
@@ -150,24 +116,24 @@ async def test_cold_start_succeeds_with_one_event_and_timed_transitions(
     assert clock.sleeps == [10, 10, 10, 10]
 
 
-async def test_trigger_only_reads(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("WAKING_UP", "ACTIVE"))
-    wake = mock_api.post(WAKE_URL).respond(202)
+async def test_trigger_only_reads(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("WAKING_UP", "ACTIVE"))
+    wake = api.post(WAKE_URL).respond(202)
     await run_to_end(make_trigger(clock))
     assert not wake.called
-    assert {call.request.method for call in mock_api.calls} == {"GET"}
+    assert {call.request.method for call in api.calls} == {"GET"}
 
 
-async def test_deadline_is_checked_before_the_first_read(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    route = mock_api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
+async def test_deadline_is_checked_before_the_first_read(api: respx.MockRouter, clock: FakeClock) -> None:
+    route = api.get(STATUS_URL).respond(200, json=record("ACTIVE"))
     clock.now = T0 + 1200
     events = await run_to_end(make_trigger(clock))
     assert [event["status"] for event in events] == ["timeout"]
     assert not route.called
 
 
-async def test_deadline_cuts_the_last_sleep_short(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
+async def test_deadline_cuts_the_last_sleep_short(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
     events = await run_to_end(make_trigger(clock, deadline=T0 + 25, poll_interval=10))
     assert events[0]["status"] == "timeout"
     assert clock.sleeps == [10, 10, 5]
@@ -176,60 +142,58 @@ async def test_deadline_cuts_the_last_sleep_short(mock_api: respx.MockRouter, cl
 
 
 @pytest.mark.parametrize("status", ["BUILD_FAILED", "BUILD_STOPPED", "DEPLOY_FAILED", "FAILED"])
-async def test_failed_statuses_end_at_once(mock_api: respx.MockRouter, clock: FakeClock, status: str) -> None:
-    route = mock_api.get(STATUS_URL).respond(200, json=record(status))
+async def test_failed_statuses_end_at_once(api: respx.MockRouter, clock: FakeClock, status: str) -> None:
+    route = api.get(STATUS_URL).respond(200, json=record(status))
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "failed"
     assert status in events[0]["message"]
     assert route.call_count == 1
 
 
-async def test_inactive_fails_fast_unless_just_activated(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("INACTIVE"))
+async def test_inactive_fails_fast_unless_just_activated(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("INACTIVE"))
     events = await run_to_end(make_trigger(clock, last_status="ACTIVE"))
     assert events[0]["status"] == "failed"
     assert "activate_if_inactive=True" in events[0]["message"]
 
 
-async def test_inactive_right_after_an_activation_is_stale(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("INACTIVE", "INACTIVE", "WAKING_UP", "ACTIVE"))
+async def test_inactive_right_after_an_activation_is_stale(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("INACTIVE", "INACTIVE", "WAKING_UP", "ACTIVE"))
     events = await run_to_end(make_trigger(clock, activated=True, last_status="INACTIVE", stale_read_grace=30))
     assert events[0]["status"] == "success"
 
 
-async def test_inactive_past_the_grace_after_an_activation_fails(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("INACTIVE"))
+async def test_inactive_past_the_grace_after_an_activation_fails(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("INACTIVE"))
     events = await run_to_end(make_trigger(clock, activated=True, last_status="INACTIVE", stale_read_grace=15))
     assert events[0]["status"] == "failed"
     assert "activation did not take" in events[0]["message"]
     assert clock.now - T0 == 20  # reads at 0, 10 (within grace), 20 (past it)
 
 
-async def test_scaled_to_zero_is_stale_within_the_grace_then_fails(
-    mock_api: respx.MockRouter, clock: FakeClock
-) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+async def test_scaled_to_zero_is_stale_within_the_grace_then_fails(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
     events = await run_to_end(make_trigger(clock, stale_read_grace=30))
     assert events[0]["status"] == "failed"
     assert "the wake did not take" in events[0]["message"]
     assert clock.now - T0 == 40
 
 
-async def test_unhealthy_keeps_waiting_and_the_timeout_says_so(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("UNHEALTHY"))
+async def test_unhealthy_keeps_waiting_and_the_timeout_says_so(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("UNHEALTHY"))
     events = await run_to_end(make_trigger(clock, deadline=T0 + 60))
     assert events[0]["status"] == "timeout"
     assert "UNHEALTHY" in events[0]["message"]
 
 
-async def test_unhealthy_can_recover(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("UNHEALTHY", "UNHEALTHY", "ACTIVE"))
+async def test_unhealthy_can_recover(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("UNHEALTHY", "UNHEALTHY", "ACTIVE"))
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "success"
 
 
-async def test_unknown_status_keeps_waiting(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("SOMETHING_NEW", "ACTIVE"))
+async def test_unknown_status_keeps_waiting(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("SOMETHING_NEW", "ACTIVE"))
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "success"
 
@@ -247,27 +211,25 @@ async def test_unknown_status_keeps_waiting(mock_api: respx.MockRouter, clock: F
     ids=["503", "502", "500", "429", "connect", "read-timeout"],
 )
 async def test_one_transient_blip_never_fails(
-    mock_api: respx.MockRouter, clock: FakeClock, blip: httpx.Response | Exception
+    api: respx.MockRouter, clock: FakeClock, blip: httpx.Response | Exception
 ) -> None:
-    mock_api.get(STATUS_URL).mock(side_effect=[*statuses("WAKING_UP"), blip, *statuses("ACTIVE")])
+    api.get(STATUS_URL).mock(side_effect=[*statuses("WAKING_UP"), blip, *statuses("ACTIVE")])
     events = await run_to_end(make_trigger(clock))
     assert [event["status"] for event in events] == ["success"]
 
 
-async def test_transient_errors_past_the_budget_end_with_error(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    route = mock_api.get(STATUS_URL).respond(503)
+async def test_transient_errors_past_the_budget_end_with_error(api: respx.MockRouter, clock: FakeClock) -> None:
+    route = api.get(STATUS_URL).respond(503)
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "error"
     assert "in a row" in events[0]["message"]
     assert route.call_count == ReadinessWatch.max_consecutive_errors + 1
 
 
-async def test_the_hook_retries_a_blip_within_one_poll(
-    mock_api: respx.MockRouter, clock: FakeClock, monkeypatch
-) -> None:
+async def test_the_hook_retries_a_blip_within_one_poll(api: respx.MockRouter, clock: FakeClock, monkeypatch) -> None:
     conn = {"conn_type": "baseten", "password": "unit-test-key-123", "extra": {"status_rate_limit": 1_000_000}}
     monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
-    route = mock_api.get(STATUS_URL).mock(side_effect=[httpx.Response(503), *statuses("ACTIVE")])
+    route = api.get(STATUS_URL).mock(side_effect=[httpx.Response(503), *statuses("ACTIVE")])
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "success"
     assert route.call_count == 2
@@ -276,8 +238,8 @@ async def test_the_hook_retries_a_blip_within_one_poll(
 
 
 @pytest.mark.parametrize("status_code", [401, 403, 404])
-async def test_non_transient_errors_end_at_once(mock_api: respx.MockRouter, clock: FakeClock, status_code: int) -> None:
-    route = mock_api.get(STATUS_URL).respond(status_code, json={"error": "nope"})
+async def test_non_transient_errors_end_at_once(api: respx.MockRouter, clock: FakeClock, status_code: int) -> None:
+    route = api.get(STATUS_URL).respond(status_code, json={"error": "nope"})
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "error"
     assert route.call_count == 1
@@ -285,7 +247,7 @@ async def test_non_transient_errors_end_at_once(mock_api: respx.MockRouter, cloc
 
 
 async def test_missing_connection_is_an_error_event(
-    mock_api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = await run_to_end(make_trigger(clock, baseten_conn_id="no_such_conn"))
     assert events[0]["status"] == "error"
@@ -296,16 +258,16 @@ async def test_invalid_target_is_an_error_event(clock: FakeClock) -> None:
     assert [event["status"] for event in events] == ["error"]
 
 
-async def test_named_environment_reads_its_current_deployment(mock_api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_named_environment_reads_its_current_deployment(api: respx.MockRouter, clock: FakeClock) -> None:
     env_url = "https://api.baseten.co/v1/models/abc123/environments/staging"
-    mock_api.get(env_url).respond(200, json={"name": "staging", "current_deployment": record("ACTIVE")})
+    api.get(env_url).respond(200, json={"name": "staging", "current_deployment": record("ACTIVE")})
     events = await run_to_end(make_trigger(clock, environment="staging"))
     assert events[0]["status"] == "success"
     assert events[0]["deployment"]["id"] == "dep1"
 
 
-async def test_cancellation_propagates(mock_api: respx.MockRouter, clock: FakeClock) -> None:
-    mock_api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
+async def test_cancellation_propagates(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
 
     async def cancelled_sleep(_seconds: float) -> None:
         raise asyncio.CancelledError
@@ -324,11 +286,11 @@ async def test_cancellation_propagates(mock_api: respx.MockRouter, clock: FakeCl
     assert events == []
 
 
-async def test_cancellation_during_a_read_propagates(mock_api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_cancellation_during_a_read_propagates(api: respx.MockRouter, clock: FakeClock) -> None:
     def cancelled(_request: httpx.Request) -> httpx.Response:
         raise asyncio.CancelledError
 
-    mock_api.get(STATUS_URL).mock(side_effect=cancelled)
+    api.get(STATUS_URL).mock(side_effect=cancelled)
     with pytest.raises(asyncio.CancelledError):
         await run_to_end(make_trigger(clock))
 
@@ -370,15 +332,15 @@ def test_format_duration(seconds: float, text: str) -> None:
 # --- the full cycle --------------------------------------------------------------------------------------------
 
 
-async def test_defer_trigger_resume_cycle(mock_api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_defer_trigger_resume_cycle(api: respx.MockRouter, clock: FakeClock) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     from airflow_provider_baseten.operators.wake import BasetenWakeOperator
 
-    status = mock_api.get(STATUS_URL).mock(
+    status = api.get(STATUS_URL).mock(
         side_effect=statuses("SCALED_TO_ZERO", "SCALED_TO_ZERO", "WAKING_UP", "LOADING_MODEL", "ACTIVE")
     )
-    wake = mock_api.post(WAKE_URL).respond(202)
+    wake = api.post(WAKE_URL).respond(202)
     op = BasetenWakeOperator(task_id="wake", model_id="abc123", deferrable=True, poll_interval=15, timeout=600)
     op._now = clock.time  # type: ignore[method-assign]
     ti = _FakeTI()
@@ -411,13 +373,13 @@ async def test_defer_trigger_resume_cycle(mock_api: respx.MockRouter, clock: Fak
     assert clock.now - T0 == 45
 
 
-async def test_defer_cycle_failure_raises_in_execute_complete(mock_api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_defer_cycle_failure_raises_in_execute_complete(api: respx.MockRouter, clock: FakeClock) -> None:
     from airflow.providers.common.compat.sdk import TaskDeferred
 
     from airflow_provider_baseten.operators.wake import BasetenWakeOperator
 
-    mock_api.get(STATUS_URL).mock(side_effect=statuses("SCALED_TO_ZERO", "WAKING_UP", "DEPLOY_FAILED"))
-    mock_api.post(WAKE_URL).respond(202)
+    api.get(STATUS_URL).mock(side_effect=statuses("SCALED_TO_ZERO", "WAKING_UP", "DEPLOY_FAILED"))
+    api.post(WAKE_URL).respond(202)
     op = BasetenWakeOperator(task_id="wake", model_id="abc123", deferrable=True, poll_interval=5)
     op._now = clock.time  # type: ignore[method-assign]
     with pytest.raises(TaskDeferred) as caught:
