@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of the provider against the tools a user would pick instead (see ``README.md``)."""

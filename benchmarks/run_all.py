@@ -1,0 +1,119 @@
+"""Run the benchmarks of issue 8 in one go (``make bench``) and refresh the results section of ``benchmarks/README.md``.
+
+    python -m benchmarks.run_all                      # import cost, batch throughput, triggerer fan-out (< 10 min)
+    python -m benchmarks.run_all --quick              # the smoke sizes
+    python -m benchmarks.run_all --only import_cost   # one of them
+    python -m benchmarks.run_all --with-emulator      # also benchmarks.emulator_throughput (needs wrk)
+
+Each benchmark writes ``results/<name>.md`` (its tables, machine and command) and ``results/<name>.json`` (every
+sample); this script adds ``results/summary.md`` (every goal, met or missed) and copies the tables into the README
+between the ``results`` markers, so the README always shows the latest run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import (
+    BENCH_DIR,
+    RESULTS_DIR,
+    Goal,
+    default_results_dir,
+    goals_table,
+    machine_info,
+    machine_line,
+)
+
+BENCHMARKS = ("import_cost", "batch_predict", "trigger_fanout")
+ORDER = (*BENCHMARKS, "emulator_throughput")
+README = BENCH_DIR / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def run(names: list[str], quick: bool, results_dir: Path) -> tuple[list[Goal], dict[str, float]]:
+    goals: list[Goal] = []
+    durations: dict[str, float] = {}
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        argv = ["--results-dir", str(results_dir)] + (["--quick"] if quick else [])
+        print(f"\n===== {name} ({' '.join(argv)})", flush=True)
+        start = time.monotonic()
+        outcome: Any = module.main(argv)
+        durations[name] = time.monotonic() - start
+        if isinstance(outcome, dict):
+            goals += outcome.get("goals", [])
+        print(f"===== {name} took {durations[name]:.0f} s", flush=True)
+    return goals, durations
+
+
+def results_section(results_dir: Path, names: list[str] | None = None) -> str:
+    """The README's results: the summary, then each benchmark's tables as written by its last run."""
+    parts = []
+    summary = results_dir / "summary.md"
+    if summary.exists():
+        parts.append(summary.read_text().strip())
+    for name in names or ORDER:
+        path = results_dir / f"{name}.md"
+        if path.exists():
+            text = path.read_text().strip()
+            # The README sits one level up from results/: keep relative links (the plot) working.
+            parts.append(re.sub(r"`(\w+\.png)`", rf"![{name}](results/\1)", text))
+    return "\n\n".join(parts)
+
+
+def update_readme(results_dir: Path, readme: Path = README) -> bool:
+    """Replace the text between the markers of ``readme`` with :func:`results_section`; False if no markers."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n\n{results_section(results_dir)}\n\n{END}{tail}")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the smoke sizes (seconds, not minutes)")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(ORDER)}")
+    parser.add_argument("--with-emulator", action="store_true", help="also run benchmarks.emulator_throughput")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default results/ (--quick: a temp dir)")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results section")
+    args = parser.parse_args(argv)
+    args.results_dir = args.results_dir or default_results_dir(args.quick)
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    if args.with_emulator and "emulator_throughput" not in names:
+        names.append("emulator_throughput")
+    unknown = sorted(set(names) - set(ORDER))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(ORDER)}")
+    started = time.monotonic()
+    info = machine_info()
+    goals, durations = run(names, args.quick, args.results_dir)
+    total = time.monotonic() - started
+    table = goals_table(goals, "All goals of this run")
+    took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in durations.items())
+    table.notes.append(f"Durations: {took}; total {total:.0f} s.")
+    table.print()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    command = f"python -m benchmarks.run_all {' '.join(argv if argv is not None else sys.argv[1:])}".strip()
+    (args.results_dir / "summary.md").write_text(
+        f"### Summary\n\nRun started {machine_line(info)}.\n\nCommand: `{command}`\n\n{table.markdown()}\n"
+    )
+    if not args.no_readme and args.results_dir.resolve() == RESULTS_DIR.resolve() and not args.quick:
+        update_readme(args.results_dir)
+        print(f"updated {README}")
+    print(f"all benchmarks took {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

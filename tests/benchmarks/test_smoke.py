@@ -1,0 +1,87 @@
+"""The quick mode of each benchmark (part of ``make test``): it runs end to end and measures what it claims.
+
+Assertions are on behaviour (tables with the expected rows, every request answered, no 429 reaching a Baseten
+trigger), never on timing: figures on a shared CI machine mean nothing. ``--inline`` runs the measured sides in
+this process (no child start-up), which is the same code path minus the fresh process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import batch_predict, import_cost, run_all, trigger_fanout
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_trigger_fanout_quick(tmp_path: Path) -> None:
+    n = 30
+    out = trigger_fanout.main(["--quick", "--inline", "--ns", str(n), "--results-dir", str(tmp_path)])
+
+    cost, detection = out["tables"][0], out["tables"][1]
+    assert cost.column("trigger") == ["BasetenAsyncRequestTrigger", "HttpSensorTrigger"]
+    assert detection.column("fired") == [f"{n}/{n}", f"{n}/{n}"]
+    for run in out["results"][n]["baseten"]:
+        assert run["http_429"] == 0  # the shared poll budget kept every poll under the emulator's limit
+        assert run["events"] == {"success": n}  # so no 429 (or anything else) reached a trigger
+        assert run["unfired"] == 0
+        assert run["status_requests"] >= n  # every trigger polled at least once
+        assert run["delay_p99"] is not None
+    for run in out["results"][n]["http"]:
+        assert run["fired"] == n
+    assert (tmp_path / "trigger_fanout.png").stat().st_size > 10_000
+    assert "Fan-out goals" in (tmp_path / "trigger_fanout.md").read_text()
+
+
+def test_batch_predict_quick(tmp_path: Path) -> None:
+    argv = ["--quick", "--inline", "--n", "200", "--memory-ns", "50,120", "--http-hook-subset", "5"]
+    out = batch_predict.main([*argv, "--results-dir", str(tmp_path)])
+
+    latency, memory = out["tables"][0], out["tables"][1]
+    assert [row[0] for row in latency.rows][:2] == [
+        "BasetenBatchPredictOperator",
+        "baseten-performance-client batch_post",
+    ]
+    assert latency.rows[2][0].startswith("HttpHook.run loop")
+    assert len(memory.rows) == 4
+    raw = out["raw"]
+    for side in ("operator", "perf_client"):
+        for run in raw["latency_runs"][side]:
+            assert (run["n"], run["ok"], run["errors"]) == (200, 200, 0)
+        for size, runs in raw["zero_latency_runs"][side].items():
+            assert all((r["ok"], r["errors"]) == (size, 0) for r in runs)
+    assert [(r["ok"], r["errors"]) for r in raw["latency_runs"]["http_hook"]] == [(5, 0)]
+    assert {goal.name for goal in out["goals"]} >= {"batch efficiency (ideal / actual)"}
+
+
+def test_import_cost_quick(tmp_path: Path) -> None:
+    out = import_cost.main(
+        ["--quick", "--repeat", "1", "--peers", import_cost.HTTP_PEER, "--results-dir", str(tmp_path)]
+    )
+
+    assert out["errors"] == {}  # every provider module imports in a fresh process
+    modules = out["tables"][0].column("module")
+    assert modules[0] == "airflow_provider_baseten.operators.baseten"
+    assert {"airflow_provider_baseten.hooks.baseten", "airflow_provider_baseten.triggers.baseten"} <= set(modules)
+    assert modules[-1] == import_cost.HTTP_PEER
+    assert len(out["goals"]) == len(modules) - 1
+
+
+def test_readme_results_section_is_replaced_between_markers(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.md").write_text("### Summary\n\nall met\n")
+    (results / "trigger_fanout.md").write_text("### Triggerer fan-out\n\nPlot: `trigger_fanout.png`.\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\nmethod\n\n{run_all.BEGIN}\nold figures\n{run_all.END}\n\nfooter\n")
+
+    assert run_all.update_readme(results, readme)
+
+    text = readme.read_text()
+    assert "old figures" not in text
+    assert "all met" in text
+    assert "![trigger_fanout](results/trigger_fanout.png)" in text
+    assert text.startswith("# Benchmarks\n\nmethod")
+    assert text.endswith("footer\n")
