@@ -63,6 +63,9 @@ EVENT_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "los
 
 #: Seconds between progress lines while waiting (state changes are logged as they happen).
 PROGRESS_EVERY_S = 60.0
+#: Triggers waiting on one deployment share a queue-depth read this recent: at most two requests per deployment a
+#: minute, however many triggers wait on it.
+QUEUE_DEPTH_MAX_AGE = PROGRESS_EVERY_S / 2
 #: Consecutive failing polls (each already retried by the hook) are tolerated this long before an ``error`` event.
 DEFAULT_ERROR_BUDGET_S = 900.0
 #: ``max_time_in_queue_seconds`` accepted by Baseten.
@@ -613,7 +616,7 @@ async def wait_async(
 
     reads = {
         _POLL: bounded(lambda: hook.aget_async_request(watch.target, watch.request_id)),
-        _QUEUE: bounded(lambda: hook.aget_async_queue_status(watch.target)),
+        _QUEUE: bounded(lambda: hook.aget_async_queue_status(watch.target, max_age=QUEUE_DEPTH_MAX_AGE, clock=clock)),
     }
     return await adrive(wait_plan(watch, clock, first_delay=first_delay), reads, sleep)
 

@@ -171,6 +171,8 @@ class _LoopResources:
     def __init__(self) -> None:
         self.clients: dict[ClientSettings, httpx.AsyncClient] = {}
         self.buckets: dict[ClientSettings, AsyncTokenBucket] = {}
+        #: Recent queue depths per deployment: many triggers waiting on one deployment share one read.
+        self.queue_depths: dict[tuple[ClientSettings, Endpoint], tuple[float, AsyncQueueStatus]] = {}
 
 
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
@@ -636,12 +638,32 @@ class BasetenHook(BaseHook):
         call = self._queue_call(target)
         return self._parse(AsyncQueueStatus, self._send(call), call)
 
-    async def aget_async_queue_status(self, target: Target, *, rate_limited: bool = True) -> AsyncQueueStatus:
+    async def aget_async_queue_status(
+        self,
+        target: Target,
+        *,
+        rate_limited: bool = True,
+        max_age: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> AsyncQueueStatus:
+        """Async twin of :meth:`get_async_queue_status`, inside the poll budget.
+
+        With ``max_age``, a depth read for the same deployment by any hook in this event loop within the last
+        ``max_age`` seconds (by ``clock``) is returned instead of a new request: a thousand triggers waiting on one
+        deployment then spend a request or two a minute on progress lines, not a thousand.
+        """
         settings = await self.aget_settings()
+        call = self._queue_call(target)
+        cache = _loop_resources().queue_depths
+        key = (settings, call.endpoint)
+        cached = cache.get(key)
+        if cached is not None and clock() - cached[0] < max_age:
+            return cached[1]
         if rate_limited:
             await shared_status_bucket(settings).acquire()
-        call = self._queue_call(target)
-        return self._parse(AsyncQueueStatus, await self._asend(call), call)
+        status = self._parse(AsyncQueueStatus, await self._asend(call), call)
+        cache[key] = (clock(), status)
+        return status
 
     def wake(self, target: Target) -> None:
         """``POST /{env}/wake``: returns at once (202) and says nothing about readiness. Idempotent."""

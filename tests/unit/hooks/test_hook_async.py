@@ -126,6 +126,20 @@ async def test_status_polls_wait_for_the_shared_budget(hook: BasetenHook, basete
     assert acquire.await_count == 2
 
 
+async def test_queue_depth_reads_are_shared_within_max_age(hook: BasetenHook, baseten_api) -> None:
+    first = await hook.aget_async_queue_status(MODEL, max_age=30)
+    again = await BasetenHook(customer_request_id="").aget_async_queue_status(MODEL, max_age=30)
+    assert again == first
+    assert baseten_api.calls.call_count == 1
+
+
+async def test_queue_depth_without_max_age_always_reads(hook: BasetenHook, baseten_api) -> None:
+    await hook.aget_async_queue_status(MODEL, max_age=30)
+    await hook.aget_async_queue_status(MODEL)
+    await hook.aget_async_queue_status(Target.of(model_id="other1"), max_age=30)
+    assert baseten_api.calls.call_count == 3
+
+
 # --- the real aiohttp transport on loopback ----------------------------------------------------------------------
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
