@@ -579,7 +579,12 @@ class BasetenHook(BaseHook):
         work; it is retried only when it provably never reached Baseten.
         """
         if not isinstance(request, AsyncPredictRequest):
-            request = AsyncPredictRequest.model_validate(request)
+            from pydantic import ValidationError
+
+            try:
+                request = AsyncPredictRequest.model_validate(request)
+            except ValidationError as err:
+                raise BasetenConfigError(f"Invalid async request; nothing was sent: {err}") from None
         call = self._submit_call(target, request)
         return self._parse(AsyncSubmitResponse, self._send(call), call)
 

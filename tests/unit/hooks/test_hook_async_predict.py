@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 import respx
-from pydantic import ValidationError
 
-from airflow_provider_baseten.exceptions import BasetenPayloadTooLargeError
+from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenPayloadTooLargeError
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.baseten import BasetenHook, encode_json
 from airflow_provider_baseten.hooks.models import ASYNC_PAYLOAD_LIMIT_BYTES, AsyncPredictRequest
@@ -86,7 +85,7 @@ def test_non_ascii_is_measured_as_utf8(hook: BasetenHook, baseten_api: respx.Moc
 def test_invalid_request_is_refused_before_sending(
     hook: BasetenHook, mock_http: respx.MockRouter, request_body: dict[str, Any]
 ) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(BasetenConfigError, match="nothing was sent"):
         hook.async_predict(MODEL, request_body)
     assert mock_http.calls.call_count == 0
 
