@@ -22,8 +22,9 @@ with DAG(
         deferrable=True,
         poll_interval=2,
         max_time_in_queue_seconds=259_200,
-        # A reset during the submit is ambiguous: the try fails and the retry submits again (nothing was queued).
-        retries=2,
+        # A 502 or a reset during the submit is ambiguous: the try fails and the retry submits again (nothing was
+        # queued). One call in twenty meets one, so a task can meet several in a row among 200: retries to spare.
+        retries=5,
         retry_delay=timedelta(seconds=1),
     ).expand(model_input=[{"text": f"soak item {i}", "n": i} for i in range(SOAK_ASYNC_SIZE)])
 
