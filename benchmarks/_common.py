@@ -414,6 +414,33 @@ def write_results(
     return path
 
 
+def publish_results(
+    name: str,
+    *,
+    title: str,
+    module: str,
+    argv: Sequence[str] | None,
+    tables: Sequence[Table],
+    raw: Mapping[str, Any],
+    method: str = "",
+    results_dir: Path | None = None,
+) -> Path:
+    """Print the tables, then write them with :func:`write_results`; every benchmark ends with this."""
+    for table in tables:
+        table.print()
+    path = write_results(
+        name,
+        title=title,
+        command=command_line(module, argv),
+        tables=tables,
+        raw=raw,
+        method=method,
+        results_dir=results_dir,
+    )
+    print(f"written {path}")
+    return path
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (the smoke test's mode)")

@@ -26,13 +26,12 @@ from benchmarks._common import (
     Meter,
     Table,
     base_parser,
-    command_line,
     goals_table,
     median,
     parse_args,
+    publish_results,
     ratio,
     run_as_child,
-    write_results,
 )
 
 MODULE = "benchmarks.batch_predict"
@@ -206,17 +205,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raw["zero_latency_runs"] = memory
 
     tables, goals = _report(n, latency, concurrency, repeat, subset, runs, memory, args.inline)
-    for table in tables:
-        table.print()
-    path = write_results(
+    path = publish_results(
         "batch_predict",
         title="Batch predict throughput and memory",
-        command=command_line(MODULE, argv),
+        module=MODULE,
+        argv=argv,
         tables=tables,
         raw=raw,
         results_dir=args.results_dir,
     )
-    print(f"written {path}")
     return {"tables": tables, "goals": goals, "raw": raw, "path": str(path)}
 
 

@@ -31,14 +31,13 @@ from benchmarks._common import (
     Goal,
     Table,
     base_parser,
-    command_line,
     current_rss,
     goals_table,
     median,
     parse_args,
+    publish_results,
     ratio,
     run_as_child,
-    write_results,
 )
 
 MODULE = "benchmarks.import_cost"
@@ -264,17 +263,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tables.append(culprit_table)
 
     tables.append(goals_table(list(goals.values()), "Import goals"))
-    for t in tables:
-        t.print()
-    path = write_results(
+    path = publish_results(
         "import_cost",
         title="Import cost (DAG parsing)",
-        command=command_line(MODULE, argv),
+        module=MODULE,
+        argv=argv,
         tables=tables,
         raw=raw,
         results_dir=args.results_dir,
     )
-    print(f"written {path}")
     return {"tables": tables, "goals": list(goals.values()), "errors": errors, "path": str(Path(path))}
 
 

@@ -46,15 +46,14 @@ from benchmarks._common import (
     Meter,
     Table,
     base_parser,
-    command_line,
     goals_table,
     median,
     parse_args,
     percentile,
+    publish_results,
     ratio,
     run_as_child,
     wait_for_go,
-    write_results,
 )
 
 MODULE = "benchmarks.trigger_fanout"
@@ -626,19 +625,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tables, goals = report(results, realtime)
     if args.inline:
         tables[0].notes.append("--inline: CPU and RSS include the emulator (same process): not attributable.")
-    for table in tables:
-        table.print()
     png = plot(results, args.results_dir / "trigger_fanout.png")
-    path = write_results(
+    path = publish_results(
         "trigger_fanout",
         title="Triggerer fan-out",
-        command=command_line(MODULE, argv),
+        module=MODULE,
+        argv=argv,
         tables=tables,
         raw={"results": {str(n): v for n, v in results.items()}, "realtime": realtime},
         method=f"Plot: `{png.name}`.",
         results_dir=args.results_dir,
     )
-    print(f"written {path} and {png}")
+    print(f"written {png}")
     return {"tables": tables, "goals": goals, "results": results, "realtime": realtime, "path": str(path)}
 
 
