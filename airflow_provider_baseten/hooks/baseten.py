@@ -720,10 +720,15 @@ class BasetenHook(BaseHook):
 
     def get_environment(self, model_id: str, environment: str) -> Environment:
         target = Target.of(model_id=model_id, environment=environment)
-        endpoint = management_endpoint("models", target.id, "environments", target.environment)
-        return self._parse(
-            Environment, self._get_management(endpoint, "get environment"), _Call("GET", endpoint, "", True)
+        call = _Call(
+            "GET",
+            management_endpoint("models", target.id, "environments", target.environment),
+            "get environment",
+            True,
+            None,
+            DEFAULT_SHORT_TIMEOUT,
         )
+        return self._parse(Environment, self._send(call), call)
 
     def activate(self, target: Target) -> bool:
         """Activate an ``INACTIVE`` deployment (management API; Baseten allows 20 a minute). Idempotent."""
@@ -747,8 +752,8 @@ class BasetenHook(BaseHook):
         return [_validated(Deployment, record, "list deployments") for record in records]
 
     def get_user(self) -> UserInfo:
-        endpoint = management_endpoint("users", "me")
-        return self._parse(UserInfo, self._get_management(endpoint, "get user"), _Call("GET", endpoint, "", True))
+        call = _Call("GET", management_endpoint("users", "me"), "get user", True, None, DEFAULT_SHORT_TIMEOUT)
+        return self._parse(UserInfo, self._send(call), call)
 
     # --- chat completions -------------------------------------------------------------------------------------
 
