@@ -5,9 +5,9 @@ sensors and triggers only call the typed methods here. Calls go to Baseten's hos
 connection has a host, to that gateway (the local emulator, a private proxy) with the intended Baseten host in the
 ``Host`` header, exactly as Baseten's own edge routes.
 
-Clients: one pooled ``httpx.Client`` per hook on the worker; one ``httpx.AsyncClient`` (on aiohttp's transport,
-which keeps up at 64+ concurrent requests where httpx's own async pool does not) per connection and event loop,
-shared by every trigger in a triggerer process.
+Split along its seams, behind this one import path: the clients and per-loop resources in
+:mod:`~airflow_provider_baseten.hooks.clients`, what a call is in :mod:`~airflow_provider_baseten.hooks.calls`,
+chat completions and OpenAI clients in :mod:`~airflow_provider_baseten.hooks.chat` (a mixin of the hook).
 """
 
 from __future__ import annotations
@@ -15,21 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
-import ssl
 import sys
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from airflow.providers.common.compat.sdk import BaseHook
-from pydantic import BaseModel
 
 from airflow_provider_baseten.exceptions import (
     BasetenAPIError,
@@ -48,8 +42,27 @@ from airflow_provider_baseten.hooks.addressing import (
     Endpoint,
     Target,
     management_endpoint,
-    model_apis_endpoint,
     validate_id,
+)
+from airflow_provider_baseten.hooks.calls import (
+    CUSTOMER_REQUEST_ID_HEADER,
+    REQUEST_ID_HEADER,
+    BasetenResult,
+    ModelT,
+    _Call,
+    _truncate,
+    _validated,
+    encode_json,
+)
+from airflow_provider_baseten.hooks.chat import ChatMixin, iter_sse_chunks
+from airflow_provider_baseten.hooks.clients import (
+    _loop_resources,
+    build_async_client,
+    build_client,
+    close_shared_async_clients,
+    shared_async_client,
+    shared_status_bucket,
+    ssl_context,
 )
 from airflow_provider_baseten.hooks.connection import (
     DEFAULT_SHORT_TIMEOUT,
@@ -63,182 +76,31 @@ from airflow_provider_baseten.hooks.models import (
     AsyncRequestState,
     AsyncSubmitResponse,
     CancelAsyncResponse,
-    ChatCompletion,
     Deployment,
     Environment,
-    ModelAPIModel,
     UserInfo,
 )
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
 from airflow_provider_baseten.hooks.retries import RetryPolicy, ambiguous_submit, is_retryable, retry_after_of
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
-__all__ = ["BasetenHook", "BasetenResult", "Target"]
+__all__ = [
+    "BasetenHook",
+    "BasetenResult",
+    "Target",
+    # Re-exported from the modules the hook was split into (their old import path keeps working).
+    "build_async_client",
+    "build_client",
+    "close_shared_async_clients",
+    "encode_json",
+    "iter_sse_chunks",
+    "shared_async_client",
+    "shared_status_bucket",
+    "ssl_context",
+]
 
 log = logging.getLogger(__name__)
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-REQUEST_ID_HEADER = "x-baseten-request-id"
-CUSTOMER_REQUEST_ID_HEADER = "x-baseten-customer-request-id"
-_ERROR_BODY_LIMIT = 500
-
-
-@dataclass(frozen=True)
-class BasetenResult:
-    """A JSON (or text) answer with the ``X-BASETEN-REQUEST-ID`` Baseten gave it."""
-
-    data: Any
-    request_id: str | None = None
-    status_code: int = 200
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One logical call: what it is, where it goes, and whether sending it twice is harmless."""
-
-    method: str
-    endpoint: Endpoint
-    what: str
-    idempotent: bool
-    json_body: Any = None
-    read_timeout: float | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=8)
-def ssl_context(verify: bool | str) -> ssl.SSLContext:
-    """One TLS context per ``verify`` value, shared by every client of the process.
-
-    Loading the CA bundle costs tens of milliseconds per client otherwise, and httpx 0.28 deprecates
-    ``verify=<path>``: a CA bundle path (the ``verify`` extra) becomes a context here instead.
-    """
-    if isinstance(verify, str):
-        try:
-            if Path(verify).is_dir():
-                return ssl.create_default_context(capath=verify)
-            return ssl.create_default_context(cafile=verify)
-        except (OSError, ssl.SSLError) as err:
-            raise BasetenConfigError(
-                f"Connection extra 'verify' names a CA bundle that cannot be loaded ({verify}): {err}."
-            ) from None
-    return httpx.create_ssl_context(verify=verify)
-
-
-def build_client(settings: ClientSettings, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The worker's pooled client. No automatic redirects: an API call that redirects is an error."""
-    return httpx.Client(
-        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        verify=ssl_context(settings.verify),
-        proxy=settings.proxy,
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        transport=transport,
-        follow_redirects=False,
-    )
-
-
-def build_async_client(
-    settings: ClientSettings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    max_connections: int = 256,
-) -> httpx.AsyncClient:
-    """The triggerer's and batch operator's client, on aiohttp's transport unless one is given (tests).
-
-    ``max_connections`` (at least 256) bounds the pool: the batch operator passes its concurrency.
-    """
-    size = max(256, max_connections)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    if transport is None:
-        from httpx_aiohttp import AiohttpTransport  # deferred: aiohttp is not needed at DAG-parse time
-
-        transport = AiohttpTransport(
-            verify=ssl_context(settings.verify),
-            proxy=httpx.Proxy(settings.proxy) if settings.proxy else None,
-            limits=limits,
-        )
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        transport=transport,
-        follow_redirects=False,
-    )
-
-
-class _LoopResources:
-    """Async clients and poll budgets of one event loop, keyed by connection settings."""
-
-    def __init__(self) -> None:
-        self.clients: dict[ClientSettings, httpx.AsyncClient] = {}
-        self.buckets: dict[ClientSettings, AsyncTokenBucket] = {}
-        #: Recent queue depths per deployment: many triggers waiting on one deployment share one read.
-        self.queue_depths: dict[tuple[ClientSettings, Endpoint], tuple[float, AsyncQueueStatus]] = {}
-
-
-_PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
-
-
-def _loop_resources() -> _LoopResources:
-    loop = asyncio.get_running_loop()
-    resources = _PER_LOOP.get(loop)
-    if resources is None:
-        resources = _PER_LOOP[loop] = _LoopResources()
-    return resources
-
-
-def shared_async_client(settings: ClientSettings) -> httpx.AsyncClient:
-    """The one ``AsyncClient`` for these settings in the running event loop (created on first use)."""
-    resources = _loop_resources()
-    client = resources.clients.get(settings)
-    if client is None or client.is_closed:
-        client = resources.clients[settings] = build_async_client(settings)
-    return client
-
-
-def shared_status_bucket(settings: ClientSettings) -> AsyncTokenBucket:
-    """The status-poll budget shared by every trigger on this connection in the running event loop."""
-    resources = _loop_resources()
-    bucket = resources.buckets.get(settings)
-    if bucket is None:
-        # A fifth of a second's budget as burst: a whole second's worth, released at once after the loop was busy,
-        # can land inside Baseten's own one-second window and draw 429s.
-        rate = settings.status_rate_limit
-        bucket = resources.buckets[settings] = AsyncTokenBucket(rate, burst=max(1.0, rate / 5))
-    return bucket
-
-
-async def close_shared_async_clients() -> None:
-    """Close the running loop's shared clients (tests, benchmarks and the batch operator's end)."""
-    resources = _PER_LOOP.pop(asyncio.get_running_loop(), None)
-    if resources:
-        for client in resources.clients.values():
-            await client.aclose()
-
-
-def encode_json(body: Any) -> bytes:
-    """The exact bytes sent for a JSON body (compact UTF-8), so a size check measures what goes on the wire.
-
-    NaN, infinities and values JSON cannot express fail here with :class:`BasetenConfigError`, before any request.
-    """
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as err:
-        raise BasetenConfigError(f"The request body cannot be sent as JSON: {err}.") from None
-
-
-def _validated(model: type[ModelT], data: Any, what: str) -> ModelT:
-    """``model.model_validate(data)``, failing as a BasetenModelError that names the bad fields (not their values)."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        fields = ", ".join(sorted({".".join(map(str, error["loc"])) or "(body)" for error in err.errors()}))
-        raise BasetenModelError(f"{what}: the answer is not a valid {model.__name__} (check: {fields}).") from None
-
-
-def _truncate(text: str, limit: int = _ERROR_BODY_LIMIT) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _error_class(status: int, host: str) -> type[BasetenAPIError]:
@@ -255,7 +117,7 @@ def _error_class(status: int, host: str) -> type[BasetenAPIError]:
     return BasetenModelError
 
 
-class BasetenHook(BaseHook):
+class BasetenHook(ChatMixin, BaseHook):
     """Call Baseten: models, chains, async requests, wake and readiness, Model APIs and the management API.
 
     :param baseten_conn_id: the ``baseten`` connection (API key in the password; optional gateway host).
@@ -755,89 +617,6 @@ class BasetenHook(BaseHook):
         call = _Call("GET", management_endpoint("users", "me"), "get user", True, None, DEFAULT_SHORT_TIMEOUT)
         return self._parse(UserInfo, self._send(call), call)
 
-    # --- chat completions -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _chat_call(request: dict[str, Any], target: Target | None, timeout: float | None) -> _Call:
-        endpoint = target.sync_endpoint("v1/chat/completions") if target else model_apis_endpoint("chat", "completions")
-        where = target.describe() if target else f"Model APIs ({request.get('model')})"
-        return _Call("POST", endpoint, f"chat completion on {where}", False, request, timeout)
-
-    @staticmethod
-    def _chat_body(request: dict[str, Any], stream: bool) -> dict[str, Any]:
-        from airflow_provider_baseten.hooks.models import ChatCompletionRequest
-
-        body = ChatCompletionRequest.model_validate({**request, "stream": stream or None})
-        payload = body.model_dump(mode="json", exclude_none=True)
-        if stream:
-            payload.setdefault("stream_options", {"include_usage": True})
-        return payload
-
-    def chat_completion(
-        self, request: dict[str, Any], *, target: Target | None = None, timeout: float | None = None
-    ) -> ChatCompletion:
-        """OpenAI-compatible chat: Model APIs (``model`` slug) or a deployed model's ``/sync/v1/chat/completions``.
-
-        Not idempotent (tokens are billed): retried only when it provably never reached the model.
-        """
-        call = self._chat_call(self._chat_body(request, stream=False), target, timeout)
-        return self._parse(ChatCompletion, self._send(call), call)
-
-    def stream_chat_completion(
-        self, request: dict[str, Any], *, target: Target | None = None, timeout: float | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Stream a chat completion: yields each SSE chunk (the last carries ``usage``) until ``[DONE]``."""
-        call = self._chat_call(self._chat_body(request, stream=True), target, timeout)
-        response = self._send(call, stream=True)
-        try:
-            yield from iter_sse_chunks(response.iter_lines())
-        finally:
-            response.close()
-
-    def list_model_api_models(self) -> list[ModelAPIModel]:
-        response = self._send(
-            _Call(
-                "GET",
-                model_apis_endpoint("models"),
-                "list Model APIs models",
-                True,
-                None,
-                DEFAULT_SHORT_TIMEOUT,
-            )
-        )
-        items = self._json_object(response, "list Model APIs models").get("data") or []
-        return [_validated(ModelAPIModel, item, "list Model APIs models") for item in items]
-
-    # --- OpenAI SDK clients (optional ``openai`` extra) ---------------------------------------------------------
-
-    def _openai_kwargs(self, target: Target | None) -> dict[str, Any]:
-        settings = self.settings
-        endpoint = target.sync_endpoint("v1") if target else model_apis_endpoint()
-        headers = dict(settings.headers)
-        if settings.gateway:
-            headers["Host"] = endpoint.host
-        return {
-            "api_key": settings.api_key,
-            "base_url": settings.base_url(endpoint.host) + endpoint.path,
-            "default_headers": headers,
-            "timeout": httpx.Timeout(self.timeout or settings.timeout, connect=settings.connect_timeout),
-            "max_retries": 0,
-        }
-
-    def get_openai_client(self, target: Target | None = None) -> Any:
-        """An ``openai.OpenAI`` client for Model APIs (or a deployed model's ``/sync/v1``), from this connection.
-
-        The SDK's own retries are off: it would retry a chat POST after a read timeout.
-        """
-        from openai import OpenAI
-
-        return OpenAI(**self._openai_kwargs(target))
-
-    def get_async_openai_client(self, target: Target | None = None) -> Any:
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(**self._openai_kwargs(target))
-
     # --- connection test --------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
@@ -859,15 +638,3 @@ class BasetenHook(BaseHook):
                 return False, self._redact(str(err))
         except Exception as err:
             return False, self._redact(str(err))
-
-
-def iter_sse_chunks(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """Parse OpenAI-style server-sent events (``data: {...}`` lines, ending with ``data: [DONE]``)."""
-    for line in lines:
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        if data:
-            yield json.loads(data)

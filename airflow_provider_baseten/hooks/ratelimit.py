@@ -40,17 +40,6 @@ class AsyncTokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    def try_acquire(self) -> float:
-        """Take a token if one is free and return ``0.0``; otherwise take nothing and return the seconds until one is.
-
-        Never waits: the emulator answers 429 (with this as ``Retry-After``) where a client would queue.
-        """
-        self._refill()
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
     async def acquire(self) -> None:
         async with self._lock:
             self._refill()
