@@ -7,13 +7,16 @@ paths only, never from request headers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class BasetenError(AirflowException):
     """Base class of every error this provider raises."""
+
+
+_E = TypeVar("_E", bound=BasetenError)
 
 
 class BasetenConfigError(BasetenError, AirflowFailException, ValueError):
@@ -59,7 +62,7 @@ class BasetenAPIError(BasetenError):
         return (_rebuild, (type(self), self.args[0], self.__dict__))
 
 
-def _rebuild(cls: type[BasetenAPIError], message: str, state: dict[str, Any]) -> BasetenAPIError:
+def _rebuild(cls: type[_E], message: str, state: dict[str, Any]) -> _E:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
@@ -107,6 +110,30 @@ class BasetenTimeoutError(BasetenAPIError):
 
 class BasetenModelError(BasetenAPIError):
     """Any other error status: Baseten's error body, or the model's own body passed through."""
+
+
+class BasetenConnectionError(BasetenError):
+    """A request failed in transport (DNS, refused, connect or read timeout, reset, TLS, proxy) after the retries.
+
+    The message names where it went (the gateway or the Baseten host, and the proxy if any), what failed, the
+    attempt count and a hint. Airflow retries the task as usual: the cause is usually passing.
+
+    :param kind: ``dns``, ``refused``, ``connect_timeout``, ``read_timeout``, ``pool_timeout``, ``proxy``, ``tls``,
+        ``disconnected`` or ``network``.
+    :param host: where the request was sent (the gateway's host and port, or the Baseten host).
+    :param attempts: how many times it was sent (or tried to be).
+    :param never_sent: whether the request provably never left this process (then even a predict is safe to resend).
+    """
+
+    def __init__(self, message: str, *, kind: str, host: str, attempts: int, never_sent: bool) -> None:
+        self.kind = kind
+        self.host = host
+        self.attempts = attempts
+        self.never_sent = never_sent
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args[0], self.__dict__))
 
 
 class BasetenAmbiguousSubmitError(BasetenError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import sys
@@ -29,6 +30,7 @@ from airflow_provider_baseten.exceptions import (
     BasetenAPIError,
     BasetenAuthError,
     BasetenConfigError,
+    BasetenConnectionError,
     BasetenModelAPINotEnabledError,
     BasetenModelError,
     BasetenNotFoundError,
@@ -60,9 +62,11 @@ from airflow_provider_baseten.hooks.clients import (
     build_async_client,
     build_client,
     close_shared_async_clients,
+    proxy_for,
     shared_async_client,
     shared_status_bucket,
     ssl_context,
+    transport_failure,
 )
 from airflow_provider_baseten.hooks.connection import (
     DEFAULT_SHORT_TIMEOUT,
@@ -80,10 +84,17 @@ from airflow_provider_baseten.hooks.models import (
     Environment,
     UserInfo,
 )
-from airflow_provider_baseten.hooks.retries import RetryPolicy, ambiguous_submit, is_retryable, retry_after_of
+from airflow_provider_baseten.hooks.retries import (
+    RetryPolicy,
+    ambiguous_submit,
+    is_retryable,
+    never_reached_server,
+    retry_after_of,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
+    from tenacity import RetryCallState
 
 __all__ = [
     "BasetenHook",
@@ -101,6 +112,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``test_connection()``'s connect and read timeout (seconds): the connection form waits for it.
+TEST_CONNECTION_TIMEOUT = 5.0
+
+
+class _Attempts:
+    """How many times one call was sent (retries included)."""
+
+    count = 0
 
 
 def _error_class(status: int, host: str) -> type[BasetenAPIError]:
@@ -151,6 +171,7 @@ class BasetenHook(ChatMixin, BaseHook):
         self._sleep = sleep
         self._async_sleep = async_sleep
         self._settings: ClientSettings | None = None
+        self._read_timeout_cap: float | None = None
 
     # --- connection form (Airflow 3.1 reads these; 3.2+ reads conn-fields from get_provider_info) -------------
 
@@ -265,6 +286,8 @@ class BasetenHook(ChatMixin, BaseHook):
             content = encode_json(call.json_body)
             headers.setdefault("Content-Type", "application/json")
         read = call.read_timeout or self.timeout or settings.timeout
+        if self._read_timeout_cap is not None:
+            read = min(read, self._read_timeout_cap)
         return client.build_request(
             call.method,
             settings.base_url(call.endpoint.host) + call.endpoint.path,
@@ -335,8 +358,16 @@ class BasetenHook(ChatMixin, BaseHook):
         from tenacity import Retrying
 
         self.settings  # noqa: B018  (resolve the connection before building requests)
-        retrying = Retrying(sleep=self._sleep, **self.retry_policy.tenacity_kwargs(idempotent=call.idempotent))
-        return retrying(self._send_once, call, stream=stream)
+        attempts = _Attempts()
+
+        def once() -> httpx.Response:
+            attempts.count += 1
+            return self._send_once(call, stream=stream)
+
+        try:
+            return Retrying(sleep=self._sleep, **self._retry_kwargs(call))(once)
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, call, attempts.count) from exc
 
     async def _asend_once(self, client: httpx.AsyncClient, call: _Call) -> httpx.Response:
         request = self._build_request(client, call)
@@ -353,10 +384,81 @@ class BasetenHook(ChatMixin, BaseHook):
 
         settings = await self.aget_settings()
         client = client or shared_async_client(settings)
-        retrying = AsyncRetrying(
-            sleep=self._async_sleep, **self.retry_policy.tenacity_kwargs(idempotent=call.idempotent)
+        attempts = _Attempts()
+
+        async def once() -> httpx.Response:
+            attempts.count += 1
+            return await self._asend_once(client, call)
+
+        try:
+            return await AsyncRetrying(sleep=self._async_sleep, **self._retry_kwargs(call))(once)
+        except httpx.TransportError as exc:
+            raise self._connection_error(exc, call, attempts.count) from exc
+
+    def _retry_kwargs(self, call: _Call) -> dict[str, Any]:
+        """The retry policy's tenacity arguments, plus a WARNING line before every retry (sync and async alike)."""
+        policy = self.retry_policy
+        kwargs = policy.tenacity_kwargs(idempotent=call.idempotent)
+        kwargs["before_sleep"] = lambda state: self._log_retry(call, state, policy.max_retries + 1)
+        return kwargs
+
+    def _where(self, call: _Call) -> str:
+        """Where a call goes, for messages: the gateway and the Baseten host it stands for, or the Baseten host."""
+        settings = self._settings
+        assert settings is not None
+        if settings.gateway:
+            return f"the gateway {settings.gateway} (for {call.endpoint.host}{call.endpoint.path})"
+        return f"{call.endpoint.host}{call.endpoint.path}"
+
+    def _log_retry(self, call: _Call, state: RetryCallState, max_attempts: int) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, BasetenAPIError):
+            reason = f"answered {exc.status_code}" + (f" [{exc.error_code}]" if exc.error_code else "")
+        elif isinstance(exc, httpx.TransportError):
+            reason = transport_failure(exc)[1]
+        else:
+            reason = type(exc).__name__
+        log.warning(
+            "%s: %s %s failed: %s; attempt %d of %d, retrying in %.1f s",
+            call.what,
+            call.method,
+            self._where(call),
+            reason,
+            state.attempt_number,
+            max_attempts,
+            state.next_action.sleep if state.next_action else 0.0,
         )
-        return await retrying(self._asend_once, client, call)
+
+    def _connection_error(self, exc: httpx.TransportError, call: _Call, attempts: int) -> BasetenConnectionError:
+        """The provider's error for a transport failure: what failed, where, how often, and what to check."""
+        settings = self._settings
+        assert settings is not None
+        url = httpx.URL(settings.base_url(call.endpoint.host) + call.endpoint.path)
+        kind, description = transport_failure(exc)
+        proxy = proxy_for(settings, url)
+        via = ""
+        if proxy:
+            proxy_url = httpx.URL(proxy)
+            via = f" via the proxy {proxy_url.scheme}://{proxy_url.host}:{proxy_url.port or ''}".rstrip(":")
+            hint = (
+                "is the proxy running and reachable? It comes from the connection's 'proxy' extra or from "
+                "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY; NO_PROXY bypasses it."
+            )
+        elif settings.gateway:
+            hint = "is the gateway running? Check the connection's host."
+        else:
+            hint = "check this machine's network access to Baseten (DNS, firewall, proxy settings)."
+        message = (
+            f"{call.what}: {call.method} {self._where(call)}{via} failed: {description} "
+            f"({attempts} attempt{'s' if attempts != 1 else ''}). Hint: {hint}"
+        )
+        return BasetenConnectionError(
+            self._redact(message),
+            kind=kind,
+            host=url.netloc.decode(),
+            attempts=attempts,
+            never_sent=never_reached_server(exc),
+        )
 
     @staticmethod
     def _json_or_text(response: httpx.Response) -> Any:
@@ -622,8 +724,26 @@ class BasetenHook(ChatMixin, BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Authenticated calls that cost no inference: ``/v1/users/me``, else Model APIs ``/v1/models``.
 
-        Never raises.
+        Fails fast, with the message a task would log: one attempt per call, at most
+        :data:`TEST_CONNECTION_TIMEOUT` seconds to connect and to answer. Never raises.
         """
+        try:
+            settings = self.settings
+        except Exception as err:
+            return False, self._redact(str(err))
+        self._settings = dataclasses.replace(
+            settings,
+            max_retries=0,
+            connect_timeout=min(settings.connect_timeout, TEST_CONNECTION_TIMEOUT),
+        )
+        self._read_timeout_cap = TEST_CONNECTION_TIMEOUT
+        try:
+            return self._test_connection()
+        finally:
+            self._settings = settings
+            self._read_timeout_cap = None
+
+    def _test_connection(self) -> tuple[bool, str]:
         try:
             user = self.get_user()
             return True, f"Connected to Baseten as {user.email or user.user_id}."

@@ -8,11 +8,14 @@ trigger in a triggerer process. Both are built from one :class:`ClientSettings`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -23,6 +26,8 @@ from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Endpoint
     from airflow_provider_baseten.hooks.models import AsyncQueueStatus
+
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 __all__ = [
     "build_async_client",
@@ -53,15 +58,49 @@ def ssl_context(verify: bool | str) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=verify)
 
 
-def build_client(settings: ClientSettings, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The worker's pooled client. No automatic redirects: an API call that redirects is an error."""
+def _limits(max_connections: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+
+
+def _timeout(settings: ClientSettings) -> httpx.Timeout:
+    """The default timeouts; a call sets its own read timeout per request."""
+    return httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
+
+
+def _mounts(settings: ClientSettings, make: Callable[[str], TransportT]) -> dict[str, TransportT | None]:
+    """The proxy mounts of a client: one transport per distinct proxy URL; ``None`` (direct) for ``NO_PROXY``."""
+    transports: dict[str, TransportT] = {}
+    mounts: dict[str, TransportT | None] = {}
+    for pattern, proxy in settings.proxy_map:
+        if proxy is None:
+            mounts[pattern] = None
+        else:
+            if proxy not in transports:
+                transports[proxy] = make(proxy)
+            mounts[pattern] = transports[proxy]
+    return mounts
+
+
+def build_client(
+    settings: ClientSettings, *, transport: httpx.BaseTransport | None = None, max_connections: int = 64
+) -> httpx.Client:
+    """The worker's pooled client. No automatic redirects: an API call that redirects is an error.
+
+    Proxies, TLS, limits and timeouts come from ``settings`` exactly as for :func:`build_async_client`: the
+    environment is read once into the settings (``trust_env`` is off here).
+    """
+    verify = ssl_context(settings.verify)
+    limits = _limits(max_connections)
+
+    def make(proxy: str | None) -> httpx.BaseTransport:
+        return httpx.HTTPTransport(verify=verify, limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
+
     return httpx.Client(
-        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        verify=ssl_context(settings.verify),
-        proxy=settings.proxy,
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        transport=transport,
+        timeout=_timeout(settings),
+        transport=transport or make(None),
+        mounts=None if transport else _mounts(settings, make),
         follow_redirects=False,
+        trust_env=False,
     )
 
 
@@ -73,33 +112,166 @@ def build_async_client(
 ) -> httpx.AsyncClient:
     """The triggerer's and batch operator's client, on aiohttp's transport unless one is given (tests).
 
-    ``max_connections`` (at least 256) bounds the pool: the batch operator passes its concurrency.
+    ``max_connections`` (at least 256) bounds the pool: the batch operator passes its concurrency. The transport
+    names connection errors as httpx's own does (see :func:`aiohttp_transport_class`).
     """
-    size = max(256, max_connections)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    if transport is None:
-        from httpx_aiohttp import AiohttpTransport  # deferred: aiohttp is not needed at DAG-parse time
+    verify = ssl_context(settings.verify)
+    limits = _limits(max(256, max_connections))
 
-        transport = AiohttpTransport(
-            verify=ssl_context(settings.verify),
-            proxy=httpx.Proxy(settings.proxy) if settings.proxy else None,
-            limits=limits,
-        )
+    def make(proxy: str | None) -> httpx.AsyncBaseTransport:
+        transport_class = aiohttp_transport_class()  # deferred: aiohttp is not needed at DAG-parse time
+        return transport_class(verify=verify, limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
+
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        transport=transport,
+        timeout=_timeout(settings),
+        transport=transport or make(None),
+        mounts=None if transport else _mounts(settings, make),
         follow_redirects=False,
+        trust_env=False,
     )
 
 
-class _LoopResources:
-    """Async clients and poll budgets of one event loop, keyed by connection settings."""
+def _renamed(exc: httpx.TransportError) -> httpx.TransportError | None:
+    """The httpx error httpx's own transport raises for the aiohttp error behind ``exc`` (``None``: keep ``exc``).
 
-    def __init__(self) -> None:
+    httpx-aiohttp maps every ``aiohttp.ClientConnectionError`` (a refused connection, a DNS failure, a proxy that
+    is down, a disconnect mid-response) to ``httpx.ConnectTimeout``.
+    """
+    import aiohttp
+
+    cause = exc.__cause__
+    if not isinstance(cause, aiohttp.ClientError):
+        return None
+    renamed: type[httpx.TransportError]
+    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", ())
+    if isinstance(cause, aiohttp.ClientHttpProxyError):  # the proxy answered; httpx calls a dead proxy ConnectError
+        renamed = httpx.ProxyError
+    elif isinstance(cause, aiohttp.ClientConnectorError):
+        renamed = httpx.ConnectError
+    elif isinstance(cause, connect_timeout):
+        renamed = httpx.ConnectTimeout
+    elif isinstance(cause, aiohttp.ServerTimeoutError):
+        renamed = httpx.ReadTimeout
+    elif isinstance(cause, aiohttp.ServerDisconnectedError):
+        renamed = httpx.RemoteProtocolError
+    elif isinstance(cause, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        renamed = httpx.ReadError
+    else:
+        return None
+    if type(exc) is renamed:
+        return None
+    return renamed(str(exc), request=exc._request)
+
+
+@lru_cache(maxsize=1)
+def aiohttp_transport_class() -> Callable[..., httpx.AsyncBaseTransport]:
+    """httpx-aiohttp's transport, raising the httpx errors httpx's own transport would (built on first use)."""
+    from httpx_aiohttp import AiohttpTransport
+
+    class _RenamingStream(httpx.AsyncByteStream):
+        def __init__(self, stream: httpx.AsyncByteStream) -> None:
+            self._stream = stream
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self._stream:
+                    yield chunk
+            except httpx.TransportError as exc:
+                raise _renamed(exc) or exc from exc.__cause__
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    class NamedErrorsAiohttpTransport(AiohttpTransport):  # type: ignore[misc]
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            try:
+                response = await super().handle_async_request(request)
+            except httpx.TransportError as exc:
+                raise _renamed(exc) or exc from exc.__cause__
+            stream = response.stream
+            assert isinstance(stream, httpx.AsyncByteStream)
+            response.stream = _RenamingStream(stream)
+            return response
+
+    return NamedErrorsAiohttpTransport
+
+
+def proxy_for(settings: ClientSettings, url: httpx.URL) -> str | None:
+    """The proxy a request to ``url`` goes through, matched as httpx matches its mounts (most specific first)."""
+    from httpx._utils import URLPattern
+
+    patterns = sorted((URLPattern(pattern), proxy) for pattern, proxy in settings.proxy_map)
+    return next((proxy for pattern, proxy in patterns if pattern.matches(url)), None)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def transport_failure(exc: httpx.TransportError) -> tuple[str, str]:
+    """``(kind, description)`` of a transport error, the same for httpx's transport and aiohttp's.
+
+    The kinds are those of :class:`~airflow_provider_baseten.exceptions.BasetenConnectionError`.
+    """
+    chain = list(_chain(exc))
+    if any(isinstance(err, socket.gaierror) or type(err).__name__ == "ClientConnectorDNSError" for err in chain):
+        return "dns", "the host name could not be resolved (DNS)"
+    if isinstance(exc, httpx.ProxyError):
+        return "proxy", f"the proxy refused to forward it ({exc})"
+    if any(isinstance(err, ConnectionRefusedError) for err in chain):
+        return "refused", "the connection was refused (nothing listens on that port)"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout", "no connection within the connect timeout"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "pool_timeout", "no free connection in the client's pool within the timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "read_timeout", "no answer within the read timeout"
+    if any(isinstance(err, ssl.SSLError) for err in chain):
+        return "tls", f"the TLS handshake failed ({exc})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "disconnected", "the server closed the connection without a complete answer"
+    return "network", f"{type(exc).__name__}: {exc}"
+
+
+class _LoopResources:
+    """Async clients and poll budgets of one event loop, keyed by connection settings.
+
+    Released with the loop: an async generator registered with the loop is closed by ``shutdown_asyncgens()``
+    (``asyncio.run``, ``asyncio.Runner``, pytest-asyncio and the triggerer all call it), and closing it closes the
+    clients. Otherwise every ended loop (user code under ``asyncio.run``, ``airflow dags test``) would keep an open
+    aiohttp session and its sockets, and warn ``Unclosed client session`` at exit.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.clients: dict[ClientSettings, httpx.AsyncClient] = {}
         self.buckets: dict[ClientSettings, AsyncTokenBucket] = {}
         #: Recent queue depths per deployment: many triggers waiting on one deployment share one read.
         self.queue_depths: dict[tuple[ClientSettings, Endpoint], tuple[float, AsyncQueueStatus]] = {}
+        self._loop = weakref.ref(loop)
+        self._closer = self._close_with_loop()
+        step = self._closer.asend(None)  # registers the generator with the running loop (its firstiter hook) ...
+        with contextlib.suppress(StopIteration):
+            step.send(None)  # ... and runs it to its ``yield``, so closing it runs the ``finally``
+
+    async def _close_with_loop(self) -> AsyncGenerator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every client (idempotent) and forget this loop."""
+        loop = self._loop()
+        if loop is not None and _PER_LOOP.get(loop) is self:
+            del _PER_LOOP[loop]
+        clients, self.clients = list(self.clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
 
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
@@ -109,7 +281,10 @@ def _loop_resources() -> _LoopResources:
     loop = asyncio.get_running_loop()
     resources = _PER_LOOP.get(loop)
     if resources is None:
-        resources = _PER_LOOP[loop] = _LoopResources()
+        for ended in [other for other in _PER_LOOP if other.is_closed()]:
+            # A loop closed without shutdown_asyncgens(): nothing can close its clients any more; drop them.
+            del _PER_LOOP[ended]
+        resources = _PER_LOOP[loop] = _LoopResources(loop)
     return resources
 
 
@@ -136,7 +311,6 @@ def shared_status_bucket(settings: ClientSettings) -> AsyncTokenBucket:
 
 async def close_shared_async_clients() -> None:
     """Close the running loop's shared clients (tests, benchmarks and the batch operator's end)."""
-    resources = _PER_LOOP.pop(asyncio.get_running_loop(), None)
-    if resources:
-        for client in resources.clients.values():
-            await client.aclose()
+    resources = _PER_LOOP.get(asyncio.get_running_loop())
+    if resources is not None:
+        await resources.aclose()

@@ -7,6 +7,7 @@ never differ between the worker and the triggerer (the http provider's sync and 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ipaddress
 import json
 import logging
@@ -55,12 +56,21 @@ class ClientSettings:
     max_retries: int = DEFAULT_MAX_RETRIES
     verify: bool | str = True
     proxy: str | None = field(default=None, repr=False)
+    #: The environment's proxies (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``) as httpx reads them:
+    #: ``(URL pattern, proxy URL or None for direct)``. Read once, when the connection is parsed; unused when the
+    #: connection names a ``proxy``.
+    env_proxies: tuple[tuple[str, str | None], ...] = field(default=(), repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     status_rate_limit: float = DEFAULT_STATUS_RATE_LIMIT
 
     @property
     def auth_header(self) -> str:
         return f"{self.auth_scheme} {self.api_key}"
+
+    @property
+    def proxy_map(self) -> tuple[tuple[str, str | None], ...]:
+        """Which proxy each request URL goes through (httpx mount patterns): the connection's, else the env's."""
+        return (("all://", self.proxy),) if self.proxy else self.env_proxies
 
     def base_url(self, host: str) -> str:
         """Where a request for Baseten host ``host`` is sent: the gateway, or ``https://{host}``."""
@@ -150,6 +160,27 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
+def environment_proxies() -> tuple[tuple[str, str | None], ...]:
+    """The process environment's proxy settings, parsed by httpx's own rules (so both clients read them alike)."""
+    from httpx._utils import get_environment_proxies  # httpx's parser: the sync client honoured it before
+
+    return tuple(sorted(get_environment_proxies().items()))
+
+
+def _unknown_extras_warning(unknown: list[str], conn_id: str) -> None:
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(KNOWN_EXTRAS), n=1)
+        if close:
+            hints.append(f"{key!r}: did you mean {close[0]!r}?")
+    log.warning(
+        "Ignoring unknown extras %s in Baseten connection %s%s",
+        unknown,
+        conn_id,
+        f" ({'; '.join(hints)})" if hints else "",
+    )
+
+
 def parse_extras(extra: str | dict[str, Any] | None) -> dict[str, Any]:
     """The extras as a dict; invalid JSON fails clearly, without echoing the text (it may hold secrets)."""
     if extra is None or extra == "":
@@ -181,7 +212,7 @@ def settings_from_connection(
     extras = parse_extras(extra)
     unknown = sorted(set(extras) - KNOWN_EXTRAS)
     if unknown:
-        log.warning("Ignoring unknown extras %s in Baseten connection %s", unknown, conn_id)
+        _unknown_extras_warning(unknown, conn_id)
     scheme = extras.get("auth_scheme") or "Api-Key"
     schemes = {"api-key": "Api-Key", "bearer": "Bearer"}
     if not isinstance(scheme, str) or scheme.lower() not in schemes:
@@ -202,6 +233,7 @@ def settings_from_connection(
         max_retries=int(retries),
         verify=_verify(extras.get("verify")),
         proxy=proxy,
+        env_proxies=() if proxy else environment_proxies(),
         headers=_headers(extras.get("headers")),
         status_rate_limit=_number(extras, "status_rate_limit", DEFAULT_STATUS_RATE_LIMIT, minimum=0.1),
     )

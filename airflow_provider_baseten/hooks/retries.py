@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState
 
-from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenAPIError
+from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenAPIError, BasetenConnectionError
 
 ALWAYS_RETRIED_STATUSES = frozenset({429, 503, 529})
 IDEMPOTENT_ONLY_STATUSES = frozenset({500, 502, 504})
@@ -72,6 +72,8 @@ def never_reached_server(exc: BaseException) -> bool:
     transport maps *every* ``aiohttp.ClientConnectionError`` (a server disconnect mid-response included) to
     ``ConnectTimeout``, so there the underlying aiohttp error must be a connector error to count.
     """
+    if isinstance(exc, BasetenConnectionError):
+        return exc.never_sent
     if isinstance(exc, httpx.PoolTimeout):
         return True
     if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -89,7 +91,7 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     if isinstance(exc, BasetenAPIError):
         status = exc.status_code or 0
         return status in ALWAYS_RETRIED_STATUSES or (idempotent and status in IDEMPOTENT_ONLY_STATUSES)
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, httpx.TransportError | BasetenConnectionError):
         return idempotent or never_reached_server(exc)
     return False
 

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_baseten.exceptions import BasetenAPIError, BasetenConfigError, BasetenError
+from airflow_provider_baseten.exceptions import (
+    BasetenAPIError,
+    BasetenConfigError,
+    BasetenConnectionError,
+    BasetenError,
+)
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
@@ -798,7 +803,7 @@ def model_may_have_run(err: BaseException) -> bool:
         return (err.status_code or 0) not in _NOT_RUN_STATUSES
     import httpx
 
-    if isinstance(err, httpx.TransportError):
+    if isinstance(err, httpx.TransportError | BasetenConnectionError):
         from airflow_provider_baseten.hooks.retries import never_reached_server
 
         return not never_reached_server(err)

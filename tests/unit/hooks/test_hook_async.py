@@ -1,7 +1,8 @@
 """The async side: one shared client per settings and event loop, and the real aiohttp transport over loopback.
 
 The loopback tests run tiny asyncio servers on 127.0.0.1 that misbehave on purpose, so the aiohttp exception
-mapping (a disconnect mid-response surfaces as ``httpx.ConnectTimeout``) is exercised for real, not mocked.
+mapping (httpx-aiohttp reports a disconnect mid-response as ``httpx.ConnectTimeout``; the provider's transport
+renames it ``RemoteProtocolError``, as httpx's own transport does) is exercised for real, not mocked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError
+from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenConnectionError
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.baseten import (
     BasetenHook,
@@ -215,7 +216,8 @@ async def test_disconnect_after_sending_is_ambiguous_for_predict(
         await make_hook().apredict(MODEL, {"x": 1})
     assert server.connections == 1  # never sent twice
     assert sleeps == []
-    assert isinstance(info.value.__cause__, httpx.ConnectTimeout)  # what aiohttp's transport calls it
+    # httpx-aiohttp calls it ConnectTimeout; the provider's transport names it as httpx's own transport does.
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
 
 
 async def test_truncated_response_is_ambiguous_for_predict(
@@ -231,8 +233,10 @@ async def test_disconnect_is_retried_for_a_status_poll(
     loopback: Callable[..., Awaitable[Loopback]], make_hook: Callable[..., BasetenHook], sleeps: list[float]
 ) -> None:
     server = await loopback(hang_up)
-    with pytest.raises(httpx.TransportError):
+    with pytest.raises(BasetenConnectionError) as info:
         await make_hook().aget_async_request(MODEL, "req1", rate_limited=False)
+    assert (info.value.kind, info.value.attempts) == ("disconnected", 3)
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
     assert len(sleeps) == 2  # max_retries=2: three attempts
     assert server.connections >= 3  # aiohttp itself also re-sends an idempotent GET once after a disconnect
 
@@ -245,11 +249,12 @@ async def test_refused_connection_is_retried_even_for_predict(
         port = sock.getsockname()[1]
     set_conn(host=f"127.0.0.1:{port}", extra={"max_retries": 2, "connect_timeout": 5})
     try:
-        with pytest.raises(httpx.TransportError) as info:
+        with pytest.raises(BasetenConnectionError) as info:
             await make_hook().apredict(MODEL, {"x": 1})
     finally:
         await close_shared_async_clients()
-    assert not isinstance(info.value, BasetenAmbiguousSubmitError)
+    assert (info.value.kind, info.value.attempts, info.value.never_sent) == ("refused", 3, True)
+    assert isinstance(info.value.__cause__, httpx.ConnectError)  # httpx-aiohttp alone calls it ConnectTimeout
     assert len(sleeps) == 2  # retried: the request provably never left
 
 

@@ -14,6 +14,7 @@ import respx
 from airflow_provider_baseten.exceptions import (
     BasetenAmbiguousSubmitError,
     BasetenAuthError,
+    BasetenConnectionError,
     BasetenModelError,
     BasetenRateLimitError,
     BasetenTimeoutError,
@@ -163,11 +164,13 @@ def test_default_max_retries_is_five(hook: BasetenHook, mock_http: respx.MockRou
     assert route.call_count == 6
 
 
-def test_connect_errors_exhaust_then_raise_the_transport_error(hook: BasetenHook, mock_http) -> None:
+def test_connect_errors_exhaust_then_raise_a_connection_error(hook: BasetenHook, mock_http) -> None:
     route = mock_http.post(PREDICT_URL).mock(side_effect=httpx.ConnectError("refused"))
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(BasetenConnectionError) as info:
         hook.predict(MODEL, {})
     assert route.call_count == 6
+    assert info.value.attempts == 6
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
 
 
 def test_backoff_grows(hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float]) -> None:

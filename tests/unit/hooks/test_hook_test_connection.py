@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -9,7 +10,8 @@ import pytest
 import respx
 from hook_testing import API_KEY
 
-from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.exceptions import BasetenConnectionError
+from airflow_provider_baseten.hooks.baseten import TEST_CONNECTION_TIMEOUT, BasetenHook
 
 USERS_ME = "https://api.baseten.co/v1/users/me"
 MODEL_APIS = "https://inference.baseten.co/v1/models"
@@ -43,12 +45,42 @@ def test_rejected_key(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
     assert API_KEY not in message
 
 
-def test_network_failure(hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float]) -> None:
-    mock_http.route().mock(side_effect=httpx.ConnectError("Name or service not known"))
+def test_refused_gateway_fails_fast_with_the_error_a_task_would_raise(
+    set_conn: Callable[..., None], make_hook: Callable[..., BasetenHook], sleeps: list[float]
+) -> None:
+    with socket.socket() as sock:  # a loopback port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    set_conn(host=f"127.0.0.1:{port}")
+    hook = make_hook()
     ok, message = hook.test_connection()
     assert ok is False
-    assert "Name or service not known" in message
-    assert len(sleeps) == 5  # retried like any call, with recorded (not real) waits
+    assert sleeps == []  # one attempt, no backoff: the connection form waits for it
+    assert message == (
+        f"get user: GET the gateway http://127.0.0.1:{port} (for api.baseten.co/v1/users/me) failed: the connection "
+        "was refused (nothing listens on that port) (1 attempt). Hint: is the gateway running? Check the "
+        "connection's host."
+    )
+    with pytest.raises(BasetenConnectionError) as info:
+        hook.get_user()
+    assert str(info.value) == message.replace("(1 attempt)", "(6 attempts)")  # what a task says, after retries
+    assert len(sleeps) == 5
+    hook.close()
+
+
+def test_timeouts_are_short_and_restored(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    seen: list[dict[str, float]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={"user_id": "u1"})
+
+    mock_http.get(USERS_ME).mock(side_effect=answer)
+    assert hook.test_connection()[0] is True
+    hook.get_user()
+    assert (seen[0]["connect"], seen[0]["read"]) == (TEST_CONNECTION_TIMEOUT, TEST_CONNECTION_TIMEOUT)
+    assert (seen[1]["connect"], seen[1]["read"]) == (10.0, 30.0)  # the connection's own timeouts again
+    assert hook.settings.max_retries == 5
 
 
 def test_server_error(hook: BasetenHook, mock_http: respx.MockRouter) -> None:

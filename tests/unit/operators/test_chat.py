@@ -13,7 +13,7 @@ import pytest
 import respx
 from pydantic import BaseModel
 
-from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
+from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenConnectionError, BasetenError
 from airflow_provider_baseten.hooks.baseten import BasetenHook
 from airflow_provider_baseten.operators.chat import (
     BasetenChatOperator,
@@ -526,7 +526,7 @@ def test_mocked_transport_never_reaches_network(router: respx.MockRouter, contex
     router.post(MODEL_APIS_URL).mock(side_effect=httpx.ConnectError("refused"))
     op = make_op()
     op.hook = BasetenHook(customer_request_id="", sleep=lambda _s: None)
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(BasetenConnectionError):
         op.execute(context)
     assert router.calls.call_count == 6  # connect errors provably never reached the model: retried (5 retries)
 
