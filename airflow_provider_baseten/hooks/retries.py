@@ -98,8 +98,8 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
 
 def ambiguous_submit(exc: httpx.TransportError, what: str) -> BasetenAmbiguousSubmitError:
     """The error for a non-idempotent call that failed after it may have reached the model."""
-    # The aiohttp transport reports a disconnect mid-response as httpx.ConnectTimeout: name the real cause.
-    cause = type(exc.__cause__ or exc).__name__
+    # Both transports name errors as httpx does (hooks.clients renames httpx-aiohttp's), so the type says it.
+    cause = type(exc).__name__
     return BasetenAmbiguousSubmitError(
         f"{what} failed after the request may have reached the model ({cause}); it was not retried "
         "because the model may have run (and been billed). Retrying the task submits it again."

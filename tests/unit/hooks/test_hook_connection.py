@@ -160,6 +160,54 @@ def test_unknown_extras_warn_with_the_key_only(caplog: pytest.LogCaptureFixture)
     assert SECRET_VALUE not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("typo", "known"), [("timout", "timeout"), ("max_retry", "max_retries"), ("Proxy", "proxy"), ("header", "headers")]
+)
+def test_unknown_extras_suggest_the_nearest_known_key(typo: str, known: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_baseten.hooks.connection")
+    settings({typo: "5", "colour": "red"})
+    assert f"Ignoring unknown extras {sorted(['colour', typo])} in Baseten connection my_conn" in caplog.text
+    assert f"'{typo}': did you mean '{known}'?" in caplog.text
+    assert "'colour': did you mean" not in caplog.text  # nothing close: no guess
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_environment_proxies_are_read_once_into_the_settings(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTPS_PROXY", "http://egress:3128")
+    proxy_env.setenv("NO_PROXY", "127.0.0.1,.internal")
+    s = settings()
+    assert s.proxy_map == (
+        ("all://*.internal", None),
+        ("all://127.0.0.1", None),
+        ("https://", "http://egress:3128"),
+    )
+    proxy_env.setenv("HTTPS_PROXY", "http://other:3128")
+    assert s.proxy_map[-1] == ("https://", "http://egress:3128")  # a parsed connection keeps what it read
+    assert settings() != s  # a new parse reads the new value (and gets its own shared async client)
+
+
+def test_the_connection_proxy_replaces_the_environment(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTP_PROXY", "http://egress:3128")
+    proxy_env.setenv("NO_PROXY", "*")
+    assert settings({"proxy": "http://team-proxy:8080"}).proxy_map == (("all://", "http://team-proxy:8080"),)
+
+
+def test_no_proxy_star_turns_the_environment_proxy_off(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTP_PROXY", "http://egress:3128")
+    proxy_env.setenv("NO_PROXY", "*")
+    assert settings().proxy_map == ()
+
+
 @pytest.mark.parametrize("password", [None, "", "   ", "\n"])
 def test_missing_key_names_the_connection(password: str | None) -> None:
     with pytest.raises(BasetenConfigError, match="'my_conn' has no API key"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from hook_testing import API_KEY, ASYNC_STATE
 
 from airflow_provider_baseten.exceptions import (
     BasetenAmbiguousSubmitError,
@@ -333,3 +335,44 @@ def test_missing_ca_bundle_names_the_extra(set_conn: Callable[..., None], make_h
     set_conn(extra={"verify": "/nonexistent/ca.pem"})
     with pytest.raises(BasetenConfigError, match="'verify'"):
         make_hook().client
+
+
+# --- a warning per retry, sync and async alike ---------------------------------------------------------------------
+
+
+def _retry_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "retrying in" in r.getMessage()]
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+async def test_every_retry_leaves_a_warning_line(
+    path: str, hook: BasetenHook, mock_http: respx.MockRouter, caplog: pytest.LogCaptureFixture, sleeps: list[float]
+) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_baseten.hooks.baseten")
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused") from ConnectionRefusedError(111, "refused")
+
+    busy = httpx.Response(503, json={"error": "busy", "error_code": "model_unavailable"})
+    mock_http.get(STATUS_URL).mock(side_effect=[busy, refused, httpx.Response(200, json=ASYNC_STATE)])
+    if path == "sync":
+        hook.get_async_request(MODEL, "req1")
+    else:
+        await hook.aget_async_request(MODEL, "req1", rate_limited=False)
+    lines = _retry_lines(caplog)
+    assert lines == [
+        "async request status: GET model-abc123.api.baseten.co/async_request/req1 failed: answered 503 "
+        f"[model_unavailable]; attempt 1 of 6, retrying in {sleeps[0]:.1f} s",
+        "async request status: GET model-abc123.api.baseten.co/async_request/req1 failed: ConnectError: [Errno 111] "
+        f"Connection refused; attempt 2 of 6, retrying in {sleeps[1]:.1f} s",
+    ]
+    assert API_KEY not in caplog.text
+
+
+def test_no_warning_without_a_retry(
+    hook: BasetenHook, mock_http: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_baseten.hooks.baseten")
+    mock_http.get(STATUS_URL).respond(200, json=ASYNC_STATE)
+    hook.get_async_request(MODEL, "req1")
+    assert _retry_lines(caplog) == []
