@@ -51,9 +51,11 @@ from airflow_provider_baseten.hooks.calls import (
     REQUEST_ID_HEADER,
     BasetenResult,
     ModelT,
+    ResponseFormat,
     _Call,
     _truncate,
     _validated,
+    check_response_format,
     encode_json,
 )
 from airflow_provider_baseten.hooks.chat import ChatMixin, iter_sse_chunks
@@ -469,45 +471,83 @@ class BasetenHook(ChatMixin, BaseHook):
         except ValueError:
             return response.text
 
+    def _bad_body(self, response: httpx.Response, call: _Call, expected: str, hint: str = "") -> BasetenModelError:
+        """The error for a 2xx answer whose body is not what the call expects: never retried (it would not change)."""
+        content_type = response.headers.get("content-type") or "no content type"
+        return BasetenModelError(
+            f"{call.what}: {call.endpoint.host}{call.endpoint.path} answered {response.status_code} "
+            f"({content_type}) with a body that is not {expected}: {_truncate(self._redact(response.text))!r}"
+            + (f". {hint}" if hint else ""),
+            status_code=response.status_code,
+            request_id=response.headers.get(REQUEST_ID_HEADER),
+        )
+
     def _parse(self, model: type[ModelT], response: httpx.Response, call: _Call) -> ModelT:
         from pydantic import ValidationError
 
         try:
             return model.model_validate(response.json())
         except (ValueError, ValidationError) as err:
-            raise BasetenModelError(
-                f"{call.what}: {call.endpoint.host}{call.endpoint.path} answered {response.status_code} with a body "
-                f"that is not a valid {model.__name__}: {_truncate(self._redact(response.text))!r}",
-                status_code=response.status_code,
-            ) from err
+            raise self._bad_body(response, call, f"a valid {model.__name__}") from err
 
-    def _result(self, response: httpx.Response) -> BasetenResult:
-        return BasetenResult(
-            self._json_or_text(response), response.headers.get(REQUEST_ID_HEADER), response.status_code
-        )
+    def _result(self, response: httpx.Response, call: _Call, response_format: ResponseFormat) -> BasetenResult:
+        """The answer as ``response_format`` says: parsed JSON (strict; empty is ``None``), text, or bytes."""
+        data: Any
+        if response_format == "bytes":
+            data = response.content
+        elif response_format == "text":
+            data = response.text
+        elif not response.content:
+            data = None
+        else:
+            try:
+                data = response.json()
+            except ValueError:
+                raise self._bad_body(
+                    response,
+                    call,
+                    "JSON",
+                    "If this model answers text or binary data, pass response_format='text' or 'bytes'",
+                ) from None
+        return BasetenResult(data, response.headers.get(REQUEST_ID_HEADER), response.status_code)
 
     # --- calls: models and chains -----------------------------------------------------------------------------
 
     @staticmethod
-    def _inference_call(target: Target, payload: Any) -> _Call:
+    def _inference_call(target: Target, payload: Any, timeout: float | None, response_format: ResponseFormat) -> _Call:
+        check_response_format(response_format)
         action: Action = "predict" if target.kind == "model" else "run_remote"
-        return _Call("POST", target.endpoint(action), f"{action} on {target.describe()}", False, payload)
+        return _Call("POST", target.endpoint(action), f"{action} on {target.describe()}", False, payload, timeout)
 
-    def predict(self, target: Target, model_input: Any, *, timeout: float | None = None) -> BasetenResult:
+    def predict(
+        self,
+        target: Target,
+        model_input: Any,
+        *,
+        timeout: float | None = None,
+        response_format: ResponseFormat = "json",
+    ) -> BasetenResult:
         """``POST /{env}/predict`` (models) or ``/run_remote`` (chains): the model's JSON output.
 
         Not idempotent: it is retried only when it provably never reached the model. Each call is billed.
+        ``response_format``: ``"json"`` (default; a 2xx body that is not JSON raises :class:`BasetenModelError`),
+        ``"text"`` (``data`` is the decoded body) or ``"bytes"`` (``data`` is the raw body).
         """
-        call = self._inference_call(target, model_input)
-        if timeout:
-            call = _Call(call.method, call.endpoint, call.what, False, model_input, timeout)
-        return self._result(self._send(call))
+        call = self._inference_call(target, model_input, timeout, response_format)
+        return self._result(self._send(call), call, response_format)
 
-    def run_remote(self, target: Target, chain_input: Any, *, timeout: float | None = None) -> BasetenResult:
+    def run_remote(
+        self,
+        target: Target,
+        chain_input: Any,
+        *,
+        timeout: float | None = None,
+        response_format: ResponseFormat = "json",
+    ) -> BasetenResult:
         """Run a chain (``/run_remote``); same semantics as :meth:`predict`."""
         if target.kind != "chain":
             raise BasetenConfigError("run_remote needs a chain_id; use predict for models.")
-        return self.predict(target, chain_input, timeout=timeout)
+        return self.predict(target, chain_input, timeout=timeout, response_format=response_format)
 
     async def apredict(
         self,
@@ -516,12 +556,11 @@ class BasetenHook(ChatMixin, BaseHook):
         *,
         client: httpx.AsyncClient | None = None,
         timeout: float | None = None,  # noqa: ASYNC109  (the HTTP read timeout, as in predict())
+        response_format: ResponseFormat = "json",
     ) -> BasetenResult:
         """Async twin of :meth:`predict` (batch scoring), on the shared async client unless one is given."""
-        call = self._inference_call(target, model_input)
-        if timeout:
-            call = _Call(call.method, call.endpoint, call.what, False, model_input, timeout)
-        return self._result(await self._asend(call, client=client))
+        call = self._inference_call(target, model_input, timeout, response_format)
+        return self._result(await self._asend(call, client=client), call, response_format)
 
     @staticmethod
     def _submit_call(target: Target, request: AsyncPredictRequest) -> _Call:

@@ -1,17 +1,24 @@
-"""What one call is (method, endpoint, idempotency) and what it answered: shared by the hook and its mixins."""
+"""What one call is (method, endpoint, idempotency) and what it answered: shared by the hook and its mixins.
+
+Light on purpose (no pydantic, no httpx): operators import :data:`ResponseFormat` from here at DAG-parse time.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModelError
 from airflow_provider_baseten.hooks.addressing import Endpoint
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+ModelT = TypeVar("ModelT", bound="BaseModel")
+#: How a predict or chain run returns the model's answer: parsed JSON (strict), text, or bytes.
+ResponseFormat = Literal["json", "text", "bytes"]
+RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 REQUEST_ID_HEADER = "x-baseten-request-id"
 CUSTOMER_REQUEST_ID_HEADER = "x-baseten-customer-request-id"
 _ERROR_BODY_LIMIT = 500
@@ -37,6 +44,13 @@ class _Call:
     json_body: Any = None
     read_timeout: float | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_response_format(value: object) -> ResponseFormat:
+    """Return ``value`` if it is a :data:`ResponseFormat`; :class:`BasetenConfigError` otherwise."""
+    if value not in RESPONSE_FORMATS:
+        raise BasetenConfigError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {value!r}.")
+    return value  # type: ignore[return-value]
 
 
 def encode_json(body: Any) -> bytes:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError
+from airflow_provider_baseten.hooks.calls import ResponseFormat, check_response_format
 from airflow_provider_baseten.operators._base import (
     ADDRESS_TEMPLATE_FIELDS,
     BasetenBaseOperator,
@@ -43,10 +44,12 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
         timeout: float | None = None,
         max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
         result_path: str | ObjectStoragePath | None = None,
+        response_format: ResponseFormat = "json",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
+        self.response_format = check_response_format(response_format)
         self.max_result_bytes = check_threshold(max_result_bytes)
         self.result_path = result_path
         if not is_templated(result_path):
@@ -69,14 +72,19 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
         self.log.info(
             "%s answered %s (Baseten request id %s).", target.describe(), result.status_code, result.request_id
         )
-        return store_if_large(result.data, context, threshold_bytes=self.max_result_bytes, base_path=self.result_path)
+        data = result.data
+        if isinstance(data, bytes):  # response_format="bytes": XCom holds JSON, so the bytes go base64-encoded
+            import base64
+
+            data = base64.b64encode(data).decode("ascii")
+        return store_if_large(data, context, threshold_bytes=self.max_result_bytes, base_path=self.result_path)
 
     def _call(self, target: Target, payload: Any) -> Any:
         self.log.info(
             "Calling %s (read timeout %s).", target.describe(), f"{self.timeout} s" if self.timeout else "default"
         )
         try:
-            return self.hook.predict(target, payload, timeout=self.timeout)
+            return self.hook.predict(target, payload, timeout=self.timeout, response_format=self.response_format)
         except BasetenAmbiguousSubmitError as err:
             import httpx
 
@@ -107,6 +115,9 @@ class BasetenPredictOperator(_BasetenSyncInferenceOperator):
     :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
         ``file://{AIRFLOW_HOME}/baseten-results``.
+    :param response_format: ``"json"`` (default: a 2xx answer that is not JSON fails the task, naming the status,
+        content type and the start of the body), ``"text"`` (the body as a string) or ``"bytes"`` (the body,
+        base64-encoded into a string for XCom; decode with ``base64.b64decode``).
     """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "model_input", "result_path")
@@ -124,6 +135,7 @@ class BasetenPredictOperator(_BasetenSyncInferenceOperator):
         timeout: float | None = None,
         max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
         result_path: str | ObjectStoragePath | None = None,
+        response_format: ResponseFormat = "json",
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -131,6 +143,7 @@ class BasetenPredictOperator(_BasetenSyncInferenceOperator):
             timeout=timeout,
             max_result_bytes=max_result_bytes,
             result_path=result_path,
+            response_format=response_format,
             **kwargs,
         )
         self.model_input = model_input
@@ -156,6 +169,9 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
     :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
         ``file://{AIRFLOW_HOME}/baseten-results``.
+    :param response_format: ``"json"`` (default: a 2xx answer that is not JSON fails the task, naming the status,
+        content type and the start of the body), ``"text"`` (the body as a string) or ``"bytes"`` (the body,
+        base64-encoded into a string for XCom; decode with ``base64.b64decode``).
     """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "chain_input", "result_path")
@@ -173,6 +189,7 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
         timeout: float | None = None,
         max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
         result_path: str | ObjectStoragePath | None = None,
+        response_format: ResponseFormat = "json",
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -180,6 +197,7 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
             timeout=timeout,
             max_result_bytes=max_result_bytes,
             result_path=result_path,
+            response_format=response_format,
             **kwargs,
         )
         self.chain_input = chain_input

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -290,3 +290,60 @@ def test_bad_extras_fail_through_the_hook_naming_the_key(set_conn: Callable[...,
     set_conn(extra={"timeout": "soon"})
     with pytest.raises(BasetenConfigError, match="'timeout'"):
         make_hook().settings
+
+
+# --- 2xx answers that are not what the call expects ----------------------------------------------------------------
+
+
+async def both_paths(path: str, sync: Callable[[], Any], asynchronous: Callable[[], Awaitable[Any]]) -> Any:
+    return sync() if path == "sync" else await asynchronous()
+
+
+HTML = f"<html><body>Gateway login page {API_KEY} " + "x" * 800 + "</body></html>"
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+@pytest.mark.parametrize("target", [MODEL, Target.of(chain_id="ch42")], ids=["predict", "run_remote"])
+async def test_a_2xx_that_is_not_json_fails_clearly_and_once(
+    path: str, target: Target, hook: BasetenHook, mock_http: respx.MockRouter
+) -> None:
+    route = mock_http.route().respond(200, text=HTML, headers={"content-type": "text/html"})
+    with pytest.raises(BasetenModelError) as info:
+        await both_paths(path, lambda: hook.predict(target, {"x": 1}), lambda: hook.apredict(target, {"x": 1}))
+    message = str(info.value)
+    action = "predict" if target.kind == "model" else "run_remote"
+    assert message.startswith(f"{action} on {target.describe()}: {target.host}/production/{action} answered 200 ")
+    assert "(text/html) with a body that is not JSON: '<html><body>Gateway login page *** x" in message
+    assert "... (" in message  # truncated, with the full length
+    assert "pass response_format='text' or 'bytes'" in message
+    assert API_KEY not in message
+    assert info.value.status_code == 200
+    assert route.call_count == 1  # the model ran: never re-sent
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+async def test_a_status_answer_that_is_not_json_fails_at_once(
+    path: str, hook: BasetenHook, mock_http: respx.MockRouter
+) -> None:
+    route = mock_http.route().respond(200, text="<html>captive portal</html>", headers={"content-type": "text/html"})
+    with pytest.raises(BasetenModelError) as info:
+        await both_paths(
+            path,
+            lambda: hook.get_async_request(MODEL, "req1"),
+            lambda: hook.aget_async_request(MODEL, "req1", rate_limited=False),
+        )
+    assert "answered 200 (text/html) with a body that is not a valid AsyncRequestState" in str(info.value)
+    assert route.call_count == 1  # not a retry storm
+
+
+def test_a_non_json_status_answer_ends_a_poll_without_retrying() -> None:
+    from airflow_provider_baseten.hooks.retries import is_retryable
+
+    assert not is_retryable(BasetenModelError("not JSON", status_code=200), idempotent=True)
+
+
+def test_an_unknown_response_format_fails_before_sending(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    route = mock_http.route().respond(200, json={})
+    with pytest.raises(BasetenConfigError, match="response_format must be one of json, text, bytes, got 'xml'"):
+        hook.predict(MODEL, {}, response_format="xml")  # type: ignore[arg-type]
+    assert route.call_count == 0

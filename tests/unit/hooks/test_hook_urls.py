@@ -379,9 +379,19 @@ async def test_async_result_carries_baseten_request_id(hook: BasetenHook, basete
     assert result.request_id == "bt-req-1"
 
 
-def test_non_json_result_is_text(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
-    mock_http.post("https://model-abc123.api.baseten.co/production/predict").respond(200, text="plain")
-    assert hook.predict(Target.of(model_id="abc123"), {}).data == "plain"
+@pytest.mark.parametrize(("response_format", "data"), [("text", "plain \u00e9"), ("bytes", "plain \u00e9".encode())])
+def test_text_and_bytes_are_opt_in(
+    hook: BasetenHook, mock_http: respx.MockRouter, response_format: Any, data: Any
+) -> None:
+    mock_http.post("https://model-abc123.api.baseten.co/production/predict").respond(
+        200, content="plain \u00e9".encode(), headers={"content-type": "text/plain; charset=utf-8"}
+    )
+    assert hook.predict(Target.of(model_id="abc123"), {}, response_format=response_format).data == data
+
+
+def test_json_text_is_still_parsed_as_json(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
+    mock_http.post("https://model-abc123.api.baseten.co/production/predict").respond(200, text='{"label": "pos"}')
+    assert hook.predict(Target.of(model_id="abc123"), {}).data == {"label": "pos"}  # whatever the content type
 
 
 def test_empty_result_is_none(hook: BasetenHook, mock_http: respx.MockRouter) -> None:

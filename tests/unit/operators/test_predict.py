@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -225,6 +226,28 @@ def test_503_is_retried_because_it_never_reached_the_model(mock_api: respx.MockR
     route = mock_api.post(PREDICT_URL).mock(side_effect=[httpx.Response(503), httpx.Response(200, json={"ok": 1})])
     assert predict_op().execute(context()) == {"ok": 1}
     assert route.call_count == 2
+
+
+def test_a_200_html_page_fails_the_task_instead_of_landing_in_xcom(mock_api: respx.MockRouter) -> None:
+    route = mock_api.post(PREDICT_URL).respond(200, text="<html>error</html>", headers={"content-type": "text/html"})
+    with pytest.raises(BasetenModelError, match=r"answered 200 \(text/html\) with a body that is not JSON"):
+        predict_op().execute(context())
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize(
+    ("response_format", "xcom"),
+    [("text", "caf\u00e9 \x00"), ("bytes", base64.b64encode("caf\u00e9 \x00".encode()).decode())],
+)
+def test_text_and_bytes_models_opt_in(mock_api: respx.MockRouter, response_format: str, xcom: str) -> None:
+    mock_api.post(CHAIN_URL).respond(200, content="caf\u00e9 \x00".encode(), headers={"content-type": "text/plain"})
+    op = BasetenChainRunOperator(task_id="run", chain_id="ch42", chain_input={}, response_format=response_format)
+    assert op.execute(context()) == xcom  # bytes: base64 text, since XCom holds JSON
+
+
+def test_an_unknown_response_format_fails_at_parse_time() -> None:
+    with pytest.raises(BasetenConfigError, match="response_format"):
+        predict_op(response_format="yaml")
 
 
 # --- links -----------------------------------------------------------------------------------------------------
