@@ -339,8 +339,9 @@ class BasetenHook(ChatMixin, BaseHook):
         )
         if not call.idempotent and ambiguous_answer(err):
             raise BasetenAmbiguousSubmitError(
-                f"{err} The model's own answer, not Baseten's: it may have run (and been billed), so it was not "
-                "retried. Retrying the task sends it again."
+                f"{err} Baseten's answer does not say it refused the request before the model (no error_code such "
+                "as model_unavailable), so the model may have run (and been billed): it was not retried. Retrying "
+                "the task sends it again."
             ) from err
         raise err
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 from airflow_provider_baseten.hooks.baseten import shared_status_bucket
 from airflow_provider_baseten.hooks.connection import ClientSettings
 from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket, TokenBucket
-from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 
 class FakeClock:
