@@ -27,6 +27,7 @@ import httpx
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_baseten.exceptions import (
+    BasetenAmbiguousSubmitError,
     BasetenAPIError,
     BasetenAuthError,
     BasetenConfigError,
@@ -86,9 +87,12 @@ from airflow_provider_baseten.hooks.models import (
     Environment,
     UserInfo,
 )
+from airflow_provider_baseten.hooks.ratelimit import TokenBucket, budget_feedback, shared_sync_bucket
 from airflow_provider_baseten.hooks.retries import (
     RetryPolicy,
+    ambiguous_answer,
     ambiguous_submit,
+    deadline_bounded,
     is_retryable,
     never_reached_server,
     retry_after_of,
@@ -114,6 +118,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: The shortest timeout an attempt bounded by a deadline gets: it fails fast rather than not at all.
+_MIN_ATTEMPT_S = 0.05
 
 #: ``test_connection()``'s connect and read timeout (seconds): the connection form waits for it.
 TEST_CONNECTION_TIMEOUT = 5.0
@@ -165,6 +171,7 @@ class BasetenHook(ChatMixin, BaseHook):
         customer_request_id: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         self.baseten_conn_id = baseten_conn_id
@@ -172,6 +179,8 @@ class BasetenHook(ChatMixin, BaseHook):
         self._customer_request_id = customer_request_id
         self._sleep = sleep
         self._async_sleep = async_sleep
+        #: The clock of the poll budget and of ``time_left`` bounds; ``sleep``/``async_sleep`` must wait on it.
+        self._clock = clock or time.monotonic
         self._settings: ClientSettings | None = None
         self._read_timeout_cap: float | None = None
 
@@ -271,7 +280,9 @@ class BasetenHook(ChatMixin, BaseHook):
                 self._customer_request_id = ""
         return self._customer_request_id or None
 
-    def _build_request(self, client: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+    def _build_request(
+        self, client: httpx.Client | httpx.AsyncClient, call: _Call, end: float | None = None
+    ) -> httpx.Request:
         settings = self._settings
         assert settings is not None
         # httpx.Headers: later values replace earlier ones whatever their case (no duplicate headers).
@@ -287,16 +298,21 @@ class BasetenHook(ChatMixin, BaseHook):
         if call.json_body is not None:
             content = encode_json(call.json_body)
             headers.setdefault("Content-Type", "application/json")
-        read = call.read_timeout or self.timeout or settings.timeout
-        if self._read_timeout_cap is not None:
-            read = min(read, self._read_timeout_cap)
+        read = self._read_timeout(call)
+        if end is not None:  # bounded by the caller's deadline: every phase of this attempt ends by then
+            read = max(_MIN_ATTEMPT_S, min(read, end - self._clock()))
         return client.build_request(
             call.method,
             settings.base_url(call.endpoint.host) + call.endpoint.path,
             headers=headers,
             content=content,
-            timeout=httpx.Timeout(read, connect=settings.connect_timeout),
+            timeout=httpx.Timeout(read, connect=min(settings.connect_timeout, read)),
         )
+
+    def _read_timeout(self, call: _Call) -> float:
+        assert self._settings is not None
+        read = call.read_timeout or self.timeout or self._settings.timeout
+        return read if self._read_timeout_cap is None else min(read, self._read_timeout_cap)
 
     def _redact(self, text: str) -> str:
         key = self._settings.api_key if self._settings else ""
@@ -330,7 +346,8 @@ class BasetenHook(ChatMixin, BaseHook):
             message += f" [{error_code}]"
         if detail:
             message += f" ({_truncate(str(detail))})"
-        raise _error_class(response.status_code, call.endpoint.host)(
+        error_class = _error_class(response.status_code, call.endpoint.host)
+        err = error_class(
             self._redact(message),
             status_code=response.status_code,
             error=self._redact(error) if error else None,
@@ -339,13 +356,20 @@ class BasetenHook(ChatMixin, BaseHook):
             request_id=request_id,
             retry_after=retry_after_of(response, body),
         )
+        if not call.idempotent and ambiguous_answer(err):
+            raise BasetenAmbiguousSubmitError(
+                f"{err} Baseten's answer does not say it refused the request before the model (no error_code such "
+                "as model_unavailable), so the model may have run (and been billed): it was not retried. Retrying "
+                "the task sends it again."
+            ) from err
+        raise err
 
     def _on_transport_error(self, exc: httpx.TransportError, call: _Call) -> None:
         if not call.idempotent and not is_retryable(exc, idempotent=False):
             raise ambiguous_submit(exc, f"{call.what} ({call.endpoint.host}{call.endpoint.path})") from exc
 
-    def _send_once(self, call: _Call, *, stream: bool = False) -> httpx.Response:
-        request = self._build_request(self.client, call)
+    def _send_once(self, call: _Call, *, stream: bool = False, end: float | None = None) -> httpx.Response:
+        request = self._build_request(self.client, call, end)
         try:
             response = self.client.send(request, stream=stream)
         except httpx.TransportError as exc:
@@ -356,20 +380,32 @@ class BasetenHook(ChatMixin, BaseHook):
         self._check(response, call)
         return response
 
-    def _send(self, call: _Call, *, stream: bool = False) -> httpx.Response:
+    def _send(
+        self, call: _Call, *, stream: bool = False, budgeted: bool = False, time_left: float | None = None
+    ) -> httpx.Response:
+        """Send with retries. ``budgeted``: every attempt takes a token of the process's sync poll budget.
+        ``time_left``: the whole call, retries included, ends within this many seconds (by the hook's clock)."""
         from tenacity import Retrying
 
-        self.settings  # noqa: B018  (resolve the connection before building requests)
+        settings = self.settings
+        budget = self._sync_budget(settings) if budgeted else None
+        end = None if time_left is None else self._clock() + time_left
+        retrying = Retrying(sleep=self._sleep, **self._retry_kwargs(call, end))
         attempts = _Attempts()
 
-        def once() -> httpx.Response:
+        def attempt() -> httpx.Response:
             attempts.count += 1
-            return self._send_once(call, stream=stream)
+            granted = budget.acquire() if budget else None
+            with budget_feedback(budget, granted):
+                return self._send_once(call, stream=stream, end=end)
 
         try:
-            return Retrying(sleep=self._sleep, **self._retry_kwargs(call))(once)
+            return retrying(attempt)
         except httpx.TransportError as exc:
             raise self._connection_error(exc, call, attempts.count) from exc
+
+    def _sync_budget(self, settings: ClientSettings) -> TokenBucket:
+        return shared_sync_bucket(settings, settings.status_rate_limit, clock=self._clock, sleep=self._sleep)
 
     async def _asend_once(self, client: httpx.AsyncClient, call: _Call) -> httpx.Response:
         request = self._build_request(client, call)
@@ -381,26 +417,36 @@ class BasetenHook(ChatMixin, BaseHook):
         self._check(response, call)
         return response
 
-    async def _asend(self, call: _Call, *, client: httpx.AsyncClient | None = None) -> httpx.Response:
+    async def _asend(
+        self, call: _Call, *, client: httpx.AsyncClient | None = None, budgeted: bool = False
+    ) -> httpx.Response:
+        """Async twin of :meth:`_send`; ``budgeted`` attempts take tokens of the event loop's shared poll budget."""
         from tenacity import AsyncRetrying
 
         settings = await self.aget_settings()
         client = client or shared_async_client(settings)
+        budget = shared_status_bucket(settings, clock=self._clock, sleep=self._async_sleep) if budgeted else None
+        retrying = AsyncRetrying(sleep=self._async_sleep, **self._retry_kwargs(call, None))
         attempts = _Attempts()
 
-        async def once() -> httpx.Response:
+        async def attempt() -> httpx.Response:
             attempts.count += 1
-            return await self._asend_once(client, call)
+            granted = await budget.acquire() if budget else None
+            with budget_feedback(budget, granted):
+                return await self._asend_once(client, call)
 
         try:
-            return await AsyncRetrying(sleep=self._async_sleep, **self._retry_kwargs(call))(once)
+            return await retrying(attempt)
         except httpx.TransportError as exc:
             raise self._connection_error(exc, call, attempts.count) from exc
 
-    def _retry_kwargs(self, call: _Call) -> dict[str, Any]:
-        """The retry policy's tenacity arguments, plus a WARNING line before every retry (sync and async alike)."""
+    def _retry_kwargs(self, call: _Call, end: float | None) -> dict[str, Any]:
+        """The retry policy's tenacity arguments (bounded by ``end`` when given), plus a WARNING line before every
+        retry (sync and async alike)."""
         policy = self.retry_policy
         kwargs = policy.tenacity_kwargs(idempotent=call.idempotent)
+        if end is not None:
+            kwargs.update(deadline_bounded(kwargs, end, self._clock))
         kwargs["before_sleep"] = lambda state: self._log_retry(call, state, policy.max_retries + 1)
         return kwargs
 
@@ -602,20 +648,24 @@ class BasetenHook(ChatMixin, BaseHook):
             DEFAULT_SHORT_TIMEOUT,
         )
 
-    def get_async_request(self, target: Target, request_id: str) -> AsyncRequestState:
-        """``GET /async_request/{id}``: status only. 404 (:class:`BasetenNotFoundError`) once Baseten forgot it."""
+    def get_async_request(
+        self, target: Target, request_id: str, *, rate_limited: bool = True, time_left: float | None = None
+    ) -> AsyncRequestState:
+        """``GET /async_request/{id}``: status only. 404 (:class:`BasetenNotFoundError`) once Baseten forgot it.
+
+        Every attempt (retries included) takes a token of the process's poll budget unless ``rate_limited=False``;
+        with ``time_left`` the call, retries included, ends within that many seconds.
+        """
         call = self._status_call(target, request_id)
-        return self._parse(AsyncRequestState, self._send(call), call)
+        response = self._send(call, budgeted=rate_limited, time_left=time_left)
+        return self._parse(AsyncRequestState, response, call)
 
     async def aget_async_request(
         self, target: Target, request_id: str, *, rate_limited: bool = True
     ) -> AsyncRequestState:
-        """Async twin of :meth:`get_async_request`, inside the process-wide poll budget unless told otherwise."""
-        settings = await self.aget_settings()
-        if rate_limited:
-            await shared_status_bucket(settings).acquire()
+        """Async twin of :meth:`get_async_request`, inside the event loop's shared poll budget unless told otherwise."""
         call = self._status_call(target, request_id)
-        return self._parse(AsyncRequestState, await self._asend(call), call)
+        return self._parse(AsyncRequestState, await self._asend(call, budgeted=rate_limited), call)
 
     @staticmethod
     def _cancel_call(target: Target, request_id: str) -> _Call:
@@ -623,13 +673,16 @@ class BasetenHook(ChatMixin, BaseHook):
         return _Call("DELETE", endpoint, "cancel async request", True, None, DEFAULT_SHORT_TIMEOUT)
 
     def cancel_async_request(self, target: Target, request_id: str) -> CancelAsyncResponse:
-        """Cancel a request; Baseten cancels only while ``QUEUED`` (``canceled: false`` otherwise)."""
+        """Cancel a request; Baseten cancels only while ``QUEUED`` (``canceled: false`` otherwise).
+
+        Cancels share the status calls' limit, so every attempt takes a token of the poll budget.
+        """
         call = self._cancel_call(target, request_id)
-        return self._parse(CancelAsyncResponse, self._send(call), call)
+        return self._parse(CancelAsyncResponse, self._send(call, budgeted=True), call)
 
     async def acancel_async_request(self, target: Target, request_id: str) -> CancelAsyncResponse:
         call = self._cancel_call(target, request_id)
-        return self._parse(CancelAsyncResponse, await self._asend(call), call)
+        return self._parse(CancelAsyncResponse, await self._asend(call, budgeted=True), call)
 
     @staticmethod
     def _queue_call(target: Target) -> _Call:
@@ -642,9 +695,10 @@ class BasetenHook(ChatMixin, BaseHook):
             DEFAULT_SHORT_TIMEOUT,
         )
 
-    def get_async_queue_status(self, target: Target) -> AsyncQueueStatus:
+    def get_async_queue_status(self, target: Target, *, time_left: float | None = None) -> AsyncQueueStatus:
+        """The deployment's queue depth, inside the poll budget (Baseten limits it like status calls)."""
         call = self._queue_call(target)
-        return self._parse(AsyncQueueStatus, self._send(call), call)
+        return self._parse(AsyncQueueStatus, self._send(call, budgeted=True, time_left=time_left), call)
 
     async def aget_async_queue_status(
         self,
@@ -667,9 +721,7 @@ class BasetenHook(ChatMixin, BaseHook):
         cached = cache.get(key)
         if cached is not None and clock() - cached[0] < max_age:
             return cached[1]
-        if rate_limited:
-            await shared_status_bucket(settings).acquire()
-        status = self._parse(AsyncQueueStatus, await self._asend(call), call)
+        status = self._parse(AsyncQueueStatus, await self._asend(call, budgeted=rate_limited), call)
         cache[key] = (clock(), status)
         return status
 
@@ -708,18 +760,24 @@ class BasetenHook(ChatMixin, BaseHook):
             )
         return body
 
-    def get_deployment(self, target: Target) -> Deployment:
-        """The deployment record (status, replicas) behind ``target``, from the management API."""
+    @staticmethod
+    def _deployment_call(target: Target) -> _Call:
         what = f"status of {target.describe()}"
-        response = self._get_management(target.deployment_status_endpoint(), what)
-        return self._deployment_of(self._json_object(response, what), target)
+        return _Call("GET", target.deployment_status_endpoint(), what, True, None, DEFAULT_SHORT_TIMEOUT)
+
+    def get_deployment(self, target: Target, *, time_left: float | None = None) -> Deployment:
+        """The deployment record (status, replicas) behind ``target``, from the management API.
+
+        Inside the process's poll budget; with ``time_left`` the call, retries included, ends within that long.
+        """
+        call = self._deployment_call(target)
+        response = self._send(call, budgeted=True, time_left=time_left)
+        return self._deployment_of(self._json_object(response, call.what), target)
 
     async def aget_deployment(self, target: Target) -> Deployment:
         """Async twin of :meth:`get_deployment` (the readiness trigger), inside the poll budget."""
-        settings = await self.aget_settings()
-        await shared_status_bucket(settings).acquire()
-        call = _Call("GET", target.deployment_status_endpoint(), f"status of {target.describe()}", True, None, 30.0)
-        return self._deployment_of(self._json_object(await self._asend(call), call.what), target)
+        call = self._deployment_call(target)
+        return self._deployment_of(self._json_object(await self._asend(call, budgeted=True), call.what), target)
 
     def get_environment(self, model_id: str, environment: str) -> Environment:
         target = Target.of(model_id=model_id, environment=environment)

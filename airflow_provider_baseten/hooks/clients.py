@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -21,7 +22,7 @@ import httpx
 
 from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.connection import ClientSettings
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
+from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket, status_burst
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Endpoint
@@ -297,15 +298,22 @@ def shared_async_client(settings: ClientSettings) -> httpx.AsyncClient:
     return client
 
 
-def shared_status_bucket(settings: ClientSettings) -> AsyncTokenBucket:
-    """The status-poll budget shared by every trigger on this connection in the running event loop."""
+def shared_status_bucket(
+    settings: ClientSettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> AsyncTokenBucket:
+    """The status-poll budget shared by every trigger on this connection in the running event loop.
+
+    ``clock``/``sleep`` are those of the hook that creates it (tests inject fake ones); later callers share it.
+    """
     resources = _loop_resources()
     bucket = resources.buckets.get(settings)
     if bucket is None:
-        # A fifth of a second's budget as burst: a whole second's worth, released at once after the loop was busy,
-        # can land inside Baseten's own one-second window and draw 429s.
         rate = settings.status_rate_limit
-        bucket = resources.buckets[settings] = AsyncTokenBucket(rate, burst=max(1.0, rate / 5))
+        bucket = AsyncTokenBucket(rate, burst=status_burst(rate), clock=clock, sleep=sleep)
+        resources.buckets[settings] = bucket
     return bucket
 
 

@@ -1,0 +1,55 @@
+"""An event loop on virtual time, for tests of many concurrent waiters (imported as ``virtual_time``).
+
+Whenever the loop would wait for its next timer, its clock jumps to that timer instead: every ``asyncio.sleep``,
+``asyncio.timeout`` and poll budget wait happens in order and at once, and no wall-clock time passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self, start: float = 0.0) -> None:
+        super().__init__()
+        self._now = start
+        real_select = self._selector.select  # type: ignore[attr-defined]
+
+        def select(timeout: float | None = None) -> Any:
+            events = real_select(0)
+            if events or timeout == 0:
+                return events
+            if timeout is None:  # no timer at all: only real I/O (a worker thread finishing) can wake the loop
+                return real_select(None)
+            self._now += timeout
+            return events
+
+        self._selector.select = select  # type: ignore[attr-defined]
+
+    def time(self) -> float:
+        return self._now
+
+
+def run_virtual(main: Callable[[VirtualTimeLoop], Awaitable[T]], *, start: float = 0.0) -> T:
+    """Run ``main(loop)`` to the end on a fresh virtual-time loop (its ``loop.time`` starts at ``start``)."""
+    loop = VirtualTimeLoop(start)
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most events in any half-open window ``[t, t + window)`` (a sliding window, like a server's limit)."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
