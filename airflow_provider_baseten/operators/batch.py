@@ -12,19 +12,19 @@ indices that are not there (plus, see below, errors that provably never reached 
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_baseten.exceptions import BasetenAPIError, BasetenConfigError, BasetenError
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
+from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
+from airflow_provider_baseten.operators._batch_journal import Existing, LineWriter, OutputFile, Sink
+from airflow_provider_baseten.operators._storage import as_path
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ BATCHES_FOLDER = "baseten-batches"
 _NOT_RUN_STATUSES = frozenset({401, 403, 404, 413, 429, 503, 529})
 #: Errors that fail every item alike: stop the batch instead of writing one error line per input.
 _FATAL_STATUSES = frozenset({401, 403, 404})
-_FSYNC_INTERVAL = 1.0
 _MESSAGE_LIMIT = 500
 
 
@@ -155,7 +154,7 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         target = self.target
         source = self._source()
-        output = _OutputFile(self._output_path(context))
+        output = OutputFile(self._output_path(context))
         started = self._clock()
         if "ti" in context:
             (BasetenModelLink if target.kind == "model" else BasetenChainLink).persist(context, self)
@@ -220,32 +219,32 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
 
-    def _source(self) -> _Source:
+    def _source(self) -> Source:
         if self.input_path not in (None, ""):
             if self.inputs not in (None, ""):
                 raise BasetenConfigError("Pass exactly one of inputs= and input_path=.")
-            return _FileSource(_as_path(self.input_path), self.id_field, self.input_field)
+            return FileSource(as_path(self.input_path), self.id_field, self.input_field)
         inputs: Any = self.inputs
         if isinstance(inputs, str):
-            inputs = _parse_list(inputs)
+            inputs = parse_list(inputs)
         if not isinstance(inputs, list | tuple):
             raise BasetenConfigError(f"inputs must render to a list, got {type(inputs).__name__}.")
-        return _ListSource(list(inputs), self.id_field, self.input_field)
+        return ListSource(list(inputs), self.id_field, self.input_field)
 
     def _output_path(self, context: Context) -> ObjectStoragePath | Path:
         if self.output_path not in (None, ""):
-            return _as_path(self.output_path)  # type: ignore[arg-type]
+            return as_path(self.output_path)  # type: ignore[arg-type]
         from airflow_provider_baseten.operators._results import task_result_path
 
         if "ti" not in context:
             raise BasetenConfigError("Pass output_path= when running outside a task instance.")
 
         home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-        return _as_path(task_result_path(context, os.path.join(home, BATCHES_FOLDER), suffix=".jsonl"))
+        return as_path(task_result_path(context, os.path.join(home, BATCHES_FOLDER), suffix=".jsonl"))
 
     # --- the async part ---------------------------------------------------------------------------------------
 
-    async def _run(self, target: Target, items: Iterator[_Item], sink: _Sink, state: _RunState) -> None:
+    async def _run(self, target: Target, items: Iterator[Item], sink: Sink, state: _RunState) -> None:
         """``max_concurrency`` workers over one client; returns when the inputs are exhausted or a stop is done."""
         from airflow_provider_baseten.hooks import baseten as hook_module
 
@@ -253,7 +252,7 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
         loop = asyncio.get_running_loop()
         client = hook_module.build_async_client(await hook.aget_settings(), max_connections=self.max_concurrency)
         state.bind(loop)
-        writer = state.writer = _LineWriter(
+        writer = state.writer = LineWriter(
             sink, loop, self._clock, lambda err: state.request_stop(f"writing {type(err).__name__}: {err}")
         )
         progress = _Progress(self, state)
@@ -291,8 +290,8 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
         hook: BasetenHook,
         client: httpx.AsyncClient,
         target: Target,
-        items: Iterator[_Item],
-        writer: _LineWriter,
+        items: Iterator[Item],
+        writer: LineWriter,
         state: _RunState,
         progress: _Progress,
     ) -> None:
@@ -321,7 +320,7 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
             writer.add(line)
             progress.maybe_log()
 
-    async def _drain(self, workers: list[asyncio.Task[None]], writer: _LineWriter, state: _RunState) -> None:
+    async def _drain(self, workers: list[asyncio.Task[None]], writer: LineWriter, state: _RunState) -> None:
         """After a stop: give in-flight predicts the grace period, then cancel them and record them as ambiguous."""
         pending = [task for task in workers if not task.done()]
         if pending and self.kill_grace_period > 0:
@@ -358,364 +357,13 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
             progress.maybe_log()
 
 
-# --- items -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Item:
-    index: int
-    input_id: Any
-    payload: Any = None
-    error: dict[str, Any] | None = None
-
-
-def _make_item(index: int, record: Any, id_field: str | None, input_field: str | None) -> _Item:
-    input_id: Any = index
-    for name, key in (("id_field", id_field), ("input_field", input_field)):
-        if key is not None and not (isinstance(record, dict) and key in record):
-            return _Item(index, index, error=_input_error(f"the record has no key {key!r} ({name})."))
-    if id_field is not None:
-        input_id = record[id_field]
-    payload = record[input_field] if input_field is not None else record
-    return _Item(index, input_id, payload)
-
-
-def _input_error(message: str) -> dict[str, Any]:
-    return {
-        "type": "InvalidInput",
-        "message": message,
-        "status_code": None,
-        "request_id": None,
-        "model_may_have_run": False,
-    }
-
-
-class _Source:
-    total: int | None
-
-    def records(self) -> Iterator[tuple[Any, str | None]]:
-        raise NotImplementedError
-
-    def __init__(self, id_field: str | None, input_field: str | None) -> None:
-        self.id_field = id_field
-        self.input_field = input_field
-        self.seen = 0  # records read so far: the total once the source is exhausted
-
-    def items(self, *, skip: _IndexSet) -> Iterator[_Item]:
-        """Lazily, the items whose index is not in ``skip``."""
-        for index, (record, problem) in enumerate(self.records()):
-            self.seen = index + 1
-            if index in skip:
-                continue
-            if problem is not None:
-                yield _Item(index, index, error=_input_error(problem))
-            else:
-                yield _make_item(index, record, self.id_field, self.input_field)
-
-
-class _ListSource(_Source):
-    def __init__(self, inputs: list[Any], id_field: str | None, input_field: str | None) -> None:
-        super().__init__(id_field, input_field)
-        self.inputs = inputs
-        self.total = len(inputs)
-
-    def records(self) -> Iterator[tuple[Any, str | None]]:
-        for record in self.inputs:
-            yield record, None
-
-
-class _FileSource(_Source):
-    """JSONL read line by line; for local files the lines are counted first (one cheap pass) for the ETA."""
-
-    def __init__(self, path: ObjectStoragePath | Path, id_field: str | None, input_field: str | None) -> None:
-        super().__init__(id_field, input_field)
-        self.path = path
-        if not path.exists():
-            raise BasetenConfigError(f"input_path {_uri(path)} does not exist.")
-        self.total = sum(1 for _ in self._lines()) if _is_local(path) else None
-
-    def _lines(self) -> Iterator[bytes]:
-        with self.path.open("rb") as handle:
-            for line in handle:
-                if line.strip():
-                    yield line
-
-    def records(self) -> Iterator[tuple[Any, str | None]]:
-        for number, line in enumerate(self._lines()):
-            try:
-                yield json.loads(line), None
-            except ValueError as err:
-                yield None, f"record {number} of {_uri(self.path)} is not valid JSON: {err}"
-
-
-# --- the output file: the journal of the batch ---------------------------------------------------------------
-
-
-class _IndexSet:
-    """A set of non-negative indices as a growable bitmap: 1 bit per input, flat enough at millions of inputs."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-
-    def add(self, index: int) -> None:
-        byte = index >> 3
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(byte - len(self._bits) + 1024))
-        self._bits[byte] |= 1 << (index & 7)
-
-    def __contains__(self, index: int) -> bool:
-        byte = index >> 3
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (index & 7)))
-
-
-@dataclass
-class _Existing:
-    """What an earlier try left in the output file (after dropping re-sendable errors and a torn tail)."""
-
-    done: _IndexSet = field(default_factory=_IndexSet)
-    kept: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    dropped_retryable: int = 0
-    torn_bytes: int = 0
-
-
-class _Sink:
-    """Where the writer puts bytes: a local file (flushed per write) or an object-store stream."""
-
-    def write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def sync(self) -> None:
-        """Make written data durable (local files: ``fsync``); object stores write at close."""
-
-
-class _OutputFile:
-    """The output JSONL: appended and flushed line by line when local; written as a whole on an object store."""
-
-    def __init__(self, path: ObjectStoragePath | Path) -> None:
-        self.path = path
-        self.local = _is_local(path)
-        self.uri = _uri(path)
-        self._carry_over = False  # object store: copy the kept lines of the earlier try into the new object
-
-    def prepare(self, *, resume: bool, log: Any) -> _Existing:
-        """Start fresh (first try) or take stock of an earlier try's lines, repairing the file if needed."""
-        existing = _Existing()
-        if self.local:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            return existing
-        if not resume:
-            log.info("First try: replacing the existing %s.", self.uri)
-            if self.local:
-                self.path.unlink()
-            return existing
-        changed = False
-        with self.path.open("rb") as handle:
-            for _line, keep, normalized in _scan(handle, existing, self.uri, log):
-                changed = changed or not keep or normalized
-        if self.local and changed:
-            self._rewrite_local()
-        elif not self.local:
-            self._carry_over = existing.kept > 0
-        return existing
-
-    def _rewrite_local(self) -> None:
-        """Keep only the kept lines: written to a temporary file, synced, then swapped in atomically."""
-        assert isinstance(self.path, Path)
-        tmp = self.path.with_name(self.path.name + ".resume-tmp")
-        try:
-            with self.path.open("rb") as source, tmp.open("wb") as out:
-                for line, keep, _ in _scan(source, _Existing(), self.uri, None):
-                    if keep:
-                        out.write(line)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    @contextlib.contextmanager
-    def open_append(self) -> Iterator[_Sink]:
-        if self.local:
-            local = self.path.open("ab")
-            try:
-                yield _LocalSink(local)
-            finally:
-                local.flush()
-                os.fsync(local.fileno())
-                local.close()
-            return
-        if not self._carry_over:
-            with self.path.open("wb") as handle:
-                yield _StreamSink(handle)
-            return
-        # Object stores cannot append: write a new object (the kept lines, then the new ones) and move it into
-        # place when the task ends (also when it fails: every line in it is complete), so a crash before then
-        # leaves the earlier try's object intact.
-        tmp = self.path.with_name(self.path.name + ".resume-tmp")
-        copied = False
-        try:
-            with tmp.open("wb") as handle:
-                with self.path.open("rb") as source:
-                    for line, keep, _ in _scan(source, _Existing(), self.uri, None):
-                        if keep:
-                            handle.write(line)
-                copied = True
-                yield _StreamSink(handle)
-        finally:
-            if copied:
-                tmp.rename(self.path)  # type: ignore[arg-type]
-
-
-def _scan(handle: IO[bytes], existing: _Existing, uri: str, log: Any) -> Iterator[tuple[bytes, bool, bool]]:
-    """Each line of an earlier try's output: ``(line, keep, normalized)``; counts the kept ones into ``existing``.
-
-    Dropped: a torn last line (a crash mid-write), a repeated index, and errors that never reached the model (they
-    are predicted again). A last line that is complete but lost its newline is kept, with the newline restored.
-    Any other unreadable line means the file is not this batch's output: that raises.
-    """
-    lines = iter(handle)
-    raw = next(lines, None)
-    number = 0
-    while raw is not None:
-        number += 1
-        following = next(lines, None)
-        line, normalized = raw, False
-        if following is None and not raw.endswith(b"\n"):
-            line, normalized = raw + b"\n", True
-        record = _parse_line(line)
-        if record is None:
-            if following is not None:
-                raise BasetenError(
-                    f"Line {number} of {uri} is not a batch result line; move the file away or choose another "
-                    "output_path."
-                )
-            if log is not None:
-                log.warning("Dropping a torn last line (%d bytes) of %s.", len(raw), uri)
-            existing.torn_bytes = len(raw)
-            yield raw, False, True
-            return
-        index = record["index"]
-        error = record.get("error")
-        if index in existing.done:
-            yield line, False, normalized
-        elif isinstance(error, dict) and error.get("model_may_have_run") is False:
-            existing.dropped_retryable += 1
-            yield line, False, normalized
-        else:
-            existing.done.add(index)
-            existing.kept += 1
-            if error is not None:
-                existing.failed += 1
-            else:
-                existing.succeeded += 1
-            yield line, True, normalized
-        raw = following
-
-
-class _LocalSink(_Sink):
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(data)
-        self.handle.flush()  # to the OS: a crash of this process loses nothing written
-
-    def sync(self) -> None:
-        os.fsync(self.handle.fileno())  # to the disk, about once a second
-
-
-class _StreamSink(_Sink):
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(data)
-
-
-def _parse_line(raw: bytes) -> dict[str, Any] | None:
-    if not raw.endswith(b"\n"):
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    index = record.get("index")
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        return None
-    if "output" not in record and "error" not in record:
-        return None
-    return record
-
-
-class _LineWriter:
-    """Lines finished within one event-loop tick go to the file in one write, at the end of that tick.
-
-    A write error stops the batch (through ``on_error``) and is raised by the operator after the loop.
-    """
-
-    def __init__(
-        self,
-        sink: _Sink,
-        loop: asyncio.AbstractEventLoop,
-        clock: Callable[[], float],
-        on_error: Callable[[BaseException], None],
-    ) -> None:
-        self.sink = sink
-        self.loop = loop
-        self.clock = clock
-        self.on_error = on_error
-        self.buffer: list[str] = []
-        self.scheduled = False
-        self.last_sync = clock()
-        self.syncing: asyncio.Future[None] | None = None
-        self.error: BaseException | None = None
-
-    def add(self, line: dict[str, Any]) -> None:
-        self.buffer.append(json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        if not self.buffer or self.error is not None:
-            return
-        data = "".join(self.buffer).encode()
-        self.buffer.clear()
-        try:
-            self.sink.write(data)
-        except Exception as err:
-            self._failed(err)
-            return
-        now = self.clock()
-        if now - self.last_sync >= _FSYNC_INTERVAL and (self.syncing is None or self.syncing.done()):
-            # fsync can take a while on a busy disk: in a thread, so the event loop keeps sending.
-            self.last_sync = now
-            self.syncing = self.loop.run_in_executor(None, self.sink.sync)
-            self.syncing.add_done_callback(self._synced)
-
-    def _synced(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self._failed(future.exception())  # type: ignore[arg-type]
-
-    def _failed(self, err: BaseException) -> None:
-        if self.error is None:
-            self.error = err
-            self.on_error(err)
-
-
 # --- run state and progress ---------------------------------------------------------------------------------
 
 
 class _RunState:
     """Counters of this try, in-flight items, and the stop request (``on_kill`` may come from another thread)."""
 
-    def __init__(self, *, existing: _Existing, total: int | None) -> None:
+    def __init__(self, *, existing: Existing, total: int | None) -> None:
         self.existing = existing
         self.total = total
         self.succeeded = 0
@@ -723,7 +371,7 @@ class _RunState:
         self.in_flight: dict[int, Any] = {}
         self.stop_reason: str | None = None
         self.stopped = asyncio.Event()
-        self.writer: _LineWriter | None = None
+        self.writer: LineWriter | None = None
         self.fatal: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -817,18 +465,6 @@ def describe_error(err: BaseException) -> dict[str, Any]:
     }
 
 
-def _parse_list(text: str) -> Any:
-    """A rendered template: JSON, or the Python literal a plain ``{{ ... }}`` of a list renders to."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise BasetenConfigError("inputs rendered to a string that is neither a JSON list nor a Python list.") from None
-
-
 def _is_fatal(err: BaseException) -> bool:
     return isinstance(err, BasetenAPIError) and (err.status_code or 0) in _FATAL_STATUSES
 
@@ -838,27 +474,3 @@ def _is_retry(context: Context) -> bool:
     ti = context.get("ti") if hasattr(context, "get") else None
     try_number = getattr(ti, "try_number", None)
     return isinstance(try_number, int) and try_number > 1
-
-
-def _as_path(value: str | ObjectStoragePath) -> ObjectStoragePath | Path:
-    """A local ``Path`` for local files (appends, flush, fsync, truncate), else an ``ObjectStoragePath``."""
-    if isinstance(value, str):
-        if "://" not in value:
-            return Path(os.path.abspath(os.path.expanduser(value)))
-        if value.startswith("file://"):
-            return Path(value[len("file://") :])
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(value)
-    if getattr(value, "protocol", None) in ("file", "local", ""):
-        return Path(str(value.path))
-    return value
-
-
-def _uri(path: ObjectStoragePath | Path) -> str:
-    return path.as_uri() if _is_local(path) else str(path)
-
-
-def _is_local(path: ObjectStoragePath | Path) -> bool:
-    """A plain local path (on Airflow 3.1 an ``ObjectStoragePath`` is a ``pathlib.Path`` too: tell them apart)."""
-    return isinstance(path, Path) and not hasattr(path, "protocol")

@@ -18,6 +18,8 @@ import pytest
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenConfigError, BasetenError
 from airflow_provider_baseten.hooks.baseten import BasetenHook
 from airflow_provider_baseten.operators import batch as batch_module
+from airflow_provider_baseten.operators._batch_inputs import FileSource
+from airflow_provider_baseten.operators._batch_journal import Existing, IndexSet, LocalSink
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator, describe_error, model_may_have_run
 
 GATEWAY = "http://gw.test"
@@ -242,7 +244,7 @@ def test_default_output_path_is_under_airflow_home(
     op = make_op(waits, tmp_path, inputs=[1, 2], output_path=None)
     manifest = op.execute({"ti": ti(map_index=3)})
     expected = tmp_path / "home" / "baseten-batches" / "dag" / "manual__2026-01-01T00_00_00+00_00" / "score-3.jsonl"
-    assert manifest["output_path"] == expected.as_uri()
+    assert manifest["output_path"] == f"file://{expected}"
     assert indices(read_lines(expected)) == [0, 1]
 
 
@@ -287,10 +289,10 @@ def test_input_file_is_streamed_not_loaded(tmp_path: Path) -> None:
     with source.open("w") as handle:
         for _ in range(20_000):
             handle.write(record + "\n")
-    reader = batch_module._FileSource(source, None, None)
+    reader = FileSource(source, None, None)
     assert reader.total == 20_000
     tracemalloc.start()
-    count = sum(1 for _ in reader.items(skip=batch_module._IndexSet()))
+    count = sum(1 for _ in reader.items(skip=IndexSet()))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert count == 20_000
@@ -456,11 +458,11 @@ def test_resume_on_an_object_store_rewrites_the_object(
 
     out = tmp_path / "out.jsonl"
     out.write_text(line(0, output=0) + line(1, error={"type": "X", "model_may_have_run": False}) + '{"index": 2, "inpu')
-    real_as_path = batch_module._as_path
+    real_as_path = batch_module.as_path
     # The object-store code path (no append, write-then-move), exercised on a file:// ObjectStoragePath.
     monkeypatch.setattr(
         batch_module,
-        "_as_path",
+        "as_path",
         lambda value: ObjectStoragePath(out.as_uri()) if str(value).endswith("out.jsonl") else real_as_path(value),
     )
     manifest = make_op(waits, tmp_path, inputs=list(range(4))).execute({"ti": ti(2)})
@@ -492,7 +494,7 @@ def test_progress_is_logged_while_nothing_completes(waits: list[float], tmp_path
     op = make_op(waits, tmp_path, inputs=[1], progress_interval=10)
     now = [0.0]
     op._clock = lambda: now[0]
-    progress = batch_module._Progress(op, batch_module._RunState(existing=batch_module._Existing(), total=1))
+    progress = batch_module._Progress(op, batch_module._RunState(existing=Existing(), total=1))
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
@@ -572,7 +574,7 @@ def test_a_write_error_fails_the_task(
     def broken(self: Any, data: bytes) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(batch_module._LocalSink, "write", broken)
+    monkeypatch.setattr(LocalSink, "write", broken)
     with pytest.raises(BasetenError, match="Writing the results"):
         make_op(waits, tmp_path, inputs=list(range(10))).execute({"ti": ti()})
 
@@ -591,7 +593,7 @@ def test_an_fsync_error_fails_the_task(
     def broken(self: Any) -> None:
         raise OSError("I/O error")
 
-    monkeypatch.setattr(batch_module._LocalSink, "sync", broken)
+    monkeypatch.setattr(LocalSink, "sync", broken)
     ticks = itertools.count(step=5.0)
     op = make_op(waits, tmp_path, inputs=list(range(10)))
     op._clock = lambda: float(next(ticks))
@@ -607,10 +609,10 @@ def test_object_store_input_counts_its_total_while_streaming(
     source = tmp_path / "in.jsonl"
     source.write_text("".join(f"{n}\n" for n in range(7)))
     (tmp_path / "out.jsonl").write_text(line(5, output=5) + line(6, output=6))
-    real_as_path = batch_module._as_path
+    real_as_path = batch_module.as_path
     monkeypatch.setattr(
         batch_module,
-        "_as_path",
+        "as_path",
         lambda value: ObjectStoragePath(source.as_uri()) if str(value).endswith("in.jsonl") else real_as_path(value),
     )
     manifest = make_op(waits, tmp_path, input_path=str(source)).execute({"ti": ti(2)})
