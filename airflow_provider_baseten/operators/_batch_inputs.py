@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,19 +23,24 @@ if TYPE_CHECKING:
 class Item:
     index: int
     input_id: Any
+    fingerprint: str
     payload: Any = None
     error: dict[str, Any] | None = None
 
 
-def make_item(index: int, record: Any, id_field: str | None, input_field: str | None) -> Item:
+def make_item(index: int, record: Any, fingerprint: str, id_field: str | None, input_field: str | None) -> Item:
     input_id: Any = index
     for name, key in (("id_field", id_field), ("input_field", input_field)):
         if key is not None and not (isinstance(record, dict) and key in record):
-            return Item(index, index, error=input_error(f"the record has no key {key!r} ({name})."))
+            return Item(index, index, fingerprint, error=input_error(f"the record has no key {key!r} ({name})."))
     if id_field is not None:
         input_id = record[id_field]
     payload = record[input_field] if input_field is not None else record
-    return Item(index, input_id, payload)
+    return Item(index, input_id, fingerprint, payload)
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
 def input_error(message: str) -> dict[str, Any]:
@@ -48,26 +54,36 @@ def input_error(message: str) -> dict[str, Any]:
 
 
 class Source:
+    """Numbered records; each item carries a fingerprint of its record (and of ``id_field``/``input_field``)."""
+
     total: int | None
 
-    def records(self) -> Iterator[tuple[Any, str | None]]:
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
+        """``(record, problem, the bytes the fingerprint covers)`` per record."""
         raise NotImplementedError
 
     def __init__(self, id_field: str | None, input_field: str | None) -> None:
         self.id_field = id_field
         self.input_field = input_field
         self.seen = 0  # records read so far: the total once the source is exhausted
+        self._salt = canonical_json([id_field, input_field])
 
-    def items(self, *, skip: IndexSet) -> Iterator[Item]:
+    def items(self, *, skip: IndexSet | None = None) -> Iterator[Item]:
         """Lazily, the items whose index is not in ``skip``."""
-        for index, (record, problem) in enumerate(self.records()):
+        for index, (record, problem, raw) in enumerate(self.records()):
             self.seen = index + 1
-            if index in skip:
+            if skip is not None and index in skip:
                 continue
+            fingerprint = hashlib.blake2b(self._salt + raw, digest_size=8).hexdigest()
             if problem is not None:
-                yield Item(index, index, error=input_error(problem))
+                yield Item(index, index, fingerprint, error=input_error(problem))
             else:
-                yield make_item(index, record, self.id_field, self.input_field)
+                yield make_item(index, record, fingerprint, self.id_field, self.input_field)
+
+    def fingerprints(self) -> Iterator[tuple[int, Any, str]]:
+        """``(index, input_id, fingerprint)`` of every record: one more pass over the inputs."""
+        for item in self.items():
+            yield item.index, item.input_id, item.fingerprint
 
 
 class ListSource(Source):
@@ -76,9 +92,9 @@ class ListSource(Source):
         self.inputs = inputs
         self.total = len(inputs)
 
-    def records(self) -> Iterator[tuple[Any, str | None]]:
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
         for record in self.inputs:
-            yield record, None
+            yield record, None, canonical_json(record)
 
 
 class FileSource(Source):
@@ -97,12 +113,13 @@ class FileSource(Source):
                 if line.strip():
                     yield line
 
-    def records(self) -> Iterator[tuple[Any, str | None]]:
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
         for number, line in enumerate(self._lines()):
+            raw = line.strip()
             try:
-                yield json.loads(line), None
+                yield json.loads(line), None, raw
             except ValueError as err:
-                yield None, f"record {number} of {storage_uri(self.path)} is not valid JSON: {err}"
+                yield None, f"record {number} of {storage_uri(self.path)} is not valid JSON: {err}", raw
 
 
 def parse_list(text: str) -> Any:

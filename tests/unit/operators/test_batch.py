@@ -18,7 +18,7 @@ import pytest
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenConfigError, BasetenError
 from airflow_provider_baseten.hooks.baseten import BasetenHook
 from airflow_provider_baseten.operators import batch as batch_module
-from airflow_provider_baseten.operators._batch_inputs import FileSource
+from airflow_provider_baseten.operators._batch_inputs import FileSource, ListSource
 from airflow_provider_baseten.operators._batch_journal import Existing, IndexSet, LocalSink
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator, describe_error, model_may_have_run
 
@@ -201,7 +201,8 @@ def test_every_input_is_predicted_once_and_written(model: FakeModel, waits: list
     assert manifest["failed"] == 0
     assert manifest["skipped_existing"] == 0
     assert manifest["output_path"] == (tmp_path / "out.jsonl").as_uri()
-    assert set(manifest) == {"output_path", "total", "succeeded", "failed", "skipped_existing", "duration_s"}
+    assert set(manifest) == {"output_path", "parts", "total", "succeeded", "failed", "skipped_existing", "duration_s"}
+    assert manifest["parts"] == [manifest["output_path"]]
 
 
 @pytest.mark.parametrize(
@@ -237,17 +238,6 @@ def test_empty_inputs_succeed_with_an_empty_file(model: FakeModel, waits: list[f
     assert (tmp_path / "out.jsonl").read_text() == ""
 
 
-def test_default_output_path_is_under_airflow_home(
-    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
-    op = make_op(waits, tmp_path, inputs=[1, 2], output_path=None)
-    manifest = op.execute({"ti": ti(map_index=3)})
-    expected = tmp_path / "home" / "baseten-batches" / "dag" / "manual__2026-01-01T00_00_00+00_00" / "score-3.jsonl"
-    assert manifest["output_path"] == f"file://{expected}"
-    assert indices(read_lines(expected)) == [0, 1]
-
-
 def test_jsonl_input_file_with_id_and_input_fields(model: FakeModel, waits: list[float], tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(
@@ -260,8 +250,18 @@ def test_jsonl_input_file_with_id_and_input_fields(model: FakeModel, waits: list
     op = make_op(waits, tmp_path, input_path=str(source), id_field="id", input_field="input", max_failed_fraction=1)
     manifest = op.execute({"ti": ti()})
     lines = {line["index"]: line for line in read_lines(tmp_path / "out.jsonl")}
-    assert lines[0] == {"index": 0, "input_id": "a", "output": {"echo": {"text": "first"}}}
-    assert lines[1] == {"index": 1, "input_id": "b", "output": {"echo": {"text": "second"}}}
+    assert lines[0] | {"input_fp": None} == {
+        "index": 0,
+        "input_id": "a",
+        "input_fp": None,
+        "output": {"echo": {"text": "first"}},
+    }
+    assert lines[1] | {"input_fp": None} == {
+        "index": 1,
+        "input_id": "b",
+        "input_fp": None,
+        "output": {"echo": {"text": "second"}},
+    }
     assert lines[2]["error"]["type"] == "InvalidInput"
     assert "no key 'id'" in lines[2]["error"]["message"]
     assert lines[2]["error"]["model_may_have_run"] is False
@@ -390,8 +390,14 @@ def test_model_may_have_run_by_status(status: int, may_have_run: bool) -> None:
 # --- resume ------------------------------------------------------------------------------------------------------
 
 
-def line(index: int, **fields: Any) -> str:
-    return json.dumps({"index": index, "input_id": index, **fields}) + "\n"
+def fingerprint(record: Any, id_field: str | None = None, input_field: str | None = None) -> str:
+    return next(ListSource([record], id_field, input_field).items()).fingerprint
+
+
+def line(index: int, *, record: Any = None, **fields: Any) -> str:
+    """An output line of an earlier try for the input ``record`` (default: the index itself, as in ``range``)."""
+    input_fp = fingerprint(index if record is None else record)
+    return json.dumps({"index": index, "input_id": index, "input_fp": input_fp, **fields}) + "\n"
 
 
 def test_retry_resumes_and_repairs_a_torn_file(model: FakeModel, waits: list[float], tmp_path: Path) -> None:
@@ -449,27 +455,6 @@ def test_a_corrupt_middle_line_refuses_to_resume(model: FakeModel, waits: list[f
     with pytest.raises(BasetenError, match=r"Line 2 .* is not a batch result"):
         make_op(waits, tmp_path, inputs=[0, 1, 2]).execute({"ti": ti(2)})
     assert model.calls == []
-
-
-def test_resume_on_an_object_store_rewrites_the_object(
-    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    out = tmp_path / "out.jsonl"
-    out.write_text(line(0, output=0) + line(1, error={"type": "X", "model_may_have_run": False}) + '{"index": 2, "inpu')
-    real_as_path = batch_module.as_path
-    # The object-store code path (no append, write-then-move), exercised on a file:// ObjectStoragePath.
-    monkeypatch.setattr(
-        batch_module,
-        "as_path",
-        lambda value: ObjectStoragePath(out.as_uri()) if str(value).endswith("out.jsonl") else real_as_path(value),
-    )
-    manifest = make_op(waits, tmp_path, inputs=list(range(4))).execute({"ti": ti(2)})
-    assert sorted(model.calls) == [1, 2, 3]
-    assert indices(read_lines(out)) == [0, 1, 2, 3]
-    assert manifest["skipped_existing"] == 1
-    assert not (tmp_path / "out.jsonl.resume-tmp").exists()
 
 
 # --- progress, kill, write errors -----------------------------------------------------------------------------------
