@@ -21,6 +21,7 @@ class ObjectStoreFileSystem(MemoryFileSystem):
     """``MemoryFileSystem`` that refuses append and read-write modes, as S3 and GCS do."""
 
     protocol = SCHEME
+    root_marker = ""  # keys are "bucket/key", as on S3 and GCS
     store: dict[str, Any] = {}  # fsspec keeps the objects on the class
     pseudo_dirs = [""]
 
@@ -29,8 +30,7 @@ class ObjectStoreFileSystem(MemoryFileSystem):
         text = str(path)
         if text.startswith(f"{SCHEME}://"):
             text = text[len(SCHEME) + 3 :]
-        text = text.lstrip("/").rstrip("/")
-        return "/" + text if text else ""
+        return text.strip("/")
 
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if "a" in mode or "+" in mode:
