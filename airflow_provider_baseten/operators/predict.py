@@ -106,7 +106,7 @@ class BasetenPredictOperator(_BasetenSyncInferenceOperator):
     :param timeout: read timeout in seconds for this call; default: the connection's ``timeout`` (1230 s).
     :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
-        ``file://{AIRFLOW_HOME}/baseten-results``.
+        ``{[baseten] output_location}/baseten-results``; with neither, results stay in XCom.
     """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "model_input", "result_path")
@@ -155,7 +155,7 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
     :param timeout: read timeout in seconds for this call; default: the connection's ``timeout`` (1230 s).
     :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
-        ``file://{AIRFLOW_HOME}/baseten-results``.
+        ``{[baseten] output_location}/baseten-results``; with neither, results stay in XCom.
     """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "chain_input", "result_path")
