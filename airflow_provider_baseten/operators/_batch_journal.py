@@ -98,10 +98,11 @@ class Existing:
     """What earlier tries left in the output (after dropping re-sendable errors, a torn tail and stale lines)."""
 
     done: IndexSet = field(default_factory=IndexSet)
-    fingerprints: Fingerprints = field(default_factory=Fingerprints)
     kept: int = 0
     succeeded: int = 0
     failed: int = 0
+    #: The ``input_fp`` of each kept line.
+    fingerprints: Fingerprints = field(default_factory=Fingerprints)
     dropped_retryable: int = 0
     dropped_stale: int = 0
     torn_bytes: int = 0
