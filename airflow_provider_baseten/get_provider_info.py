@@ -54,6 +54,27 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The ``[baseten]`` section of Airflow's configuration (``AIRFLOW__BASETEN__<OPTION>`` in the environment).
+CONFIG: dict[str, Any] = {
+    "baseten": {
+        "description": "Settings of the Baseten provider.",
+        "options": {
+            "output_location": {
+                "description": "Base URI of what Baseten tasks write for other tasks and for their own retries: "
+                "batch outputs ({location}/baseten-batches/...) and large predict, chain and chat results "
+                "({location}/baseten-results/...). Any ObjectStoragePath URI (s3://bucket/prefix, gs://..., "
+                "file:///shared/mount). Empty: results go to XCom and a batch needs output_path. With the Celery, "
+                "Kubernetes or Edge executor use a location every worker reaches: a local path warns in the log.",
+                "version_added": "0.2.0",
+                "type": "string",
+                "example": "s3://my-bucket/airflow/baseten",
+                "default": "",
+            },
+        },
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow: hooks, operators, triggers, sensors, connection type and links."""
     return {
@@ -97,6 +118,7 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": CONN_FIELDS,
             }
         ],
+        "config": CONFIG,
         "extra-links": [
             "airflow_provider_baseten.operators.baseten.BasetenModelLink",
             "airflow_provider_baseten.operators.baseten.BasetenChainLink",

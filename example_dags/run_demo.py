@@ -121,6 +121,8 @@ def airflow_env(paths: DemoPaths, database: Path, conn_uri: str | None = None) -
         {
             "AIRFLOW_HOME": str(paths.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            # Where large results and batch outputs go ([baseten] output_location); one machine, so a local folder.
+            "AIRFLOW__BASETEN__OUTPUT_LOCATION": f"file://{paths.airflow_home}/baseten-outputs",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),

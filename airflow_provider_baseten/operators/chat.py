@@ -102,7 +102,7 @@ class BasetenChatOperator(BasetenBaseOperator):
     :param max_result_bytes: a result whose JSON is larger goes to object storage and the task returns its URI
         instead (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
-        ``file://{AIRFLOW_HOME}/baseten-results``.
+        ``{[baseten] output_location}/baseten-results``; with neither, results stay in XCom.
     """
 
     template_fields: Sequence[str] = (

@@ -114,7 +114,7 @@ class BasetenPredictOperator(_BasetenSyncInferenceOperator):
     :param timeout: read timeout in seconds for this call; default: the connection's ``timeout`` (1230 s).
     :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
-        ``file://{AIRFLOW_HOME}/baseten-results``.
+        ``{[baseten] output_location}/baseten-results``; with neither, results stay in XCom.
     :param response_format: ``"json"`` (default: a 2xx answer that is not JSON fails the task, naming the status,
         content type and the start of the body), ``"text"`` (the body as a string) or ``"bytes"`` (the body,
         base64-encoded into a string for XCom; decode with ``base64.b64decode``).
@@ -168,7 +168,7 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
     :param timeout: read timeout in seconds for this call; default: the connection's ``timeout`` (1230 s).
     :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
     :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
-        ``file://{AIRFLOW_HOME}/baseten-results``.
+        ``{[baseten] output_location}/baseten-results``; with neither, results stay in XCom.
     :param response_format: ``"json"`` (default: a 2xx answer that is not JSON fails the task, naming the status,
         content type and the start of the body), ``"text"`` (the body as a string) or ``"bytes"`` (the body,
         base64-encoded into a string for XCom; decode with ``base64.b64decode``).

@@ -70,6 +70,7 @@ def test_airflow_subprocesses_get_only_the_demos_airflow_settings(tmp_path, monk
     assert airflow_keys == {
         "AIRFLOW_HOME",
         "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__BASETEN__OUTPUT_LOCATION",
         "AIRFLOW__CORE__LOAD_EXAMPLES",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER",

@@ -133,3 +133,101 @@ def test_ambiguous_resets_are_written_as_errors_and_not_retried(baseten_emulator
     assert sorted(line["index"] for line in lines) == list(range(50))
     assert manifest["failed"] == len(errors)
     assert predicts_that_ran(baseten_emulator) == 50  # the model ran once per input, resets included
+
+
+# --- safe exits: whatever ends a try, no input is predicted twice ---------------------------------------------------
+
+
+def airflow_timeout(seconds: int) -> Any:
+    """Airflow's own ``execution_timeout`` context (SIGALRM), as the task runner wraps ``execute``."""
+    try:
+        from airflow.sdk.execution_time.timeout import timeout
+    except ImportError:  # pragma: no cover - older layouts
+        from airflow.utils.timeout import timeout  # type: ignore[no-redef]
+    return timeout(seconds)
+
+
+def wait_for_lines(path: Path, count: int, deadline_s: float = 120) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+def assert_each_input_once_and_none_predicted_twice(emulator: Any, out: Path, total: int) -> list[dict[str, Any]]:
+    lines = read_lines(out)
+    assert sorted(line["index"] for line in lines) == list(range(total))  # every input exactly once
+    answered = sum("output" in line for line in lines)
+    # Model runs: one per output line, plus at most one per item written as "may have run"; never more.
+    assert answered <= predicts_that_ran(emulator) <= total
+    return lines
+
+
+def test_an_execution_timeout_records_in_flight_items_and_the_retry_resends_none(
+    baseten_emulator: Any, tmp_path: Path
+) -> None:
+    baseten_emulator.faults.set(FaultPlan(route="predict", delay=0.25))
+    inputs = [{"n": n} for n in range(48)]
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(BaseException, match="Timeout") as caught, airflow_timeout(1):
+        make_op(out, inputs=inputs, max_concurrency=4).execute({"ti": ti(1)})
+    assert type(caught.value).__name__ == "AirflowTaskTimeout"
+    first = read_lines(out)
+    cancelled = [line for line in first if line.get("error", {}).get("type") == "Cancelled"]
+    assert cancelled  # the predicts in flight at the timeout were written, as "may have run"
+    assert all(line["error"]["model_may_have_run"] for line in cancelled)
+    assert len(first) < 48
+
+    baseten_emulator.faults.set(FaultPlan(route="predict"))
+    manifest = make_op(out, inputs=inputs, max_concurrency=4, max_failed_fraction=0.5).execute({"ti": ti(2)})
+    assert manifest["skipped_existing"] == len(first)
+    lines = assert_each_input_once_and_none_predicted_twice(baseten_emulator, out, 48)
+    assert [line for line in lines if line.get("error")] == cancelled
+
+
+CHILD = """
+import sys
+from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
+
+op = BasetenBatchPredictOperator(
+    task_id="score", model_id="echo01", inputs=[{"n": n} for n in range(int(sys.argv[2]))],
+    output_path=sys.argv[1], max_concurrency=8,
+)
+op.hook = BasetenHook(customer_request_id="")
+op.execute({})
+"""
+
+
+def test_a_sigkilled_task_leaves_intents_and_the_retry_resends_nothing(baseten_emulator: Any, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    baseten_emulator.faults.set(FaultPlan(route="predict", delay=0.05))
+    total = 600
+    out = tmp_path / "out.jsonl"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(total)])
+    try:
+        wait_for_lines(out, 120)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert (tmp_path / "out.jsonl.inflight").exists()  # the intents of the killed try
+    time.sleep(0.5)  # the emulator answers the dead child's last predicts (0.05 s each) into closed sockets
+    written_first = len(read_lines(out))
+    assert written_first < total
+
+    baseten_emulator.faults.set(FaultPlan(route="predict"))
+    manifest = make_op(out, inputs=[{"n": n} for n in range(total)], max_failed_fraction=0.1).execute({"ti": ti(2)})
+    lines = assert_each_input_once_and_none_predicted_twice(baseten_emulator, out, total)
+    stranded = [line for line in lines if line.get("error", {}).get("type") == "Cancelled"]
+    assert stranded  # in flight at the kill: written as "may have run", not sent again
+    assert all("earlier try" in line["error"]["message"] for line in stranded)
+    assert manifest["failed"] == len(stranded)
+    assert not (tmp_path / "out.jsonl.inflight").exists()  # a clean end forgets the intents

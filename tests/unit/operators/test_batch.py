@@ -18,6 +18,8 @@ import pytest
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenConfigError, BasetenError
 from airflow_provider_baseten.hooks.baseten import BasetenHook
 from airflow_provider_baseten.operators import batch as batch_module
+from airflow_provider_baseten.operators._batch_inputs import FileSource, ListSource
+from airflow_provider_baseten.operators._batch_journal import Existing, IndexSet, LocalSink
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator, describe_error, model_may_have_run
 
 GATEWAY = "http://gw.test"
@@ -199,7 +201,8 @@ def test_every_input_is_predicted_once_and_written(model: FakeModel, waits: list
     assert manifest["failed"] == 0
     assert manifest["skipped_existing"] == 0
     assert manifest["output_path"] == (tmp_path / "out.jsonl").as_uri()
-    assert set(manifest) == {"output_path", "total", "succeeded", "failed", "skipped_existing", "duration_s"}
+    assert set(manifest) == {"output_path", "parts", "total", "succeeded", "failed", "skipped_existing", "duration_s"}
+    assert manifest["parts"] == [manifest["output_path"]]
 
 
 @pytest.mark.parametrize(
@@ -235,17 +238,6 @@ def test_empty_inputs_succeed_with_an_empty_file(model: FakeModel, waits: list[f
     assert (tmp_path / "out.jsonl").read_text() == ""
 
 
-def test_default_output_path_is_under_airflow_home(
-    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
-    op = make_op(waits, tmp_path, inputs=[1, 2], output_path=None)
-    manifest = op.execute({"ti": ti(map_index=3)})
-    expected = tmp_path / "home" / "baseten-batches" / "dag" / "manual__2026-01-01T00_00_00+00_00" / "score-3.jsonl"
-    assert manifest["output_path"] == expected.as_uri()
-    assert indices(read_lines(expected)) == [0, 1]
-
-
 def test_jsonl_input_file_with_id_and_input_fields(model: FakeModel, waits: list[float], tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(
@@ -258,8 +250,18 @@ def test_jsonl_input_file_with_id_and_input_fields(model: FakeModel, waits: list
     op = make_op(waits, tmp_path, input_path=str(source), id_field="id", input_field="input", max_failed_fraction=1)
     manifest = op.execute({"ti": ti()})
     lines = {line["index"]: line for line in read_lines(tmp_path / "out.jsonl")}
-    assert lines[0] == {"index": 0, "input_id": "a", "output": {"echo": {"text": "first"}}}
-    assert lines[1] == {"index": 1, "input_id": "b", "output": {"echo": {"text": "second"}}}
+    assert lines[0] | {"input_fp": None} == {
+        "index": 0,
+        "input_id": "a",
+        "input_fp": None,
+        "output": {"echo": {"text": "first"}},
+    }
+    assert lines[1] | {"input_fp": None} == {
+        "index": 1,
+        "input_id": "b",
+        "input_fp": None,
+        "output": {"echo": {"text": "second"}},
+    }
     assert lines[2]["error"]["type"] == "InvalidInput"
     assert "no key 'id'" in lines[2]["error"]["message"]
     assert lines[2]["error"]["model_may_have_run"] is False
@@ -287,10 +289,10 @@ def test_input_file_is_streamed_not_loaded(tmp_path: Path) -> None:
     with source.open("w") as handle:
         for _ in range(20_000):
             handle.write(record + "\n")
-    reader = batch_module._FileSource(source, None, None)
+    reader = FileSource(source, None, None)
     assert reader.total == 20_000
     tracemalloc.start()
-    count = sum(1 for _ in reader.items(skip=batch_module._IndexSet()))
+    count = sum(1 for _ in reader.items(skip=IndexSet()))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert count == 20_000
@@ -388,8 +390,14 @@ def test_model_may_have_run_by_status(status: int, may_have_run: bool) -> None:
 # --- resume ------------------------------------------------------------------------------------------------------
 
 
-def line(index: int, **fields: Any) -> str:
-    return json.dumps({"index": index, "input_id": index, **fields}) + "\n"
+def fingerprint(record: Any, id_field: str | None = None, input_field: str | None = None) -> str:
+    return next(ListSource([record], id_field, input_field).items()).fingerprint
+
+
+def line(index: int, *, record: Any = None, **fields: Any) -> str:
+    """An output line of an earlier try for the input ``record`` (default: the index itself, as in ``range``)."""
+    input_fp = fingerprint(index if record is None else record)
+    return json.dumps({"index": index, "input_id": index, "input_fp": input_fp, **fields}) + "\n"
 
 
 def test_retry_resumes_and_repairs_a_torn_file(model: FakeModel, waits: list[float], tmp_path: Path) -> None:
@@ -449,27 +457,6 @@ def test_a_corrupt_middle_line_refuses_to_resume(model: FakeModel, waits: list[f
     assert model.calls == []
 
 
-def test_resume_on_an_object_store_rewrites_the_object(
-    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    out = tmp_path / "out.jsonl"
-    out.write_text(line(0, output=0) + line(1, error={"type": "X", "model_may_have_run": False}) + '{"index": 2, "inpu')
-    real_as_path = batch_module._as_path
-    # The object-store code path (no append, write-then-move), exercised on a file:// ObjectStoragePath.
-    monkeypatch.setattr(
-        batch_module,
-        "_as_path",
-        lambda value: ObjectStoragePath(out.as_uri()) if str(value).endswith("out.jsonl") else real_as_path(value),
-    )
-    manifest = make_op(waits, tmp_path, inputs=list(range(4))).execute({"ti": ti(2)})
-    assert sorted(model.calls) == [1, 2, 3]
-    assert indices(read_lines(out)) == [0, 1, 2, 3]
-    assert manifest["skipped_existing"] == 1
-    assert not (tmp_path / "out.jsonl.resume-tmp").exists()
-
-
 # --- progress, kill, write errors -----------------------------------------------------------------------------------
 
 
@@ -492,7 +479,7 @@ def test_progress_is_logged_while_nothing_completes(waits: list[float], tmp_path
     op = make_op(waits, tmp_path, inputs=[1], progress_interval=10)
     now = [0.0]
     op._clock = lambda: now[0]
-    progress = batch_module._Progress(op, batch_module._RunState(existing=batch_module._Existing(), total=1))
+    progress = batch_module._Progress(op, batch_module._RunState(existing=Existing(), total=1))
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
@@ -572,7 +559,7 @@ def test_a_write_error_fails_the_task(
     def broken(self: Any, data: bytes) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(batch_module._LocalSink, "write", broken)
+    monkeypatch.setattr(LocalSink, "write", broken)
     with pytest.raises(BasetenError, match="Writing the results"):
         make_op(waits, tmp_path, inputs=list(range(10))).execute({"ti": ti()})
 
@@ -591,7 +578,7 @@ def test_an_fsync_error_fails_the_task(
     def broken(self: Any) -> None:
         raise OSError("I/O error")
 
-    monkeypatch.setattr(batch_module._LocalSink, "sync", broken)
+    monkeypatch.setattr(LocalSink, "sync", broken)
     ticks = itertools.count(step=5.0)
     op = make_op(waits, tmp_path, inputs=list(range(10)))
     op._clock = lambda: float(next(ticks))
@@ -607,10 +594,10 @@ def test_object_store_input_counts_its_total_while_streaming(
     source = tmp_path / "in.jsonl"
     source.write_text("".join(f"{n}\n" for n in range(7)))
     (tmp_path / "out.jsonl").write_text(line(5, output=5) + line(6, output=6))
-    real_as_path = batch_module._as_path
+    real_as_path = batch_module.as_path
     monkeypatch.setattr(
         batch_module,
-        "_as_path",
+        "as_path",
         lambda value: ObjectStoragePath(source.as_uri()) if str(value).endswith("in.jsonl") else real_as_path(value),
     )
     manifest = make_op(waits, tmp_path, input_path=str(source)).execute({"ti": ti(2)})

@@ -182,10 +182,10 @@ def test_large_result_is_written_to_object_storage(mock_api: respx.MockRouter, t
     assert json.loads((tmp_path / "dag1" / "manual__2024-01-01T00_00_00+00_00" / "predict-3.json").read_text()) == big
 
 
-def test_large_result_default_path_is_under_airflow_home(
+def test_large_result_default_path_is_under_the_output_location_setting(
     mock_api: respx.MockRouter, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__BASETEN__OUTPUT_LOCATION", f"file://{tmp_path}")
     mock_api.post(PREDICT_URL).respond(200, json={"x": "y" * 200})
     uri = predict_op(max_result_bytes=10).execute(context())
     assert uri.startswith(f"file://{tmp_path}/baseten-results/dag1/")

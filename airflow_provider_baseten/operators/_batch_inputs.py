@@ -1,0 +1,134 @@
+"""The inputs of a batch: a list or a JSONL file, read lazily into numbered items."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_baseten.exceptions import BasetenConfigError
+from airflow_provider_baseten.operators._storage import is_local, storage_uri
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_baseten.operators._batch_journal import IndexSet
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    input_id: Any
+    fingerprint: str
+    payload: Any = None
+    error: dict[str, Any] | None = None
+
+
+def make_item(index: int, record: Any, fingerprint: str, id_field: str | None, input_field: str | None) -> Item:
+    input_id: Any = index
+    for name, key in (("id_field", id_field), ("input_field", input_field)):
+        if key is not None and not (isinstance(record, dict) and key in record):
+            return Item(index, index, fingerprint, error=input_error(f"the record has no key {key!r} ({name})."))
+    if id_field is not None:
+        input_id = record[id_field]
+    payload = record[input_field] if input_field is not None else record
+    return Item(index, input_id, fingerprint, payload)
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def input_error(message: str) -> dict[str, Any]:
+    return {
+        "type": "InvalidInput",
+        "message": message,
+        "status_code": None,
+        "request_id": None,
+        "model_may_have_run": False,
+    }
+
+
+class Source:
+    """Numbered records; each item carries a fingerprint of its record (and of ``id_field``/``input_field``)."""
+
+    total: int | None
+
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
+        """``(record, problem, the bytes the fingerprint covers)`` per record."""
+        raise NotImplementedError
+
+    def __init__(self, id_field: str | None, input_field: str | None) -> None:
+        self.id_field = id_field
+        self.input_field = input_field
+        self.seen = 0  # records read so far: the total once the source is exhausted
+        self._salt = canonical_json([id_field, input_field])
+
+    def items(self, *, skip: IndexSet | None = None) -> Iterator[Item]:
+        """Lazily, the items whose index is not in ``skip``."""
+        for index, (record, problem, raw) in enumerate(self.records()):
+            self.seen = index + 1
+            if skip is not None and index in skip:
+                continue
+            fingerprint = hashlib.blake2b(self._salt + raw, digest_size=8).hexdigest()
+            if problem is not None:
+                yield Item(index, index, fingerprint, error=input_error(problem))
+            else:
+                yield make_item(index, record, fingerprint, self.id_field, self.input_field)
+
+    def fingerprints(self) -> Iterator[tuple[int, Any, str]]:
+        """``(index, input_id, fingerprint)`` of every record: one more pass over the inputs."""
+        for item in self.items():
+            yield item.index, item.input_id, item.fingerprint
+
+
+class ListSource(Source):
+    def __init__(self, inputs: list[Any], id_field: str | None, input_field: str | None) -> None:
+        super().__init__(id_field, input_field)
+        self.inputs = inputs
+        self.total = len(inputs)
+
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
+        for record in self.inputs:
+            yield record, None, canonical_json(record)
+
+
+class FileSource(Source):
+    """JSONL read line by line; for local files the lines are counted first (one cheap pass) for the ETA."""
+
+    def __init__(self, path: ObjectStoragePath | Path, id_field: str | None, input_field: str | None) -> None:
+        super().__init__(id_field, input_field)
+        self.path = path
+        if not path.exists():
+            raise BasetenConfigError(f"input_path {storage_uri(path)} does not exist.")
+        self.total = sum(1 for _ in self._lines()) if is_local(path) else None
+
+    def _lines(self) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line
+
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
+        for number, line in enumerate(self._lines()):
+            raw = line.strip()
+            try:
+                yield json.loads(line), None, raw
+            except ValueError as err:
+                yield None, f"record {number} of {storage_uri(self.path)} is not valid JSON: {err}", raw
+
+
+def parse_list(text: str) -> Any:
+    """A rendered template: JSON, or the Python literal a plain ``{{ ... }}`` of a list renders to."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise BasetenConfigError("inputs rendered to a string that is neither a JSON list nor a Python list.") from None
