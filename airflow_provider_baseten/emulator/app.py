@@ -254,6 +254,7 @@ class EmulatorApp:
                     "emulated_time": state.clock.now(),
                     "time_scale": state.clock.time_scale,
                     "manual_clock": state.options.manual_clock,
+                    "visible_floor": state.options.visible_floor,
                 }
             )
         if name == "journal" and method == "GET":

@@ -300,7 +300,8 @@ class AsyncQueue:
             record.webhook_status = webhook
         self._set(record, status)
         self.pending -= 1
-        self.scheduler.call_later(self.retention_seconds, lambda: self.records.pop(record.request_id, None))
+        retention = self.scheduler.hold(self.retention_seconds)  # a poller must see the end state before it goes
+        self.scheduler.call_later(retention, lambda: self.records.pop(record.request_id, None))
 
     def close(self) -> None:
         self._closed = True

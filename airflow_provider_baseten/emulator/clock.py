@@ -6,6 +6,11 @@ a driver task fires timers as the scaled time reaches them; with a :class:`Manua
 :meth:`Scheduler.advance` steps it, firing every timer on the way in order, so tests never sleep on the wall clock.
 Both clocks can jump ahead (``Emulator.advance``), e.g. past a one-hour retention.
 
+Compression keeps the order of events a client sees: what a client waits through (cold starts, model work,
+queueing) runs ``time_scale`` times faster, but state a client is expected to catch with its own wall-clock polling
+(a deployment that is up before it scales to zero, a finished request's status within its retention) stays visible
+for at least ``min(delay, visible_floor)`` wall seconds, as it would on Baseten (see :meth:`Scheduler.hold`).
+
 All scheduler methods run on the emulator's event loop thread.
 """
 
@@ -38,6 +43,8 @@ class Clock:
 
     #: Emulated seconds per wall second (informational for a manual clock: it is used to scale wall-time budgets).
     time_scale: float = 1.0
+    #: Whether time moves by itself (a manual clock only moves through ``advance``).
+    running: bool = True
 
     def now(self) -> float:
         raise NotImplementedError
@@ -51,18 +58,28 @@ class Clock:
 
 
 class ScaledClock(Clock):
-    """Runs ``time_scale`` emulated seconds per wall second from ``start`` (default: the wall time now)."""
+    """Runs ``time_scale`` emulated seconds per wall second from ``start`` (default: the wall time now).
 
-    def __init__(self, time_scale: float = 1.0, *, start: float | None = None) -> None:
+    ``monotonic`` is the wall clock it follows (tests inject a fake one).
+    """
+
+    def __init__(
+        self,
+        time_scale: float = 1.0,
+        *,
+        start: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.time_scale = float(time_scale)
         self._start = time.time() if start is None else start
-        self._mono0 = time.monotonic()
+        self._monotonic = monotonic
+        self._mono0 = monotonic()
         self._offset = 0.0
 
     def now(self) -> float:
-        return self._start + (time.monotonic() - self._mono0) * self.time_scale + self._offset
+        return self._start + (self._monotonic() - self._mono0) * self.time_scale + self._offset
 
     def jump_to(self, when: float) -> None:
         self._offset += max(0.0, when - self.now())
@@ -73,6 +90,8 @@ class ScaledClock(Clock):
 
 class ManualClock(Clock):
     """Stands still until :meth:`jump_to` (through ``Emulator.advance``) moves it."""
+
+    running = False
 
     def __init__(self, *, start: float | None = None, time_scale: float = 1.0) -> None:
         self._now = time.time() if start is None else start
@@ -101,11 +120,20 @@ class Timer:
         self.cancelled = True
 
 
-class Scheduler:
-    """Timers on emulated time, fired in order on the event loop (by :meth:`drive` or :meth:`advance`)."""
+#: Wall seconds that state a client polls for stays visible at least (capped by its own emulated duration): above
+#: the default poll intervals of every waiter (wake 10 s, async predict 30 s +/- 25 %, sensor ``poke_interval`` 60 s).
+VISIBLE_FLOOR_SECONDS = 120.0
 
-    def __init__(self, clock: Clock) -> None:
+
+class Scheduler:
+    """Timers on emulated time, fired in order on the event loop (by :meth:`drive` or :meth:`advance`).
+
+    ``visible_floor``: wall seconds for :meth:`hold` (0: pure compression).
+    """
+
+    def __init__(self, clock: Clock, *, visible_floor: float = 0.0) -> None:
         self.clock = clock
+        self.visible_floor = max(0.0, visible_floor)
         self._heap: list[Timer] = []
         self._sleepers: set[asyncio.Future[None]] = set()
         self._seq = itertools.count()
@@ -113,6 +141,17 @@ class Scheduler:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def hold(self, seconds: float) -> float:
+        """Emulated seconds that state meant to last ``seconds`` stays visible to a client polling on the wall clock.
+
+        On a running clock: ``seconds``, but never less than ``min(seconds, visible_floor)`` wall seconds, so a
+        900 s scale-down delay at time scale 200 lasts 120 wall seconds (not 4.5) and at time scale 1 exactly 900.
+        A manual clock moves only when a test says so: no floor.
+        """
+        if not self.clock.running:
+            return seconds
+        return max(seconds, min(seconds, self.visible_floor) * self.clock.time_scale)
 
     def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(when, next(self._seq), callback)

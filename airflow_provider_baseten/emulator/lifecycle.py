@@ -2,7 +2,8 @@
 
 States follow Baseten: a scaled-to-zero deployment woken (by ``/wake``, a sync predict or its async queue) goes
 ``WAKING_UP`` -> ``LOADING_MODEL`` -> ``ACTIVE`` over ``cold_start_seconds``; an idle ``ACTIVE`` deployment with
-``min_replicas=0`` returns to ``SCALED_TO_ZERO`` ``scale_down_delay`` seconds after its last request; ``INACTIVE``
+``min_replicas=0`` returns to ``SCALED_TO_ZERO`` ``scale_down_delay`` seconds after its last request (on a running
+clock never sooner than the scheduler's wall-clock floor, so a client polling for ``ACTIVE`` sees it); ``INACTIVE``
 answers 404 and only ``activate`` (not ``wake``) brings it back; failed builds never serve; ``UNHEALTHY`` answers 503.
 A deployment that starts in a pending state (``BUILDING``, ``DEPLOYING``, ``UPDATING``, ``WAKING_UP``,
 ``LOADING_MODEL``) becomes ``ACTIVE`` after its cold start.
@@ -165,18 +166,23 @@ class DeploymentRuntime:
     def busy(self) -> bool:
         return bool(self.in_flight or self.queued or self.running)
 
+    @property
+    def scale_down_hold(self) -> float:
+        """Emulated idle time before scaling to zero: ``scale_down_delay``, floored in wall time on a running clock."""
+        return self.scheduler.hold(self.spec.scale_down_delay)
+
     def touch(self) -> None:
         """Record activity; an autoscaled deployment scales to zero ``scale_down_delay`` after the last one."""
         self.last_activity = self.scheduler.now()
         if self.spec.min_replicas == 0 and self._idle_timer is None and self.status is _S.ACTIVE:
-            self._idle_timer = self.scheduler.call_at(self.last_activity + self.spec.scale_down_delay, self._idle)
+            self._idle_timer = self.scheduler.call_at(self.last_activity + self.scale_down_hold, self._idle)
 
     def _idle(self) -> None:
         self._idle_timer = None
         if self.status is not _S.ACTIVE or self.spec.min_replicas > 0:
             return
         now = self.scheduler.now()
-        due = self.last_activity + self.spec.scale_down_delay
+        due = self.last_activity + self.scale_down_hold
         if self.busy or now < due:
             self._idle_timer = self.scheduler.call_at(max(due, now + 1.0) if self.busy else due, self._idle)
             return

@@ -15,7 +15,11 @@ One server runs per test session; every test gets it reset to a fresh world (def
 empty journal, no faults and fresh limits, so tests stay isolated and starting costs a reset, not a server.
 The ``baseten_emulator`` marker overrides options for one test: ``world`` (a ``World`` or a callable returning
 one), ``manual_clock``, ``time_scale``, ``api_key``, ``keys``, ``limits``, ``webhook_timeout``,
-``deliver_external_webhooks``, ``retention_seconds``.
+``deliver_external_webhooks``, ``retention_seconds``, ``visible_floor``.
+
+Time runs 200 times faster than the wall, except what a client polls for: a deployment stays ``ACTIVE`` and a finished
+async request keeps its status at least ``visible_floor`` (120) wall seconds, so operators at their default poll
+intervals see what they would see on Baseten (``Scheduler.hold``).
 
 This module imports nothing from Airflow (pytest loads plugins before a conftest can set ``AIRFLOW_HOME``).
 """
@@ -30,7 +34,8 @@ import pytest
 if TYPE_CHECKING:
     from airflow_provider_baseten.emulator.server import Emulator
 
-#: Emulated seconds per wall second in tests: a 180 s cold start takes 0.9 s, a 5 s model call 25 ms.
+#: Emulated seconds per wall second in tests: a 180 s cold start takes 0.9 s, a 5 s model call 25 ms (the 900 s
+#: scale-down delay lasts 120 s of wall time: the emulator's visible floor).
 DEFAULT_TIME_SCALE = 200.0
 
 
@@ -38,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "baseten_emulator(**options): options of the baseten_emulator fixture for this test "
-        "(world, manual_clock, time_scale, api_key, keys, limits, webhook_timeout, ...)",
+        "(world, manual_clock, time_scale, api_key, keys, limits, webhook_timeout, visible_floor, ...)",
     )
 
 

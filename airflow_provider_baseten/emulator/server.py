@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from airflow_provider_baseten.emulator.app import EmulatorApp
+from airflow_provider_baseten.emulator.clock import VISIBLE_FLOOR_SECONDS
 from airflow_provider_baseten.emulator.state import EmulatorOptions, EmulatorState, Where
 from airflow_provider_baseten.emulator.world import DEMO_API_KEY, KeyScope, World
 
@@ -67,6 +68,9 @@ class Emulator:
     :param webhook_timeout: wall seconds per webhook attempt (Baseten: 10).
     :param deliver_external_webhooks: ``False`` (default) counts webhooks to non-loopback URLs as delivered without
         sending them; ``True`` makes them fail.
+    :param visible_floor: wall seconds that a scale-down delay and a finished request's status retention last at
+        least on a running clock (capped by their own length), so clients polling at their default intervals see
+        an ``ACTIVE`` deployment and a final status however fast time runs (default 120; 0: pure compression).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class Emulator:
         limits: Limits | None = None,
         webhook_timeout: float = 10.0,
         deliver_external_webhooks: bool = False,
+        visible_floor: float = VISIBLE_FLOOR_SECONDS,
         log_level: str = "warning",
     ) -> None:
         from airflow_provider_baseten.emulator.limits import Limits
@@ -95,6 +100,7 @@ class Emulator:
             limits=limits or Limits(),
             webhook_timeout=webhook_timeout,
             deliver_external_webhooks=deliver_external_webhooks,
+            visible_floor=visible_floor,
         )
         self.host = host
         self.port = port

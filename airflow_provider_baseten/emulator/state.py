@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from airflow_provider_baseten.emulator.async_queue import RETENTION_SECONDS, AsyncQueue
-from airflow_provider_baseten.emulator.clock import Clock, ManualClock, ScaledClock, Scheduler
+from airflow_provider_baseten.emulator.clock import VISIBLE_FLOOR_SECONDS, Clock, ManualClock, ScaledClock, Scheduler
 from airflow_provider_baseten.emulator.faults import FaultInjector
 from airflow_provider_baseten.emulator.journal import Journal
 from airflow_provider_baseten.emulator.lifecycle import DeploymentRuntime, TargetRuntime
@@ -41,6 +41,8 @@ class EmulatorOptions:
     webhook_timeout: float = 10.0
     deliver_external_webhooks: bool = False
     retention_seconds: float = RETENTION_SECONDS
+    visible_floor: float = VISIBLE_FLOOR_SECONDS
+    """Wall seconds a scale-down delay and a status retention last at least on a running clock (``Scheduler.hold``)."""
     journal_size: int = 100_000
 
     def clock(self) -> Clock:
@@ -56,7 +58,7 @@ class EmulatorState:
         self.world = world
         self.options = options
         self.clock = options.clock()
-        self.scheduler = Scheduler(self.clock)
+        self.scheduler = Scheduler(self.clock, visible_floor=options.visible_floor)
         created_at = self.clock.now() - _CREATED_BEFORE_START
         self.targets: dict[tuple[TargetKind, str], TargetRuntime] = {
             (spec.kind, spec.id): TargetRuntime(spec, self.scheduler, created_at) for spec in iter_targets(world)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -40,6 +41,11 @@ class BasetenBaseOperator(BaseOperator):
     requires_target: bool = True
     #: Subclasses that address only models (or only chains) say so; checked in ``__init__`` and :attr:`target`.
     target_kind: ClassVar[Literal["model", "chain"] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _naming_the_task(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -93,6 +99,27 @@ class BasetenBaseOperator(BaseOperator):
             raise BasetenConfigError(f"{type(self).__name__} calls models: pass model_id, not chain_id.")
         if self.target_kind == "chain" and model_id is not None:
             raise BasetenConfigError(f"{type(self).__name__} runs chains: pass chain_id, not model_id.")
+
+
+def _naming_the_task(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an operator ``__init__`` so a :class:`BasetenConfigError` it raises names the task (DAG-parse errors
+    otherwise say what is wrong but not where). The message is prefixed once, however deep the ``__init__`` chain."""
+
+    @functools.wraps(init)
+    def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except BasetenConfigError as err:
+            if not getattr(err, "names_task", False):
+                task_id = kwargs.get("task_id") or getattr(self, "task_id", None) or "?"
+                err.args = (f"Task {task_id!r} ({type(self).__name__}): {err}", *err.args[1:])
+                err.names_task = True  # type: ignore[attr-defined]
+            raise
+
+    return wrapper
+
+
+BasetenBaseOperator.__init__ = _naming_the_task(BasetenBaseOperator.__init__)  # type: ignore[method-assign]
 
 
 def is_templated(value: object) -> bool:

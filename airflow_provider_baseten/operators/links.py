@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
+from airflow.providers.common.compat.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey
@@ -99,7 +99,10 @@ class BasetenAsyncRequestLink(BaseOperatorLink):
     name = "Baseten async request"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        request_id = XCom.get_value(ti_key=ti_key, key=REQUEST_ID_XCOM_KEY)
+        # The task runner calls this on the operator that just ran, whose ``request_id`` is set once a request was
+        # submitted (or re-attached, or resumed from the trigger's event). Reading the XCom instead would log
+        # Airflow's error-level "XCom not found" on every task that never submitted (a refused submit).
+        request_id = getattr(operator, "request_id", None)
         return target_page_url(operator) if request_id else ""
 
     @classmethod

@@ -19,7 +19,7 @@ from airflow_provider_baseten.hooks.async_requests import (
     task_deadline,
     validate_event,
 )
-from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator
+from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators.links import BasetenAsyncRequestLink
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 
@@ -55,6 +55,8 @@ class BasetenAsyncRequestSensor(BaseSensorOperator, BasetenBaseOperator):
     :param fail_on_webhook_failure: fail on ``WEBHOOK_FAILED`` (default); ``False`` accepts it.
     :param cancel_on_kill: cancel the request when a user kills this task (default ``False``: only watch).
     :param output_uri: where the model writes its own output (templated); copied into the manifest.
+    :param poll_interval: seconds between status reads: the operators' name for the sensor's ``poke_interval``
+        (default 60); pass one of the two.
     """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "request_id", "output_uri")
@@ -71,8 +73,13 @@ class BasetenAsyncRequestSensor(BaseSensorOperator, BasetenBaseOperator):
         fail_on_webhook_failure: bool = True,
         cancel_on_kill: bool = False,
         output_uri: str | None = None,
+        poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
+        if poll_interval is not None:
+            if kwargs.get("poke_interval") is not None:
+                raise BasetenConfigError("Pass poll_interval or poke_interval (the same setting), not both.")
+            kwargs["poke_interval"] = check_seconds(poll_interval, "poll_interval")
         super().__init__(**kwargs)
         self.request_id = request_id
         self.deferrable = deferrable

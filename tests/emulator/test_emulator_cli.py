@@ -44,13 +44,16 @@ def test_cli_serves_a_world_file_until_sigterm(tmp_path):
         startup = time.monotonic() - started
         url = re.search(r"on (http://127\.0\.0\.1:\d+)", lines[0]).group(1)
         assert "API key: k1" in lines[1]
-        assert "Host: model-echo01.api.baseten.co" in lines[2]
+        # The start-up hint calls a model this world has, and works as printed.
+        hint = re.search(r"Host: (model-\w+\.api\.baseten\.co)'.*Api-Key (\w+)'.*-d '(.*)'", lines[2])
+        assert hint is not None, lines[2]
+        assert hint.group(1) == "model-hello01.api.baseten.co"
         response = httpx.post(
             f"{url}/production/predict",
-            headers={"Host": "model-hello01.api.baseten.co", "Authorization": "Api-Key k1"},
-            json={"text": "Hi there."},
+            headers={"Host": hint.group(1), "Authorization": f"Api-Key {hint.group(2)}"},
+            content=hint.group(3),
         )
-        assert response.json() == {"words": 2, "characters": 9, "sentences": 1}
+        assert response.json() == {"words": 3, "characters": 11, "sentences": 1}
         assert startup < 10, f"startup took {startup:.2f} s"  # well under 2 s on an idle machine
     finally:
         proc.send_signal(signal.SIGTERM)
