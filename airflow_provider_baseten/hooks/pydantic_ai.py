@@ -13,6 +13,7 @@ optional-feature exception (the rest of the provider does not import it).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ try:
     from airflow.providers.common.ai.hooks.pydantic_ai import PydanticAIHook, _has_recognized_provider_prefix
     from pydantic_ai.exceptions import ModelAuthenticationError, ModelHTTPError
     from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.profiles.openai import OpenAIModelProfile
     from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 except ImportError as err:
     raise AirflowOptionalProviderFeatureException(f"{INSTALL_HINT} ({err})") from err
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model, StreamedResponse
 
 __all__ = ["BasetenChatModel", "BasetenModelAuthError", "PydanticAIBasetenHook"]
+
+log = logging.getLogger(__name__)
 
 #: The prefix of a Baseten model name (``baseten:deepseek-ai/DeepSeek-V3.1``); pydantic-ai has no such provider.
 MODEL_PREFIX = "baseten"
@@ -223,7 +227,7 @@ class PydanticAIBasetenHook(PydanticAIHook):
         _, extra = self._get_conn_and_extra()
         unknown = sorted(set(extra) - KNOWN_EXTRAS)
         if unknown:
-            self.log.warning("Ignoring unknown extras %s in connection %s", unknown, self.llm_conn_id)
+            log.warning("Ignoring unknown extras %s in connection %s", unknown, self.llm_conn_id)
         target = self.target or target_from_extra(extra)
         name = self._get_configured_model_name()
         if (
@@ -246,7 +250,9 @@ class PydanticAIBasetenHook(PydanticAIHook):
             target.describe() if target else "Model APIs",
             settings.conn_id,
         )
-        provider = OpenAICompatibleProvider(MODEL_PREFIX, openai_client=client)
+        # Baseten documents max_tokens; pydantic-ai would send OpenAI's newer max_completion_tokens.
+        profile = OpenAIModelProfile(openai_chat_supports_max_completion_tokens=False)
+        provider = OpenAICompatibleProvider(MODEL_PREFIX, openai_client=client, profile=profile)
         return BasetenChatModel(model_name, provider=provider, target=target)
 
     def test_connection(self) -> tuple[bool, str]:
