@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BLOCK_COMMON_AI = "import sys; sys.modules['airflow.providers.common.ai.hooks.pydantic_ai'] = sys.modules['pydantic_ai'] = None\n"
+#: Imports of common.ai's hook and of pydantic-ai fail, as in an environment without the extra.
+BLOCK_COMMON_AI = (
+    "import sys\nsys.modules['airflow.providers.common.ai.hooks.pydantic_ai'] = sys.modules['pydantic_ai'] = None\n"
+)
 
 
 def python(code: str) -> subprocess.CompletedProcess[str]:
@@ -14,8 +17,7 @@ def python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_without_common_ai_the_hook_module_raises_the_optional_feature_error() -> None:
     run = python(
-        BLOCK_COMMON_AI
-        + "from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException\n"
+        BLOCK_COMMON_AI + "from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException\n"
         "import airflow_provider_baseten.operators.baseten, airflow_provider_baseten.hooks.baseten\n"
         "try:\n"
         "    import airflow_provider_baseten.hooks.pydantic_ai\n"
