@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
+# Airflow's DAG processor pre-imports the airflow modules a DAG file imports ([dag_processor]
+# parsing_pre_import_modules), once in its parent process: naming common.ai's decorators here keeps their
+# pydantic-ai import (about a second of CPU) out of every parse of this file.
+import airflow.providers.common.ai.decorators.agent
+import airflow.providers.common.ai.decorators.llm  # noqa: F401
 import pendulum
 from airflow.sdk import DAG, Param, task
 from pydantic import BaseModel, Field
