@@ -53,6 +53,56 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The ``pydanticai_baseten`` connection (common.ai): no key of its own, it names a ``baseten`` connection.
+PYDANTIC_AI_CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "baseten_conn_id": {
+        "label": "Baseten connection",
+        "description": "The baseten connection whose key, gateway URL, headers, proxy, TLS and timeouts are used. "
+        "Default baseten_default.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "model": {
+        "label": "Model",
+        "description": "A Model APIs slug, e.g. baseten:deepseek-ai/DeepSeek-V3.1; with a deployed model ID, the "
+        "model name its server expects (default: the model ID).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "model_id": {
+        "label": "Deployed model ID",
+        "description": "Call a model you deployed (its /sync/v1 OpenAI-compatible route) instead of Model APIs.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "environment": {
+        "label": "Environment",
+        "description": "With a deployed model ID: production (default), development or a named environment.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "deployment_id": {
+        "label": "Deployment ID",
+        "description": "With a deployed model ID: pin one deployment instead of an environment.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "regional": {
+        "label": "Regional endpoint",
+        "description": "With a deployed model ID: use the regional host model-{id}-{environment}.api.baseten.co.",
+        "schema": {"type": ["boolean", "null"]},
+    },
+    "fallback_conn_ids": {
+        "label": "Fallback Connections",
+        "description": "Connection IDs to fail over to, in order, while this model is unavailable (any pydanticai "
+        "connection type).",
+        "schema": {"type": ["array", "null"], "items": {"type": "string"}},
+    },
+}
+
+PYDANTIC_AI_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "login", "password", "host", "port"],
+    "relabeling": {},
+    "placeholders": {
+        "extra": '{"baseten_conn_id": "baseten_default", "model": "baseten:deepseek-ai/DeepSeek-V3.1"}',
+    },
+}
+
 
 #: The ``[baseten]`` section of Airflow's configuration (``AIRFLOW__BASETEN__<OPTION>`` in the environment).
 CONFIG: dict[str, Any] = {
@@ -116,7 +166,15 @@ def get_provider_info() -> dict[str, Any]:
                     },
                 },
                 "conn-fields": CONN_FIELDS,
-            }
+            },
+            {
+                # Needs the common-ai extra; without it the hook module raises Airflow's optional-feature error.
+                "hook-class-name": "airflow_provider_baseten.hooks.pydantic_ai.PydanticAIBasetenHook",
+                "hook-name": "Pydantic AI (Baseten)",
+                "connection-type": "pydanticai_baseten",
+                "ui-field-behaviour": PYDANTIC_AI_UI_FIELD_BEHAVIOUR,
+                "conn-fields": PYDANTIC_AI_CONN_FIELDS,
+            },
         ],
         "config": CONFIG,
         "extra-links": [

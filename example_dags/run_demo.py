@@ -44,6 +44,7 @@ DAG_IDS: tuple[str, ...] = (
     "baseten_wake_before_batch",
     "baseten_async_jobs",
     "baseten_llm_chat",
+    "baseten_common_ai",
 )
 
 #: Emulated seconds per real second: a 180 s cold start takes 3 s, a 5 s async job a tenth of a second.
@@ -55,6 +56,7 @@ LOG_TAIL_LINES = 25
 PROGRESS_EVERY_S = 20.0
 #: After a run has finished, seconds the process gets to exit before it is stopped.
 EXIT_GRACE_S = 3.0
+PYDANTIC_AI_CONN = '{"conn_type": "pydanticai_baseten", "extra": {"baseten_conn_id": "baseten_default"}}'
 _FINISHED = re.compile(r"DagRun Finished: dag_id=\S+,.*?\bstate=(\w+)")
 
 
@@ -132,6 +134,8 @@ def airflow_env(paths: DemoPaths, database: Path, conn_uri: str | None = None) -
     )
     if conn_uri is not None:
         env["AIRFLOW_CONN_BASETEN_DEFAULT"] = conn_uri
+        # common.ai's connection for baseten_common_ai: no key of its own, it uses baseten_default.
+        env["AIRFLOW_CONN_PYDANTICAI_BASETEN_DEFAULT"] = PYDANTIC_AI_CONN
     return env
 
 

@@ -30,6 +30,17 @@ def _parse_folder(folder: Path):
     return DagBag(dag_folder=str(folder))
 
 
+def _pre_import_airflow_modules(files: list[Path]) -> None:
+    """What the DAG processor does before each parse ([dag_processor] parsing_pre_import_modules, default on)."""
+    import importlib
+
+    from airflow.utils.file import iter_airflow_imports
+
+    for path in files:
+        for module in iter_airflow_imports(str(path)):
+            importlib.import_module(module)
+
+
 @pytest.fixture(scope="module")
 def dagbag():
     """The example folder parsed the way the DAG processor does, with every outgoing connection refused."""
@@ -40,6 +51,7 @@ def dagbag():
 
     socket.socket.connect = no_network
     try:
+        _pre_import_airflow_modules(DAG_FILES)
         return _parse_folder(DAG_FOLDER)
     finally:
         socket.socket.connect = real_connect

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from example_dags import run_demo
@@ -75,6 +77,8 @@ def test_airflow_subprocesses_get_only_the_demos_airflow_settings(tmp_path, monk
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER",
         "AIRFLOW_CONN_BASETEN_DEFAULT",
+        "AIRFLOW_CONN_PYDANTICAI_BASETEN_DEFAULT",
     }
+    assert json.loads(env["AIRFLOW_CONN_PYDANTICAI_BASETEN_DEFAULT"])["extra"] == {"baseten_conn_id": "baseten_default"}
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'db.sqlite'}"
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(run_demo.DAGS_FOLDER)

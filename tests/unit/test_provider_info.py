@@ -25,7 +25,7 @@ def info() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def connection_type(info: dict[str, Any]) -> dict[str, Any]:
-    (conn,) = info["connection-types"]
+    (conn,) = [conn for conn in info["connection-types"] if conn["connection-type"] == "baseten"]
     return conn
 
 
@@ -74,6 +74,8 @@ def _listed_modules(info: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("path", _listed_class_paths(get_provider_info()))
 def test_listed_class_is_importable(path: str) -> None:
     module, _, name = path.rpartition(".")
+    if module.endswith(".pydantic_ai"):
+        pytest.importorskip("airflow.providers.common.ai", reason="the common-ai extra is not installed")
     assert isinstance(getattr(importlib.import_module(module), name), type)
 
 
