@@ -68,7 +68,9 @@ def test_replica_count_rises_on_an_active_deployment(baseten_emulator, hook):
     for _ in range(4):
         emu.advance(15)
         counts.append(replicas(hook, target)[1])
-    assert counts == sorted(counts) and counts[0] < 5 and counts[-1] == 5
+    assert counts == sorted(counts)
+    assert counts[0] < 5
+    assert counts[-1] == 5
 
 
 def test_same_values_again_are_unchanged_and_only_sent_fields_change(baseten_emulator, hook):
@@ -147,8 +149,10 @@ def test_promotion_moves_through_its_statuses_and_swaps_the_environment(baseten_
     assert seen[0] == "RELEASING"
     assert "RAMPING_UP" in seen
     env = hook.get_environment("promo01", "staging")
-    assert env.in_progress_promotion is not None and env.in_progress_promotion.status == "SUCCEEDED"
-    assert env.current_deployment is not None and env.current_deployment.id == "promonew01"
+    assert env.in_progress_promotion is not None
+    assert env.in_progress_promotion.status == "SUCCEEDED"
+    assert env.current_deployment is not None
+    assert env.current_deployment.id == "promonew01"
     assert hook.predict(Target.of(model_id="promo01", environment="staging"), {"a": 1}).data == {"a": 1}
 
 
@@ -162,7 +166,8 @@ def test_a_failing_promotion_keeps_the_previous_deployment(baseten_emulator, hoo
         "FAILED",
         "health checks failed",
     )
-    assert env.current_deployment is not None and env.current_deployment.id == "promoprod01"
+    assert env.current_deployment is not None
+    assert env.current_deployment.id == "promoprod01"
 
 
 @pytest.mark.baseten_emulator(manual_clock=True, world=promotion_world)
@@ -188,4 +193,5 @@ def test_chain_deployment_and_environments(baseten_emulator, hook):
     assert [d.id for d in hook.list_chain_deployments("summarize01")] == ["sumprod01"]
     assert [e.name for e in hook.list_chain_environments("summarize01")] == ["production"]
     current = hook.get_chain_environment("summarize01", "production").current_deployment
-    assert current is not None and current.id == "sumprod01"
+    assert current is not None
+    assert current.id == "sumprod01"
