@@ -89,9 +89,12 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        # min_replicas only when set: a wake's kwargs stay exactly what released triggers carry.
+        extra = {"min_replicas": self.min_replicas} if self.min_replicas else {}
         return (
             CLASSPATH,
             {
+                **extra,
                 "model_id": self.model_id,
                 "deadline": self.deadline,
                 "woke_at": self.woke_at,
@@ -103,7 +106,6 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
                 "stale_read_grace": self.stale_read_grace,
                 "last_status": self.last_status,
                 "activated": self.activated,
-                "min_replicas": self.min_replicas,
             },
         )
 
