@@ -75,7 +75,6 @@ def test_serialize_round_trips_json_primitives_only(clock: FakeClock) -> None:
         "stale_read_grace": 12.0,
         "last_status": "SCALED_TO_ZERO",
         "activated": True,
-        "min_replicas": 0,
     }
 
 
