@@ -268,6 +268,12 @@ class BasetenManagementMixin:
         call = _call("POST", endpoint, f"cancel the promotion to {environment} of model {model_id}")
         return self._parse(CancelPromotionResponse, self._send(call), call)
 
+    async def acancel_promotion(self, model_id: str, environment: str) -> CancelPromotionResponse:
+        """Async twin of :meth:`cancel_promotion` (the promotion trigger's ``on_kill``)."""
+        endpoint = _environment_endpoint(model_id, environment, "cancel_promotion")
+        call = _call("POST", endpoint, f"cancel the promotion to {environment} of model {model_id}")
+        return self._parse(CancelPromotionResponse, await self._asend(call), call)
+
     def pause_promotion(self, model_id: str, environment: str) -> bool:
         """Pause a rolling promotion where it is. Idempotent."""
         return self._signal(model_id, environment, "pause_promotion")
