@@ -76,7 +76,7 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
             "Calling %s (read timeout %s).", target.describe(), f"{self.timeout} s" if self.timeout else "default"
         )
         try:
-            return self.hook.predict(target, payload, timeout=self.timeout)
+            return self.call_activating(target, lambda: self.hook.predict(target, payload, timeout=self.timeout))
         except BasetenAmbiguousSubmitError as err:
             import httpx
 
