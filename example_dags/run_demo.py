@@ -44,6 +44,8 @@ DAG_IDS: tuple[str, ...] = (
     "baseten_wake_before_batch",
     "baseten_async_jobs",
     "baseten_llm_chat",
+    "baseten_batch_window",
+    "baseten_evaluate_promote",
 )
 
 #: Emulated seconds per real second: a 180 s cold start takes 3 s, a 5 s async job a tenth of a second.
