@@ -54,10 +54,13 @@ LABELLED = [
 
 def accuracy(manifest: dict[str, Any]) -> float:
     """Share of labelled inputs whose predicted label matches, from a batch output file."""
+    from urllib.parse import unquote
+
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     right = 0
-    with ObjectStoragePath(manifest["output_path"]).open("r") as lines:
+    # The manifest's output_path is a URI (percent-encoded); ObjectStoragePath takes the plain path.
+    with ObjectStoragePath(unquote(manifest["output_path"])).open("r") as lines:
         for line in lines:
             record = json.loads(line)
             output = record.get("output") or {}
