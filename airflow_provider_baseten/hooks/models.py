@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -157,6 +157,17 @@ class _Payload(BaseModel):
     """Responses keep unknown fields (Baseten adds fields over time); requests forbid them."""
 
     model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+EnumT = TypeVar("EnumT", bound=StrEnum)
+
+
+def _known(enum: type[EnumT], value: str) -> EnumT | None:
+    """``value`` as a member of ``enum``, or ``None`` for a value this provider does not know."""
+    try:
+        return enum(value)
+    except ValueError:
+        return None
 
 
 class _Request(BaseModel):
@@ -319,6 +330,8 @@ class UpdateAutoscalingStatus(StrEnum):
 
 
 class UpdateAutoscalingResponse(_Payload):
+    """``{status, message}``: how Baseten took an autoscaling update (and, as a subclass, a promotion cancel)."""
+
     status: str
     message: str = ""
 
@@ -355,15 +368,11 @@ class InProgressPromotion(_Payload):
 
     @property
     def known_status(self) -> PromotionStatus | None:
-        try:
-            return PromotionStatus(self.status)
-        except ValueError:
-            return None
+        return _known(PromotionStatus, self.status)
 
 
-class CancelPromotionResponse(_Payload):
-    status: str
-    message: str = ""
+class CancelPromotionResponse(UpdateAutoscalingResponse):
+    """``CancelPromotionResponseV1``: ``CANCELED``, or ``RAMPING_DOWN`` on the way there."""
 
 
 class SignalPromotionResponse(_Payload):
@@ -387,10 +396,7 @@ class Deployment(_Payload):
 
     @property
     def known_status(self) -> DeploymentStatus | None:
-        try:
-            return DeploymentStatus(self.status)
-        except ValueError:
-            return None
+        return _known(DeploymentStatus, self.status)
 
 
 class Environment(_Payload):
@@ -427,10 +433,7 @@ class ChainDeployment(_Payload):
 
     @property
     def known_status(self) -> DeploymentStatus | None:
-        try:
-            return DeploymentStatus(self.status)
-        except ValueError:
-            return None
+        return _known(DeploymentStatus, self.status)
 
 
 class ChainEnvironment(_Payload):
