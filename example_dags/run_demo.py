@@ -44,6 +44,8 @@ DAG_IDS: tuple[str, ...] = (
     "baseten_wake_before_batch",
     "baseten_async_jobs",
     "baseten_llm_chat",
+    "baseten_batch_window",
+    "baseten_evaluate_promote",
     "baseten_common_ai",
 )
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_baseten.emulator.autoscaling import Autoscaler
 from airflow_provider_baseten.emulator.behaviours import Behaviour, ModelRequest, Reply, resolve_reply
 from airflow_provider_baseten.emulator.clock import resolve
 from airflow_provider_baseten.emulator.world import DeploymentSpec, ModelSpec
@@ -44,7 +46,7 @@ class DeploymentRuntime:
 
     def __init__(self, target: ModelSpec, spec: DeploymentSpec, scheduler: Scheduler, created_at: float) -> None:
         self.target = target
-        self.spec = spec
+        self.spec = replace(spec)  # a copy: the management API changes its autoscaling, never the world
         self.scheduler = scheduler
         self.created_at = created_at
         self.status = DeploymentStatus(spec.status)
@@ -60,6 +62,7 @@ class DeploymentRuntime:
         self.queue: list[tuple[int, int, str]] = []
         self.queued = 0
         self.running = 0
+        self.autoscaler = Autoscaler(self)
         if self.status.readiness is Readiness.PENDING and self.status is not _S.SCALED_TO_ZERO:
             self._boot(self.status)
         elif self.status is _S.ACTIVE:
@@ -79,7 +82,7 @@ class DeploymentRuntime:
 
     @property
     def active_replicas(self) -> int:
-        return max(1, self.spec.min_replicas) if self.status in (_S.ACTIVE, _S.UNHEALTHY) else 0
+        return self.autoscaler.active_replicas()
 
     def unavailable(self) -> tuple[int, str, str] | None:
         """``(HTTP status, message, error_code)`` when this deployment cannot take requests at all, else ``None``."""

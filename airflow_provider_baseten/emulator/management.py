@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 
 from airflow_provider_baseten.emulator.async_queue import iso
+from airflow_provider_baseten.emulator.promotion import PromotionError, promotion_of, start_promotion
 from airflow_provider_baseten.emulator.responses import Call, Handler, error, json_response
+from airflow_provider_baseten.hooks.models import AUTOSCALING_FIELDS as _AUTOSCALING_FIELDS
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.emulator.lifecycle import DeploymentRuntime, TargetRuntime
@@ -37,15 +39,7 @@ def _instance_type(name: str) -> dict[str, Any]:
 
 
 def _autoscaling(deployment: DeploymentRuntime) -> dict[str, Any]:
-    spec = deployment.spec
-    return {
-        "min_replica": spec.min_replicas,
-        "max_replica": max(spec.max_replicas, spec.min_replicas, 1),
-        "autoscaling_window": 60,
-        "scale_down_delay": int(spec.scale_down_delay),
-        "concurrency_target": spec.predict_concurrency,
-        "target_utilization_percentage": 70,
-    }
+    return deployment.autoscaler.settings()
 
 
 def deployment_record(deployment: DeploymentRuntime) -> dict[str, Any]:
@@ -67,15 +61,16 @@ def deployment_record(deployment: DeploymentRuntime) -> dict[str, Any]:
     }
 
 
-def environment_record(name: str, deployment: DeploymentRuntime) -> dict[str, Any]:
-    """``EnvironmentV1`` (promotions are not emulated: never a candidate deployment)."""
+def environment_record(name: str, deployment: DeploymentRuntime, target: TargetRuntime | None = None) -> dict[str, Any]:
+    """``EnvironmentV1``, with the environment's promotion (in progress, or the last one) when ``target`` is given."""
+    promotion = promotion_of(target, name) if target is not None else None
     return {
         "name": name,
         "created_at": iso(deployment.created_at),
         "model_id": deployment.target.id,
         "current_deployment": deployment_record(deployment),
-        "candidate_deployment": None,
-        "in_progress_promotion": None,
+        "candidate_deployment": deployment_record(promotion.candidate) if promotion else None,
+        "in_progress_promotion": promotion.record() if promotion else None,
         "autoscaling_settings": _autoscaling(deployment),
         "promotion_settings": {
             "redeploy_on_promotion": False,
@@ -86,6 +81,48 @@ def environment_record(name: str, deployment: DeploymentRuntime) -> dict[str, An
             "ramp_up_duration_seconds": 600,
         },
         "instance_type": _instance_type(deployment.spec.instance_type),
+    }
+
+
+def chain_deployment_record(deployment: DeploymentRuntime) -> dict[str, Any]:
+    """``ChainDeploymentV1``: one chainlet (the entrypoint) carrying the deployment's status and replicas."""
+    record = deployment_record(deployment)
+    chainlet = {
+        "id": f"{deployment.spec.id}entry",
+        "name": deployment.target.display_name,
+        "autoscaling_settings": record["autoscaling_settings"],
+        "instance_type_name": record["instance_type_name"],
+        "active_replica_count": record["active_replica_count"],
+        "status": record["status"],
+    }
+    return {
+        "id": record["id"],
+        "created_at": record["created_at"],
+        "chain_id": deployment.target.id,
+        "environment": record["environment"],
+        "chainlets": [chainlet],
+        "status": record["status"],
+    }
+
+
+def chain_environment_record(name: str, deployment: DeploymentRuntime) -> dict[str, Any]:
+    """``ChainEnvironmentV1``."""
+    model_form = environment_record(name, deployment)
+    chainlet = chain_deployment_record(deployment)["chainlets"][0]
+    return {
+        "name": name,
+        "created_at": model_form["created_at"],
+        "chain_id": deployment.target.id,
+        "promotion_settings": model_form["promotion_settings"],
+        "chainlet_settings": [
+            {
+                "chainlet_name": chainlet["name"],
+                "autoscaling_settings": chainlet["autoscaling_settings"],
+                "instance_type": model_form["instance_type"],
+            }
+        ],
+        "current_deployment": chain_deployment_record(deployment),
+        "candidate_deployment": None,
     }
 
 
@@ -124,14 +161,19 @@ def route(call: Call) -> Handler | Response:
     parts = parts[1:]
     if parts and parts[-1] in ("activate", "deactivate"):
         call.route = "activate"
-    for pattern, method, handler in _ROUTES:
-        if len(pattern) == len(parts) and all(p in ("*", value) for p, value in zip(pattern, parts, strict=True)):
-            if call.method != method:
-                return error(405, "Method Not Allowed")
+    matching = [
+        (pattern, method, handler)
+        for pattern, method, handler in _ROUTES
+        if len(pattern) == len(parts) and all(p in ("*", value) for p, value in zip(pattern, parts, strict=True))
+    ]
+    for pattern, method, handler in matching:
+        if call.method == method:
             call.params = tuple(value for p, value in zip(pattern, parts, strict=True) if p == "*")
             if parts[0] in ("models", "chains") and len(parts) > 1:
                 call.target_id = parts[1]
             return handler
+    if matching:
+        return error(405, "Method Not Allowed")
     return error(404, f"Not found: /v1/{'/'.join(parts)} (the emulator serves a subset of the management API).")
 
 
@@ -190,13 +232,84 @@ async def list_environments(call: Call) -> Response:
     target = _target(call)
     if isinstance(target, Response):
         return target
-    records = [environment_record(name, d) for name, d in target.by_environment.items()]
+    records = [environment_record(name, d, target) for name, d in target.by_environment.items()]
     return json_response({"environments": records})
 
 
 async def get_environment(call: Call) -> Response:
-    found = _environment(call)
-    return found if isinstance(found, Response) else json_response(environment_record(call.params[1], found))
+    target, found = _target(call), _environment(call)
+    if isinstance(found, Response) or isinstance(target, Response):
+        return found if isinstance(found, Response) else target  # type: ignore[return-value]
+    return json_response(environment_record(call.params[1], found, target))
+
+
+async def _update(call: Call, found: DeploymentRuntime | Response, body: Any) -> Response:
+    if isinstance(found, Response):
+        return found
+    if not isinstance(body, dict) or set(body) - set(_AUTOSCALING_FIELDS):
+        return error(422, f"Invalid autoscaling settings: {body!r} (fields: {', '.join(_AUTOSCALING_FIELDS)}).")
+    status = found.autoscaler.update(body)
+    message = "No change." if status == "UNCHANGED" else f"Autoscaling settings of {found.spec.id} updated."
+    return json_response({"status": status, "message": message})
+
+
+async def update_deployment_autoscaling(call: Call) -> Response:
+    return await _update(call, _deployment(call), await call.json())
+
+
+async def update_environment(call: Call) -> Response:
+    body = await call.json()
+    if not isinstance(body, dict) or set(body) - {"autoscaling_settings", "promotion_settings"}:
+        return error(422, f"Invalid environment update: {body!r}.")
+    return await _update(call, _environment(call), body.get("autoscaling_settings") or {})
+
+
+def _promote(call: Call, environment: str, candidate: DeploymentRuntime | Response, scale_down: Any) -> Response:
+    target = _target(call)
+    if isinstance(candidate, Response) or isinstance(target, Response):
+        return candidate if isinstance(candidate, Response) else target  # type: ignore[return-value]
+    if environment not in target.by_environment:
+        return error(404, f"Model {target.spec.id} has no environment {environment!r}.")
+    try:
+        start_promotion(target, environment, candidate, scale_down_previous=scale_down is not False)
+    except PromotionError as err:
+        return error(400, str(err))
+    return json_response(deployment_record(candidate))
+
+
+async def promote_deployment(call: Call) -> Response:
+    body = await call.json() or {}
+    return _promote(call, "production", _deployment(call), body.get("scale_down_previous_production"))
+
+
+async def promote_to_environment(call: Call) -> Response:
+    body = await call.json()
+    target = _target(call)
+    if isinstance(target, Response):
+        return target
+    if not isinstance(body, dict) or not isinstance(body.get("deployment_id"), str):
+        return error(422, "The promote request needs a deployment_id.")
+    candidate = target.deployments.get(body["deployment_id"])
+    if candidate is None:
+        return error(404, f"Model {target.spec.id} has no deployment {body['deployment_id']!r}.")
+    return _promote(call, call.params[1], candidate, body.get("scale_down_previous_deployment"))
+
+
+async def signal_promotion(call: Call) -> Response:
+    target = _target(call)
+    if isinstance(target, Response):
+        return target
+    action = call.path.rsplit("/", 1)[-1]
+    promotion = promotion_of(target, call.params[1])
+    if promotion is None:
+        return error(400, f"Environment {call.params[1]!r} of model {target.spec.id} has no promotion.")
+    try:
+        if action == "cancel_promotion":
+            return json_response({"status": promotion.cancel(), "message": "The promotion was canceled."})
+        (promotion.pause if action == "pause_promotion" else promotion.resume)()
+    except PromotionError as err:
+        return error(400, str(err))
+    return json_response({"success": True})
 
 
 def _switch(found: DeploymentRuntime | Response, activate: bool) -> Response:
@@ -229,6 +342,41 @@ async def get_chain(call: Call) -> Response:
     return target if isinstance(target, Response) else json_response(chain_record(target, call.state.created_at))
 
 
+async def list_chain_deployments(call: Call) -> Response:
+    target = _target(call, "chain")
+    if isinstance(target, Response):
+        return target
+    return json_response({"deployments": [chain_deployment_record(d) for d in target.deployments.values()]})
+
+
+async def get_chain_deployment(call: Call) -> Response:
+    target = _target(call, "chain")
+    if isinstance(target, Response):
+        return target
+    found = target.deployments.get(call.params[1])
+    if found is None:
+        return error(404, f"Chain {target.spec.id} has no deployment {call.params[1]!r}.")
+    return json_response(chain_deployment_record(found))
+
+
+async def list_chain_environments(call: Call) -> Response:
+    target = _target(call, "chain")
+    if isinstance(target, Response):
+        return target
+    records = [chain_environment_record(name, d) for name, d in target.by_environment.items()]
+    return json_response({"environments": records})
+
+
+async def get_chain_environment(call: Call) -> Response:
+    target = _target(call, "chain")
+    if isinstance(target, Response):
+        return target
+    found = target.by_environment.get(call.params[1])
+    if found is None:
+        return error(404, f"Chain {target.spec.id} has no environment {call.params[1]!r}.")
+    return json_response(chain_environment_record(call.params[1], found))
+
+
 #: ``(path pattern after /v1, method, handler)``; ``*`` captures a segment into ``call.params``.
 _ROUTES: list[tuple[tuple[str, ...], str, Handler]] = [
     (("users", "me"), "GET", get_user),
@@ -242,6 +390,17 @@ _ROUTES: list[tuple[tuple[str, ...], str, Handler]] = [
     (("models", "*", "environments", "*"), "GET", get_environment),
     (("models", "*", "environments", "*", "activate"), "POST", activate_environment),
     (("models", "*", "environments", "*", "deactivate"), "POST", activate_environment),
+    (("models", "*", "deployments", "*", "autoscaling_settings"), "PATCH", update_deployment_autoscaling),
+    (("models", "*", "deployments", "*", "promote"), "POST", promote_deployment),
+    (("models", "*", "environments", "*"), "PATCH", update_environment),
+    (("models", "*", "environments", "*", "promote"), "POST", promote_to_environment),
+    (("models", "*", "environments", "*", "cancel_promotion"), "POST", signal_promotion),
+    (("models", "*", "environments", "*", "pause_promotion"), "POST", signal_promotion),
+    (("models", "*", "environments", "*", "resume_promotion"), "POST", signal_promotion),
     (("chains",), "GET", list_chains),
     (("chains", "*"), "GET", get_chain),
+    (("chains", "*", "deployments"), "GET", list_chain_deployments),
+    (("chains", "*", "deployments", "*"), "GET", get_chain_deployment),
+    (("chains", "*", "environments"), "GET", list_chain_environments),
+    (("chains", "*", "environments", "*"), "GET", get_chain_environment),
 ]

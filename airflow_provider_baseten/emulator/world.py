@@ -52,7 +52,10 @@ class DeploymentSpec:
     ``development=True`` makes it the model's development deployment (``/development/...``). Times are emulated
     seconds. ``min_replicas >= 1`` keeps it up forever; with 0 it scales to zero ``scale_down_delay`` seconds after
     its last request. ``predict_timeout`` bounds both parking on a cold start (500 beyond) and a sync predict's run
-    (504 beyond). ``behaviour`` overrides the model's.
+    (504 beyond). ``behaviour`` overrides the model's. ``inactive_after``: seconds without traffic after which a
+    deployment with ``min_replicas=0`` becomes ``INACTIVE`` (``None``: never). Promoting this deployment takes
+    ``promotion_seconds`` once it is ``ACTIVE``, and ends ``FAILED`` with ``promotion_failure`` as Baseten's message
+    when that is set.
     """
 
     id: str
@@ -69,6 +72,9 @@ class DeploymentSpec:
     behaviour: Behaviour | None = None
     instance_type: str = "L4:4x16"
     labels: dict[str, Any] | None = None
+    inactive_after: float | None = 14 * 86400.0
+    promotion_seconds: float = 120.0
+    promotion_failure: str | None = None
 
     def __post_init__(self) -> None:
         from airflow_provider_baseten.hooks.addressing import validate_environment, validate_id

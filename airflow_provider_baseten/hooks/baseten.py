@@ -42,10 +42,7 @@ from airflow_provider_baseten.exceptions import (
 from airflow_provider_baseten.hooks.addressing import (
     MODEL_APIS_HOST,
     Action,
-    Endpoint,
     Target,
-    management_endpoint,
-    validate_id,
 )
 from airflow_provider_baseten.hooks.calls import (
     CUSTOMER_REQUEST_ID_HEADER,
@@ -55,7 +52,6 @@ from airflow_provider_baseten.hooks.calls import (
     ResponseFormat,
     _Call,
     _truncate,
-    _validated,
     check_response_format,
     encode_json,
 )
@@ -76,6 +72,7 @@ from airflow_provider_baseten.hooks.connection import (
     ClientSettings,
     settings_from_connection,
 )
+from airflow_provider_baseten.hooks.management import BasetenManagementMixin
 from airflow_provider_baseten.hooks.models import (
     ASYNC_PAYLOAD_LIMIT_BYTES,
     AsyncPredictRequest,
@@ -83,9 +80,6 @@ from airflow_provider_baseten.hooks.models import (
     AsyncRequestState,
     AsyncSubmitResponse,
     CancelAsyncResponse,
-    Deployment,
-    Environment,
-    UserInfo,
 )
 from airflow_provider_baseten.hooks.ratelimit import TokenBucket, budget_feedback, shared_sync_bucket
 from airflow_provider_baseten.hooks.retries import (
@@ -145,7 +139,7 @@ def _error_class(status: int, host: str) -> type[BasetenAPIError]:
     return BasetenModelError
 
 
-class BasetenHook(ChatMixin, BaseHook):
+class BasetenHook(ChatMixin, BasetenManagementMixin, BaseHook):
     """Call Baseten: models, chains, async requests, wake and readiness, Model APIs and the management API.
 
     :param baseten_conn_id: the ``baseten`` connection (API key in the password; optional gateway host).
@@ -730,91 +724,6 @@ class BasetenHook(ChatMixin, BaseHook):
         if target.kind != "model":
             raise BasetenConfigError("wake is available for models only.")
         self._send(_Call("POST", target.endpoint("wake"), f"wake {target.describe()}", True, None, 60.0))
-
-    # --- management API ----------------------------------------------------------------------------------------
-
-    def _get_management(self, endpoint: Endpoint, what: str) -> httpx.Response:
-        return self._send(_Call("GET", endpoint, what, True, None, DEFAULT_SHORT_TIMEOUT))
-
-    @staticmethod
-    def _deployment_of(record: Any, target: Target) -> Deployment:
-        what = f"status of {target.describe()}"
-        if isinstance(record, dict) and "current_deployment" in record:
-            current = _validated(Environment, record, what).current_deployment
-            if current is None:
-                raise BasetenNotFoundError(f"{target.describe()} has no current deployment.", status_code=404)
-            return current
-        return _validated(Deployment, record, what)
-
-    def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:
-        """The JSON object of a 2xx answer; anything else (a proxy's HTML page, a list) is a BasetenModelError."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise BasetenModelError(
-                f"{what}: answered {response.status_code} with a body that is not a JSON object: "
-                f"{_truncate(self._redact(response.text))!r}",
-                status_code=response.status_code,
-            )
-        return body
-
-    @staticmethod
-    def _deployment_call(target: Target) -> _Call:
-        what = f"status of {target.describe()}"
-        return _Call("GET", target.deployment_status_endpoint(), what, True, None, DEFAULT_SHORT_TIMEOUT)
-
-    def get_deployment(self, target: Target, *, time_left: float | None = None) -> Deployment:
-        """The deployment record (status, replicas) behind ``target``, from the management API.
-
-        Inside the process's poll budget; with ``time_left`` the call, retries included, ends within that long.
-        """
-        call = self._deployment_call(target)
-        response = self._send(call, budgeted=True, time_left=time_left)
-        return self._deployment_of(self._json_object(response, call.what), target)
-
-    async def aget_deployment(self, target: Target) -> Deployment:
-        """Async twin of :meth:`get_deployment` (the readiness trigger), inside the poll budget."""
-        call = self._deployment_call(target)
-        return self._deployment_of(self._json_object(await self._asend(call, budgeted=True), call.what), target)
-
-    def get_environment(self, model_id: str, environment: str) -> Environment:
-        target = Target.of(model_id=model_id, environment=environment)
-        call = _Call(
-            "GET",
-            management_endpoint("models", target.id, "environments", target.environment),
-            "get environment",
-            True,
-            None,
-            DEFAULT_SHORT_TIMEOUT,
-        )
-        return self._parse(Environment, self._send(call), call)
-
-    def activate(self, target: Target) -> bool:
-        """Activate an ``INACTIVE`` deployment (management API; Baseten allows 20 a minute). Idempotent."""
-        endpoint = target.activate_endpoint()
-        response = self._send(_Call("POST", endpoint, f"activate {target.describe()}", True, None, 60.0))
-        body = self._json_or_text(response)
-        return bool(body.get("success", True)) if isinstance(body, dict) else True
-
-    def list_models(self) -> list[dict[str, Any]]:
-        response = self._get_management(management_endpoint("models"), "list models")
-        return list(self._json_object(response, "list models").get("models") or [])
-
-    def get_model(self, model_id: str) -> dict[str, Any]:
-        endpoint = management_endpoint("models", validate_id(model_id, "model_id"))
-        return self._json_object(self._get_management(endpoint, "get model"), "get model")
-
-    def list_deployments(self, model_id: str) -> list[Deployment]:
-        endpoint = management_endpoint("models", validate_id(model_id, "model_id"), "deployments")
-        response = self._get_management(endpoint, "list deployments")
-        records = self._json_object(response, "list deployments").get("deployments") or []
-        return [_validated(Deployment, record, "list deployments") for record in records]
-
-    def get_user(self) -> UserInfo:
-        call = _Call("GET", management_endpoint("users", "me"), "get user", True, None, DEFAULT_SHORT_TIMEOUT)
-        return self._parse(UserInfo, self._send(call), call)
 
     # --- connection test --------------------------------------------------------------------------------------
 

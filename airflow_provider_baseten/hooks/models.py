@@ -9,8 +9,9 @@ Models use ``defer_build`` so importing this module (at DAG-parse time, through 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -158,6 +159,17 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="allow", defer_build=True)
 
 
+EnumT = TypeVar("EnumT", bound=StrEnum)
+
+
+def _known(enum: type[EnumT], value: str) -> EnumT | None:
+    """``value`` as a member of ``enum``, or ``None`` for a value this provider does not know."""
+    try:
+        return enum(value)
+    except ValueError:
+        return None
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
@@ -263,6 +275,110 @@ class ErrorResponse(_Payload):
 # --- management API --------------------------------------------------------------------------------------------
 
 
+AUTOSCALING_FIELDS: tuple[str, ...] = (
+    "min_replica",
+    "max_replica",
+    "autoscaling_window",
+    "scale_down_delay",
+    "concurrency_target",
+    "target_utilization_percentage",
+    "target_in_flight_tokens",
+    "max_scale_down_rate",
+)
+"""The fields of ``UpdateAutoscalingSettingsV1``: only the ones sent change."""
+
+
+class AutoscalingSettings(_Payload):
+    """``AutoscalingSettingsV1``: a deployment's or environment's current autoscaling values."""
+
+    min_replica: int
+    max_replica: int
+    autoscaling_window: int | None = None
+    scale_down_delay: int | None = None
+    concurrency_target: int | None = None
+    target_utilization_percentage: int | None = None
+    target_in_flight_tokens: int | None = None
+    max_scale_down_rate: int | None = None
+
+    def values(self, fields: Iterable[str]) -> dict[str, Any]:
+        """The current values of ``fields`` (those a window changes), as they would be sent back."""
+        return {name: getattr(self, name, None) for name in fields}
+
+
+class UpdateAutoscalingSettings(_Request):
+    """``UpdateAutoscalingSettingsV1``: every field optional; only those set are sent (and changed)."""
+
+    min_replica: int | None = Field(default=None, ge=0)
+    max_replica: int | None = Field(default=None, ge=0)
+    autoscaling_window: int | None = Field(default=None, ge=0)
+    scale_down_delay: int | None = Field(default=None, ge=0)
+    concurrency_target: int | None = Field(default=None, ge=1)
+    target_utilization_percentage: int | None = Field(default=None, ge=1, le=100)
+    target_in_flight_tokens: int | None = Field(default=None, ge=1)
+    max_scale_down_rate: int | None = Field(default=None, ge=1, le=50)
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class UpdateAutoscalingStatus(StrEnum):
+    """``UpdateAutoscalingSettingsStatusV1``."""
+
+    ACCEPTED = "ACCEPTED"
+    QUEUED = "QUEUED"
+    UNCHANGED = "UNCHANGED"
+
+
+class UpdateAutoscalingResponse(_Payload):
+    """``{status, message}``: how Baseten took an autoscaling update (and, as a subclass, a promotion cancel)."""
+
+    status: str
+    message: str = ""
+
+
+class PromotionStatus(StrEnum):
+    """``InProgressPromotionStatusV1``: where a promotion is, and what it means to a caller waiting on it."""
+
+    RELEASING = "RELEASING"
+    RAMPING_UP = "RAMPING_UP"
+    RAMPING_DOWN = "RAMPING_DOWN"
+    PAUSED = "PAUSED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_pending(self) -> bool:
+        """Still moving (``PAUSED`` too: a paused promotion waits for a resume, it has not ended)."""
+        return self not in (PromotionStatus.SUCCEEDED, PromotionStatus.FAILED, PromotionStatus.CANCELED)
+
+
+class CancelPromotionStatus(StrEnum):
+    CANCELED = "CANCELED"
+    RAMPING_DOWN = "RAMPING_DOWN"
+
+
+class InProgressPromotion(_Payload):
+    """``InProgressPromotionV1``."""
+
+    status: str
+    percent_traffic_to_new_version: int = 0
+    error_message: str | None = None
+    rolling_deploy: bool | None = None
+
+    @property
+    def known_status(self) -> PromotionStatus | None:
+        return _known(PromotionStatus, self.status)
+
+
+class CancelPromotionResponse(UpdateAutoscalingResponse):
+    """``CancelPromotionResponseV1``: ``CANCELED``, or ``RAMPING_DOWN`` on the way there."""
+
+
+class SignalPromotionResponse(_Payload):
+    success: bool
+
+
 class Deployment(_Payload):
     """``DeploymentV1`` (the fields a waiter needs; the rest are kept as extras)."""
 
@@ -276,13 +392,11 @@ class Deployment(_Payload):
     environment: str | None = None
     is_production: bool | None = None
     is_development: bool | None = None
+    autoscaling_settings: AutoscalingSettings | None = None
 
     @property
     def known_status(self) -> DeploymentStatus | None:
-        try:
-            return DeploymentStatus(self.status)
-        except ValueError:
-            return None
+        return _known(DeploymentStatus, self.status)
 
 
 class Environment(_Payload):
@@ -293,6 +407,42 @@ class Environment(_Payload):
     name: str
     model_id: str | None = None
     current_deployment: Deployment | None = None
+    candidate_deployment: Deployment | None = None
+    in_progress_promotion: InProgressPromotion | None = None
+    autoscaling_settings: AutoscalingSettings | None = None
+
+
+class Chainlet(_Payload):
+    """``ChainletV1``: one chainlet of a chain deployment, with its own status and replicas."""
+
+    id: str
+    name: str
+    status: str
+    active_replica_count: int | None = None
+    autoscaling_settings: AutoscalingSettings | None = None
+
+
+class ChainDeployment(_Payload):
+    """``ChainDeploymentV1``: a chain deployment's status and its chainlets."""
+
+    id: str
+    chain_id: str | None = None
+    environment: str | None = None
+    status: str
+    chainlets: list[Chainlet] = Field(default_factory=list)
+
+    @property
+    def known_status(self) -> DeploymentStatus | None:
+        return _known(DeploymentStatus, self.status)
+
+
+class ChainEnvironment(_Payload):
+    """``ChainEnvironmentV1``."""
+
+    name: str
+    chain_id: str | None = None
+    current_deployment: ChainDeployment | None = None
+    candidate_deployment: ChainDeployment | None = None
 
 
 class UserInfo(_Payload):

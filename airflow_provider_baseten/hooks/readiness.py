@@ -58,7 +58,15 @@ MAX_CONSECUTIVE_ERRORS = 5
 
 _READ = "read"
 #: The :class:`ReadinessWatch` fields the trigger carries (as kwargs of the same names) to continue a wait.
-TRIGGER_FIELDS = ("woke_at", "deadline", "poll_interval", "stale_read_grace", "last_status", "activated")
+TRIGGER_FIELDS = (
+    "woke_at",
+    "deadline",
+    "poll_interval",
+    "stale_read_grace",
+    "last_status",
+    "activated",
+    "min_replicas",
+)
 
 
 def format_duration(seconds: float) -> str:
@@ -98,6 +106,7 @@ class ReadinessWatch:
         ``INACTIVE``) read is taken as stale.
     :param last_status: the status read before the wake, so the first change is logged as a transition.
     :param activated: whether the deployment was activated just before the wake.
+    :param min_replicas: also wait until ``active_replica_count`` reaches this (a batch window's floor).
     :param logger: where transitions and warnings go (the task's or the trigger's log).
     """
 
@@ -108,6 +117,7 @@ class ReadinessWatch:
     stale_read_grace: float = 30.0
     last_status: str | None = None
     activated: bool = False
+    min_replicas: int = 0
     logger: Any = field(default=log, repr=False)
     max_consecutive_errors: int = MAX_CONSECUTIVE_ERRORS
     transitions: list[dict[str, Any]] = field(default_factory=list)
@@ -128,7 +138,12 @@ class ReadinessWatch:
             return None
         waited = format_duration(now - self.woke_at)
         message = f"{self.target.describe()} did not become ACTIVE within {waited} of the wake"
-        message += f" ({_reads_text(self._reads)}; last status {self.last_status})." if self.last_status else "."
+        if self.min_replicas > 1:
+            replicas = (self._last_record or {}).get("active_replica_count")
+            message = message.replace("become ACTIVE", f"reach {self.min_replicas} active replicas", 1)
+            message += f" ({_reads_text(self._reads)}; last status {self.last_status}, {replicas} active replicas)."
+        else:
+            message += f" ({_reads_text(self._reads)}; last status {self.last_status})." if self.last_status else "."
         if self._unhealthy_seen:
             message += (
                 " It was UNHEALTHY (running but failing its health checks) during the wait: check the model's logs "
@@ -150,6 +165,8 @@ class ReadinessWatch:
             status, seconds_since_wake=since, stale_read_grace=self.stale_read_grace, activated=self.activated
         )
         what = self.target.describe()
+        if readiness is Readiness.READY and (deployment.active_replica_count or 0) < self.min_replicas:
+            return Verdict("pending", deployment=self._last_record)  # ACTIVE, more replicas still starting
         if readiness is Readiness.READY:
             return Verdict("success", f"{what} is ACTIVE {format_duration(since)} after the wake.", self._last_record)
         if readiness is Readiness.FAILED and status == DeploymentStatus.SCALED_TO_ZERO:

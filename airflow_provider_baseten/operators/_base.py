@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
@@ -16,6 +17,8 @@ from airflow_provider_baseten.hooks.addressing import Target
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.baseten import BasetenHook
+
+T = TypeVar("T")
 
 #: Templated addressing fields, so ids can come from Variables, params or XCom.
 ADDRESS_TEMPLATE_FIELDS: tuple[str, ...] = ("baseten_conn_id", "model_id", "chain_id", "environment", "deployment_id")
@@ -33,6 +36,10 @@ class BasetenBaseOperator(BaseOperator):
     :param environment: ``production`` (default), ``development`` or a named environment (templated).
     :param deployment_id: pin one deployment instead of an environment (templated).
     :param regional: use the regional host ``model-{id}-{environment}.api.baseten.co`` with bare paths.
+    :param activate_if_inactive: when the deployment is ``INACTIVE`` (Baseten deactivates deployments after about two
+        weeks without traffic), activate it, wait until it is ``ACTIVE`` (on the worker, up to
+        ``activation_timeout``) and then run. Activation starts replicas, which are billed while they run. Without
+        it, the task fails at once with a message naming this option.
     """
 
     template_fields: Sequence[str] = ADDRESS_TEMPLATE_FIELDS
@@ -56,9 +63,11 @@ class BasetenBaseOperator(BaseOperator):
         environment: str = "production",
         deployment_id: str | None = None,
         regional: bool = False,
+        activate_if_inactive: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.activate_if_inactive = bool(activate_if_inactive)
         self.baseten_conn_id = baseten_conn_id
         self.model_id = model_id
         self.chain_id = chain_id
@@ -75,6 +84,91 @@ class BasetenBaseOperator(BaseOperator):
                 deployment_id=deployment_id,
                 regional=regional,
             )
+
+    #: How long an activation may take before the task fails; test seams for its wait on the worker.
+    activation_timeout: float = 1200.0
+    activation_poll_interval: float = 10.0
+    _activation_clock = staticmethod(time.time)
+    _activation_sleep = staticmethod(time.sleep)
+
+    def call_activating(self, target: Target | None, call: Callable[[], T]) -> T:
+        """Run ``call``; if Baseten answers 404 because the deployment is ``INACTIVE``, activate it (with
+        ``activate_if_inactive``) and run ``call`` once more, or fail naming the option.
+
+        The second call is safe: a 404 from an inactive deployment never reached the model.
+        """
+        from airflow_provider_baseten.exceptions import BasetenDeploymentError, BasetenNotFoundError
+
+        try:
+            return call()
+        except BasetenNotFoundError as not_found:
+            if target is None:
+                raise
+            try:
+                activated = self.ensure_active(target)
+            except BasetenDeploymentError:
+                raise
+            except Exception as err:
+                self.log.warning("After a 404, reading the status of %s failed too: %s", target.describe(), err)
+                raise not_found from None
+            if not activated:
+                raise
+        return call()
+
+    def ensure_active(self, target: Target) -> bool:
+        """Read the deployment's status once; if ``INACTIVE``, activate it and wait (or fail). True if activated.
+
+        A key that may not read the management API skips the check (the call then meets Baseten's own 404).
+        """
+        from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenDeploymentError
+        from airflow_provider_baseten.hooks.models import DeploymentStatus, Readiness
+
+        try:
+            if target.kind == "chain":
+                status = (
+                    self.hook.get_chain_deployment(target.id, target.deployment_id).status
+                    if target.deployment_id
+                    else _chain_status(self.hook.get_chain_environment(target.id, target.environment))
+                )
+            else:
+                status = self.hook.get_deployment(target).status
+        except BasetenAuthError:
+            self.log.warning("This key cannot read the status of %s; not checking for INACTIVE.", target.describe())
+            return False
+        known = DeploymentStatus(status) if status is not None and status in DeploymentStatus.__members__ else None
+        if known is None or known.readiness is not Readiness.INACTIVE:
+            return False
+        what = target.describe()
+        if not self.activate_if_inactive:
+            raise BasetenDeploymentError(
+                f"{what} is {status} (Baseten deactivates deployments after about two weeks without traffic). Pass "
+                "activate_if_inactive=True to activate it and wait until it is ready; activation starts replicas, "
+                "which are billed while they run."
+            )
+        if target.kind == "chain":
+            raise BasetenDeploymentError(f"{what} is {status}; Baseten's API cannot activate chains: do it in Baseten.")
+        self.log.warning("%s is %s: activating it (activation starts billed replicas) and waiting.", what, status)
+        if not self.hook.activate(target):
+            raise BasetenDeploymentError(f"Baseten did not accept the activation of {what}.")
+        from airflow_provider_baseten.hooks.readiness import ReadinessWatch, deployment_from_event
+
+        now = self._activation_clock()
+        watch = ReadinessWatch(
+            target=Target.of(model_id=target.id, environment=target.environment, deployment_id=target.deployment_id),
+            woke_at=now,
+            deadline=now + self.activation_timeout,
+            poll_interval=self.activation_poll_interval,
+            last_status=status,
+            activated=True,
+            logger=self.log,
+        )
+        event = watch.run(
+            lambda left: self.hook.get_deployment(target, time_left=left),
+            clock=self._activation_clock,
+            sleep=self._activation_sleep,
+        )
+        deployment_from_event(event)
+        return True
 
     @property
     def target(self) -> Target:
@@ -178,3 +272,8 @@ def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> floa
     if value < 0 or (value == 0 and not allow_zero):
         raise BasetenConfigError(f"{name} must be {'at least' if allow_zero else 'greater than'} 0, got {value!r}.")
     return float(value)
+
+
+def _chain_status(environment: Any) -> str | None:
+    current = environment.current_deployment
+    return current.status if current is not None else None

@@ -237,7 +237,8 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
         """POST the request (once: retried only when it provably never reached Baseten)."""
         if self._request is None:
             self._request = self._validated_request(self._clock())
-        response = self.hook.async_predict(self.target, self._request)
+        request = self._request
+        response = self.call_activating(self.target, lambda: self.hook.async_predict(self.target, request))
         self.request_id = response.request_id
         self._started_at = self._clock()
         self.log.info("Submitted async request %s to %s.", self.request_id, self.target.describe())

@@ -9,6 +9,12 @@ from __future__ import annotations
 from airflow_provider_baseten.operators.async_predict import BasetenAsyncPredictOperator
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 from airflow_provider_baseten.operators.chat import BasetenChatOperator
+from airflow_provider_baseten.operators.lifecycle import (
+    BasetenBatchWindowOperator,
+    BasetenPromoteOperator,
+    BasetenRestoreAutoscalingOperator,
+    batch_window,
+)
 from airflow_provider_baseten.operators.links import BasetenAsyncRequestLink, BasetenChainLink, BasetenModelLink
 from airflow_provider_baseten.operators.predict import BasetenChainRunOperator, BasetenPredictOperator
 from airflow_provider_baseten.operators.wake import BasetenWakeOperator
@@ -17,10 +23,14 @@ __all__ = [
     "BasetenAsyncPredictOperator",
     "BasetenAsyncRequestLink",
     "BasetenBatchPredictOperator",
+    "BasetenBatchWindowOperator",
     "BasetenChainLink",
     "BasetenChainRunOperator",
     "BasetenChatOperator",
     "BasetenModelLink",
     "BasetenPredictOperator",
+    "BasetenPromoteOperator",
+    "BasetenRestoreAutoscalingOperator",
     "BasetenWakeOperator",
+    "batch_window",
 ]

@@ -274,9 +274,14 @@ class BasetenChatOperator(BasetenBaseOperator):
         hook = self.hook
         try:
             if self.stream:
-                completion = self._streamed(hook.stream_chat_completion(request, target=target, timeout=self.timeout))
+                completion = self.call_activating(
+                    target,
+                    lambda: self._streamed(hook.stream_chat_completion(request, target=target, timeout=self.timeout)),
+                )
             else:
-                completion = hook.chat_completion(request, target=target, timeout=self.timeout)
+                completion = self.call_activating(
+                    target, lambda: hook.chat_completion(request, target=target, timeout=self.timeout)
+                )
         finally:
             hook.close()
         result = self._result(completion, validator)

@@ -84,7 +84,10 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
             "Calling %s (read timeout %s).", target.describe(), f"{self.timeout} s" if self.timeout else "default"
         )
         try:
-            return self.hook.predict(target, payload, timeout=self.timeout, response_format=self.response_format)
+            return self.call_activating(
+                target,
+                lambda: self.hook.predict(target, payload, timeout=self.timeout, response_format=self.response_format),
+            )
         except BasetenAmbiguousSubmitError as err:
             import httpx
 

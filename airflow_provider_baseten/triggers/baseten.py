@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
+from airflow_provider_baseten.triggers.promotion import BasetenPromotionTrigger
 
-__all__ = ["BasetenAsyncRequestTrigger", "BasetenDeploymentReadyTrigger"]
+__all__ = ["BasetenAsyncRequestTrigger", "BasetenDeploymentReadyTrigger", "BasetenPromotionTrigger"]

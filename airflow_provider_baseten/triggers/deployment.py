@@ -38,6 +38,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
     :param stale_read_grace: seconds after the wake during which a ``SCALED_TO_ZERO`` read counts as stale.
     :param last_status: the status read before the wake (for the first transition's log line).
     :param activated: whether the operator activated the deployment just before the wake.
+    :param min_replicas: also wait until ``active_replica_count`` reaches this (batch windows; default 0).
     :param clock: epoch clock (tests); not serialized.
     :param sleep: async sleep (tests); not serialized. Also used for the hook's retry backoff.
     """
@@ -56,6 +57,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         stale_read_grace: float = 30.0,
         last_status: str | None = None,
         activated: bool = False,
+        min_replicas: int = 0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] | None = None,
     ) -> None:
@@ -71,6 +73,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         self.stale_read_grace = float(stale_read_grace)
         self.last_status = last_status
         self.activated = bool(activated)
+        self.min_replicas = int(min_replicas)
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
         self._hook_clock = clock  # an injected clock also runs the hook's poll budget (tests)
@@ -87,9 +90,12 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        # min_replicas only when set: a wake's kwargs stay exactly what released triggers carry.
+        extra = {"min_replicas": self.min_replicas} if self.min_replicas else {}
         return (
             CLASSPATH,
             {
+                **extra,
                 "model_id": self.model_id,
                 "deadline": self.deadline,
                 "woke_at": self.woke_at,

@@ -23,6 +23,7 @@ COLD_MODEL = "syscold01"  # woken before a batch window
 HA_MODEL = "sysha01"  # two triggerers on PostgreSQL, one SIGKILLed
 SECRETS_MODEL = "syssecret01"  # the secrets scenario's own sync traffic
 SECRETS_ASYNC_MODEL = "syssecretq01"  # ... and its deferred async request
+WINDOW_MODEL = "syswindow01"  # scaled up for a batch window (setup retried), restored after a failed batch
 
 GATED = (FLEET_MODEL, RETRY_MODEL, CANCEL_MODEL, TIMEOUT_MODEL, HA_MODEL, SECRETS_ASYNC_MODEL)
 
@@ -68,6 +69,13 @@ def system_world(cold_start_s: float) -> Any:
                     predict_concurrency=16,
                 )
             ],
+        )
+    )
+    world.add(
+        ModelSpec(
+            WINDOW_MODEL,
+            "echo",
+            deployments=[DeploymentSpec("syswindowdep", status="SCALED_TO_ZERO", cold_start_seconds=150)],
         )
     )
     return world

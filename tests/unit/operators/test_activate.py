@@ -1,0 +1,135 @@
+"""``activate_if_inactive`` (one mechanism in the base operator) on predict, chain run, chat, async predict, batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from airflow_testing import FakeClock, set_conn
+
+from airflow_provider_baseten.exceptions import BasetenDeploymentError, BasetenNotFoundError
+from airflow_provider_baseten.operators.async_predict import BasetenAsyncPredictOperator
+from airflow_provider_baseten.operators.chat import BasetenChatOperator
+from airflow_provider_baseten.operators.predict import BasetenChainRunOperator, BasetenPredictOperator
+
+STATUS_URL = "https://api.baseten.co/v1/models/abc123/deployments/production"
+PREDICT_URL = "https://model-abc123.api.baseten.co/production/predict"
+NOT_FOUND = httpx.Response(404, json={"error": "Deployment is not active", "error_code": "model_does_not_exist"})
+
+
+class FakeTI:
+    dag_id, task_id, run_id, map_index = "dag1", "task", "manual__2024-01-01T00:00:00+00:00", -1
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+def ctx() -> dict[str, Any]:
+    return {"ti": FakeTI()}
+
+
+def status(name: str) -> httpx.Response:
+    return httpx.Response(200, json={"id": "dep1", "status": name, "active_replica_count": 0})
+
+
+@pytest.fixture(autouse=True)
+def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch)
+
+
+def seams(op: Any, clock: FakeClock) -> Any:
+    op._activation_clock = clock.time
+    op._activation_sleep = clock.sleep
+    return op
+
+
+def predict_op(clock: FakeClock, **kwargs: Any) -> BasetenPredictOperator:
+    return seams(BasetenPredictOperator(task_id="p", model_id="abc123", model_input={"x": 1}, **kwargs), clock)
+
+
+def test_inactive_deployment_is_activated_waited_for_and_then_predicted_on(api: respx.MockRouter, clock: FakeClock):
+    predict = api.post(PREDICT_URL).mock(side_effect=[NOT_FOUND, httpx.Response(200, json={"y": 2})])
+    api.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("WAKING_UP"), status("ACTIVE")])
+    activate = api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    assert predict_op(clock, activate_if_inactive=True).execute(ctx()) == {"y": 2}
+    assert activate.call_count == 1
+    assert predict.call_count == 2
+    assert clock.sleeps == [10.0]
+
+
+def test_without_the_option_the_task_fails_at_once_naming_it(api: respx.MockRouter, clock: FakeClock):
+    api.post(PREDICT_URL).mock(return_value=NOT_FOUND)
+    api.get(STATUS_URL).mock(return_value=status("INACTIVE"))
+    activate = api.post(f"{STATUS_URL}/activate")
+    with pytest.raises(BasetenDeploymentError, match=r"activate_if_inactive=True.*billed"):
+        predict_op(clock).execute(ctx())
+    assert activate.call_count == 0
+
+
+def test_a_404_for_another_reason_stays_a_404(api: respx.MockRouter, clock: FakeClock):
+    api.post(PREDICT_URL).mock(return_value=NOT_FOUND)
+    api.get(STATUS_URL).mock(return_value=status("ACTIVE"))
+    with pytest.raises(BasetenNotFoundError):
+        predict_op(clock, activate_if_inactive=True).execute(ctx())
+
+
+def test_a_status_read_that_fails_keeps_the_original_404(api: respx.MockRouter, clock: FakeClock):
+    api.post(PREDICT_URL).mock(return_value=NOT_FOUND)
+    api.get(STATUS_URL).mock(return_value=httpx.Response(403, json={"error": "invoke-only key"}))
+    with pytest.raises(BasetenNotFoundError):
+        predict_op(clock, activate_if_inactive=True).execute(ctx())
+
+
+def test_an_activation_that_does_not_take_fails(api: respx.MockRouter, clock: FakeClock):
+    api.post(PREDICT_URL).mock(return_value=NOT_FOUND)
+    api.get(STATUS_URL).mock(return_value=status("INACTIVE"))
+    api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    with pytest.raises(BasetenDeploymentError, match="activation did not take"):
+        predict_op(clock, activate_if_inactive=True).execute(ctx())
+
+
+def test_chain_run_reports_an_inactive_chain(api: respx.MockRouter, clock: FakeClock):
+    api.post("https://chain-chn1.api.baseten.co/production/run_remote").mock(return_value=NOT_FOUND)
+    env = {"name": "production", "current_deployment": {"id": "cd1", "status": "INACTIVE", "chainlets": []}}
+    api.get("https://api.baseten.co/v1/chains/chn1/environments/production").mock(
+        return_value=httpx.Response(200, json=env)
+    )
+    op = seams(BasetenChainRunOperator(task_id="c", chain_id="chn1", chain_input={}, activate_if_inactive=True), clock)
+    with pytest.raises(BasetenDeploymentError, match="cannot activate chains"):
+        op.execute(ctx())
+
+
+def test_chat_on_a_deployed_model_activates(api: respx.MockRouter, clock: FakeClock):
+    completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}], "model": "m"}
+    chat = api.post("https://model-abc123.api.baseten.co/production/sync/v1/chat/completions").mock(
+        side_effect=[NOT_FOUND, httpx.Response(200, json=completion)]
+    )
+    api.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("ACTIVE")])
+    api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    op = BasetenChatOperator(
+        task_id="chat",
+        model_id="abc123",
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        activate_if_inactive=True,
+    )
+    assert seams(op, clock).execute(ctx())["content"] == "hi"
+    assert chat.call_count == 2
+
+
+def test_async_predict_submit_activates_first(api: respx.MockRouter, clock: FakeClock):
+    submit = api.post("https://model-abc123.api.baseten.co/production/async_predict").mock(
+        side_effect=[NOT_FOUND, httpx.Response(201, json={"request_id": "req1"})]
+    )
+    api.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("ACTIVE")])
+    api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    op = seams(
+        BasetenAsyncPredictOperator(
+            task_id="a", model_id="abc123", model_input={"x": 1}, activate_if_inactive=True, wait_for_completion=False
+        ),
+        clock,
+    )
+    assert op.submit_job({}) == "req1"
+    assert submit.call_count == 2
