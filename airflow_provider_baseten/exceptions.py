@@ -75,8 +75,11 @@ class BasetenAuthError(BasetenAPIError, AirflowFailException):
     hint = "check the API key in the Baseten connection; invoke-only workspace keys cannot call the management API."
 
 
-class BasetenNotFoundError(BasetenAPIError):
-    """404: wrong or deleted id, a deactivated deployment, an unknown async request, or a Model APIs slug."""
+class BasetenNotFoundError(BasetenAPIError, AirflowFailException):
+    """404: wrong or deleted id, a deactivated deployment, an unknown async request, or a Model APIs slug.
+
+    Fails the task without Airflow retries: the same address answers 404 again.
+    """
 
     hint = "check the model/chain id, environment and deployment id; a deactivated deployment also answers 404."
 
@@ -90,8 +93,11 @@ class BasetenModelAPINotEnabledError(BasetenNotFoundError):
     )
 
 
-class BasetenPayloadTooLargeError(BasetenAPIError):
-    """413 (or refused before sending): over Baseten's 100 MB edge limit, or over 256 KiB for an async request."""
+class BasetenPayloadTooLargeError(BasetenAPIError, AirflowFailException):
+    """413 (or refused before sending): over Baseten's 100 MB edge limit, or over 256 KiB for an async request.
+
+    Fails the task without Airflow retries: the same input is as large on the next try.
+    """
 
     hint = "pass a URL to the data (for example an object-storage URI) in the input instead of the data itself."
 

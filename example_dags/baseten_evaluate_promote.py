@@ -21,8 +21,8 @@ DOC_MD = """
 
 1. `score_development` and `score_production` batch-score the same labelled set on both deployments.
 2. `compare` reads both outputs and computes accuracy against the labels.
-3. `should_promote` branches: `promote_development` runs only when development beats production by
-   `min_improvement`; otherwise `keep_production` records why not.
+3. `should_promote` branches (a short-circuit): `promote_development` runs only when development beats production
+   by `min_improvement`; otherwise it is skipped and the log says why.
 4. `promote_development` promotes the development deployment to production and waits **in the triggerer** until the
    promotion ends: `SUCCEEDED` finishes green, `FAILED` or `CANCELED` fails with Baseten's message. A retry waits on a
    promotion already in progress instead of starting another, and one already done is success. Killing the task
@@ -94,11 +94,14 @@ with DAG(
         print(f"Accuracy: {scores}")
         return scores
 
-    @task.branch
-    def should_promote(scores: dict[str, float], params: dict[str, Any] | None = None) -> str:
+    @task.short_circuit
+    def should_promote(scores: dict[str, float], params: dict[str, Any] | None = None) -> bool:
+        """Continue to the promotion only when development beats production by the margin (else skip it)."""
         assert params is not None
         better = scores["development"] >= scores["production"] + float(params["min_improvement"])
-        return "promote_development" if better else "keep_production"
+        if not better:
+            print(f"Development did not beat production by the required margin: {scores}; keeping production.")
+        return better
 
     promote = BasetenPromoteOperator(
         task_id="promote_development",
@@ -109,9 +112,4 @@ with DAG(
         timeout=timedelta(minutes=45),
     )
 
-    @task
-    def keep_production(scores: dict[str, float]) -> None:
-        print(f"Development did not beat production by the required margin: {scores}")
-
-    scores = compare(candidate.output, production.output)
-    should_promote(scores) >> [promote, keep_production(scores)]
+    should_promote(compare(candidate.output, production.output)) >> promote

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -82,27 +82,40 @@ def _mounts(settings: ClientSettings, make: Callable[[str], TransportT]) -> dict
     return mounts
 
 
-def build_client(
-    settings: ClientSettings, *, transport: httpx.BaseTransport | None = None, max_connections: int = 64
-) -> httpx.Client:
-    """The worker's pooled client. No automatic redirects: an API call that redirects is an error.
+def _client_kwargs(
+    settings: ClientSettings,
+    transport: TransportT | None,
+    transport_class: Callable[..., TransportT],
+    max_connections: int,
+) -> dict[str, Any]:
+    """What both clients are built from: timeouts, TLS, pool limits and proxy mounts, all from ``settings``.
 
-    Proxies, TLS, limits and timeouts come from ``settings`` exactly as for :func:`build_async_client`: the
-    environment is read once into the settings (``trust_env`` is off here).
+    ``trust_env`` is off: the environment's proxies were read once into the settings, so both clients agree.
     """
     verify = ssl_context(settings.verify)
     limits = _limits(max_connections)
 
-    def make(proxy: str | None) -> httpx.BaseTransport:
-        return httpx.HTTPTransport(verify=verify, limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
+    def make(proxy: str | None) -> TransportT:
+        return transport_class(verify=verify, limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
 
-    return httpx.Client(
-        timeout=_timeout(settings),
-        transport=transport or make(None),
-        mounts=None if transport else _mounts(settings, make),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    return {
+        "timeout": _timeout(settings),
+        "transport": transport or make(None),
+        "mounts": None if transport else _mounts(settings, make),
+        "follow_redirects": False,
+        "trust_env": False,
+    }
+
+
+def build_client(
+    settings: ClientSettings, *, transport: httpx.BaseTransport | None = None, max_connections: int = 64
+) -> httpx.Client:
+    """The worker's pooled client. No automatic redirects: an API call that redirects is an error."""
+    return httpx.Client(**_client_kwargs(settings, transport, httpx.HTTPTransport, max_connections))
+
+
+def _aiohttp_transport(**kwargs: Any) -> httpx.AsyncBaseTransport:
+    return aiohttp_transport_class()(**kwargs)  # deferred: aiohttp is not needed at DAG-parse time
 
 
 def build_async_client(
@@ -116,20 +129,7 @@ def build_async_client(
     ``max_connections`` (at least 256) bounds the pool: the batch operator passes its concurrency. The transport
     names connection errors as httpx's own does (see :func:`aiohttp_transport_class`).
     """
-    verify = ssl_context(settings.verify)
-    limits = _limits(max(256, max_connections))
-
-    def make(proxy: str | None) -> httpx.AsyncBaseTransport:
-        transport_class = aiohttp_transport_class()  # deferred: aiohttp is not needed at DAG-parse time
-        return transport_class(verify=verify, limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
-
-    return httpx.AsyncClient(
-        timeout=_timeout(settings),
-        transport=transport or make(None),
-        mounts=None if transport else _mounts(settings, make),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    return httpx.AsyncClient(**_client_kwargs(settings, transport, _aiohttp_transport, max(256, max_connections)))
 
 
 def _renamed(exc: httpx.TransportError) -> httpx.TransportError | None:

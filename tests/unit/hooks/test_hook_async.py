@@ -268,3 +268,31 @@ async def test_gateway_host_header_reaches_the_server(
     headers = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip() for line in header_lines if line}
     assert request_line == "POST /environments/staging/predict HTTP/1.1"
     assert headers["host"] == "model-abc123.api.baseten.co"
+
+
+# --- per-loop resources end with their loop ------------------------------------------------------------------------
+
+
+def test_a_loop_that_ends_closes_its_shared_client() -> None:
+    from airflow_provider_baseten.hooks import clients
+
+    async def grab() -> httpx.AsyncClient:
+        return shared_async_client(SETTINGS)
+
+    client = asyncio.run(grab())
+    assert client.is_closed  # closed by asyncio.run's shutdown_asyncgens(), with its sockets
+    assert not [loop for loop in clients._PER_LOOP if loop.is_closed()]
+
+
+def test_a_loop_closed_without_shutdown_is_forgotten_on_the_next_use() -> None:
+    from airflow_provider_baseten.hooks import clients
+
+    async def grab() -> httpx.AsyncClient:
+        return shared_async_client(SETTINGS)
+
+    abandoned = asyncio.new_event_loop()
+    abandoned.run_until_complete(grab())
+    abandoned.close()  # no shutdown_asyncgens(): nothing could close its client
+    assert abandoned in clients._PER_LOOP
+    asyncio.run(grab())
+    assert abandoned not in clients._PER_LOOP  # dropped, not kept (with its loop) forever

@@ -352,3 +352,42 @@ def test_an_unknown_response_format_fails_before_sending(hook: BasetenHook, mock
     with pytest.raises(BasetenConfigError, match="response_format must be one of json, text, bytes, got 'xml'"):
         hook.predict(MODEL, {}, response_format="xml")  # type: ignore[arg-type]
     assert route.call_count == 0
+
+
+# --- errors that cannot succeed on a retry fail the task at once ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        BasetenConfigError,
+        BasetenAuthError,
+        BasetenNotFoundError,
+        BasetenModelAPINotEnabledError,
+        BasetenPayloadTooLargeError,
+    ],
+)
+def test_errors_a_retry_cannot_fix_skip_airflow_retries(cls: type[BasetenError]) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    assert issubclass(cls, AirflowFailException)
+
+
+@pytest.mark.parametrize("cls", [BasetenModelError, BasetenRateLimitError, BasetenTimeoutError])
+def test_errors_that_may_pass_keep_airflow_retries(cls: type[BasetenError]) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    assert not issubclass(cls, AirflowFailException)
+
+
+@pytest.mark.parametrize(("status", "cls"), [(404, BasetenNotFoundError), (413, BasetenPayloadTooLargeError)])
+def test_404_and_413_from_the_hook_fail_the_task_without_retries(
+    no_retries: None, make_hook: Callable[..., BasetenHook], mock_http: respx.MockRouter, status: int, cls: type
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    mock_http.post(PREDICT_URL).respond(status, json={"error": "nope"})
+    with pytest.raises(cls) as info:
+        make_hook().predict(MODEL, {})
+    assert isinstance(info.value, AirflowFailException)
+    assert pickle.loads(pickle.dumps(info.value)).status_code == status  # still ships between processes

@@ -275,3 +275,20 @@ def test_non_retryable_fails_at_once() -> None:
 )
 def test_policy_follows_classification(error: BaseException, idempotent: bool, calls: int) -> None:
     assert _run(RetryPolicy(jitter=lambda: 0), [error], idempotent=idempotent)[0] == calls
+
+
+@pytest.mark.parametrize(
+    ("never_sent", "idempotent", "retryable"),
+    [(True, True, True), (True, False, True), (False, True, True), (False, False, False)],
+)
+def test_a_wrapped_transport_error_keeps_its_classification(
+    never_sent: bool, idempotent: bool, retryable: bool
+) -> None:
+    """Triggers, readiness waits and batch see BasetenConnectionError and must judge it as the httpx error inside."""
+    from airflow_provider_baseten.exceptions import BasetenConnectionError
+    from airflow_provider_baseten.operators.batch import model_may_have_run
+
+    err = BasetenConnectionError("down", kind="refused", host="h", attempts=6, never_sent=never_sent)
+    assert is_retryable(err, idempotent=idempotent) is retryable
+    assert never_reached_server(err) is never_sent
+    assert model_may_have_run(err) is not never_sent  # a refused item is sent again; a reset one never

@@ -18,6 +18,7 @@ from airflow_provider_baseten.exceptions import (
     BasetenAPIError,
     BasetenAsyncRequestError,
     BasetenConfigError,
+    BasetenConnectionError,
     BasetenPayloadTooLargeError,
 )
 from airflow_provider_baseten.hooks import async_requests
@@ -566,7 +567,7 @@ def test_other_lookup_errors_raise_without_a_post(api: respx.MockRouter, clock: 
     api.get(f"{HOST}/async_request/req1").mock(side_effect=[answer])
     store = FakeTaskStateStore()
     store.set("baseten_async_request_id", "req1")
-    with pytest.raises((BasetenAPIError, httpx.HTTPError)):
+    with pytest.raises((BasetenAPIError, BasetenConnectionError)):
         make_op(clock).execute(context(store))
     assert not submit.called
 
