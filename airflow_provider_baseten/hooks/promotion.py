@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
-from airflow_provider_baseten.hooks._stepper import Sleep, adrive, drive
+from airflow_provider_baseten.hooks._stepper import Read, Sleep, adrive, drive, time_left
 from airflow_provider_baseten.hooks.models import Environment, PromotionStatus
 from airflow_provider_baseten.hooks.readiness import EVENT_STATUSES, MAX_CONSECUTIVE_ERRORS, format_duration
 from airflow_provider_baseten.hooks.retries import is_retryable
@@ -123,7 +123,7 @@ class PromotionWatch:
                 return self.event(
                     "timeout", f"{self.what} did not end within {format_duration(now - self.started_at)}.", now
                 )
-            reply = yield _READ
+            reply = yield Read(_READ, time_left(self.deadline, now))
             now = clock()
             done = self.observe_error(reply, now) if isinstance(reply, Exception) else self.observe(reply, now)  # type: ignore[arg-type]
             if done is not None:

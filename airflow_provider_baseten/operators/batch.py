@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["BasetenBatchPredictOperator", "model_may_have_run"]
 
 BATCHES_FOLDER = "baseten-batches"
-#: Statuses of a failed predict that prove the model never ran (so re-sending on a task retry is safe).
+#: Statuses of a failed predict that prove the model never ran (so re-sending on a task retry is safe); a 503
+#: counts only when Baseten's error code says it refused the request (``hooks.retries.ambiguous_answer``).
 _NOT_RUN_STATUSES = frozenset({401, 403, 404, 413, 429, 503, 529})
 #: Errors that fail every item alike: stop the batch instead of writing one error line per input.
 _FATAL_STATUSES = frozenset({401, 403, 404})
@@ -532,7 +533,9 @@ def model_may_have_run(err: BaseException) -> bool:
     if isinstance(err, BasetenConfigError):
         return False
     if isinstance(err, BasetenAPIError):
-        return (err.status_code or 0) not in _NOT_RUN_STATUSES
+        from airflow_provider_baseten.hooks.retries import ambiguous_answer
+
+        return ambiguous_answer(err) or (err.status_code or 0) not in _NOT_RUN_STATUSES
     import httpx
 
     if isinstance(err, httpx.TransportError | BasetenConnectionError):

@@ -306,7 +306,8 @@ def test_rate_limits_are_retried_per_item(model: FakeModel, waits: list[float], 
     def script(body: Any, attempt: int) -> httpx.Response | None:
         if body % 3 == 0 and attempt <= 2:
             status = 429 if body % 2 else 503
-            return httpx.Response(status, json={"error": "busy"}, headers={"retry-after": "1"})
+            body = {"error": "busy"} if status == 429 else {"error": "busy", "error_code": "model_unavailable"}
+            return httpx.Response(status, json=body, headers={"retry-after": "1"})
         return None
 
     model.script = script
@@ -377,12 +378,20 @@ def test_model_may_have_run(error: BaseException, may_have_run: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "may_have_run"), [(429, False), (503, False), (529, False), (500, True), (502, True)]
+    ("status", "error_code", "may_have_run"),
+    [
+        (429, None, False),
+        (503, "model_unavailable", False),  # Baseten says it refused the request before the model
+        (503, None, True),  # the model's own 503, passed through: it may have run
+        (529, None, False),
+        (500, None, True),
+        (502, None, True),
+    ],
 )
-def test_model_may_have_run_by_status(status: int, may_have_run: bool) -> None:
+def test_model_may_have_run_by_status(status: int, error_code: str | None, may_have_run: bool) -> None:
     from airflow_provider_baseten.exceptions import BasetenAPIError
 
-    described = describe_error(BasetenAPIError("x", status_code=status, request_id="req1"))
+    described = describe_error(BasetenAPIError("x", status_code=status, error_code=error_code, request_id="req1"))
     assert described["model_may_have_run"] is may_have_run
     assert described["request_id"] == "req1"
 

@@ -68,7 +68,7 @@ class FakeBaseten:
         self.patches: list[dict[str, Any]] = []
         self.fail_patch = False
 
-    def get_deployment(self, target: Any) -> Deployment:
+    def get_deployment(self, target: Any, *, time_left: float | None = None) -> Deployment:
         if self.patches and self.replicas < self.settings["min_replica"]:
             self.status = "ACTIVE"
             self.replicas += 1
@@ -317,7 +317,7 @@ class FakePromotions:
         self.candidate, self.status = deployment_id, "RELEASING"
         return Deployment(**deployment(deployment_id))
 
-    def get_environment(self, model_id: str, environment: str) -> Environment:
+    def get_environment(self, model_id: str, environment: str, *, time_left: float | None = None) -> Environment:
         if self.candidate and self.steps and self.status not in ("SUCCEEDED", "FAILED", "CANCELED"):
             self.status = self.steps.pop(0)
             if self.status == "SUCCEEDED":
@@ -334,7 +334,7 @@ class FakePromotions:
             }
         )
 
-    def get_deployment(self, target: Any) -> Deployment:
+    def get_deployment(self, target: Any, *, time_left: float | None = None) -> Deployment:
         return Deployment(**deployment("dev1"))
 
     def cancel_promotion(self, model_id: str, environment: str) -> CancelPromotionResponse:
