@@ -116,7 +116,7 @@ class PromotionWatch:
 
     def _steps(
         self, clock: Callable[[], float]
-    ) -> Generator[str | Sleep, Environment | Exception | None, dict[str, Any]]:
+    ) -> Generator[Read | Sleep, Environment | Exception | None, dict[str, Any]]:
         while True:
             now = clock()
             if now >= self.deadline:
