@@ -7,6 +7,7 @@ Whenever the loop would wait for its next timer, its clock jumps to that timer i
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,7 +26,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
                 return events
             if timeout is None:  # no timer at all: only real I/O (a worker thread finishing) can wake the loop
                 return real_select(None)
-            self._now += timeout
+            # Jump exactly to the next timer: "now + timeout" can round below it at epoch magnitudes.
+            scheduled = self._scheduled  # type: ignore[attr-defined]
+            self._now = max(self._now + timeout, scheduled[0].when() if scheduled else self._now)
+            self._now = math.nextafter(self._now, math.inf)  # the loop runs timers strictly before "now"
             return events
 
         self._selector.select = select  # type: ignore[attr-defined]
