@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow_testing import T0, FakeClock, set_conn, state, statuses
+from airflow_testing import KEY, T0, FakeClock, set_conn, state, statuses
 from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 from airflow_provider_baseten.hooks import async_requests
@@ -313,11 +313,13 @@ async def test_errors_past_the_budget_end_with_an_error_event(api: respx.MockRou
 
 
 async def test_auth_error_ends_at_once(api: respx.MockRouter, clock: FakeClock) -> None:
-    route = api.get(STATUS_URL).respond(401, json={"error": "invalid key"})
+    # The server echoes the key it was sent, so the redaction is what keeps it out of the event.
+    route = api.get(STATUS_URL).respond(401, json={"error": f"invalid key {KEY}", "detail": f"Api-Key {KEY}"})
     [event] = await run_to_end(make_trigger(clock))
     assert event["status"] == "error"
     assert "BasetenAuthError" in event["message"]
-    assert "unit-test-key-123" not in json.dumps(event)
+    assert "invalid key ***" in event["message"]
+    assert KEY not in json.dumps(event)
     assert route.call_count == 1
 
 
