@@ -312,6 +312,18 @@ async def test_errors_past_the_budget_end_with_an_error_event(api: respx.MockRou
     assert clock.now - T0 >= async_requests.DEFAULT_ERROR_BUDGET_S
 
 
+@pytest.mark.parametrize(("store", "says"), [(True, "re-attaches to it"), (False, "submits a new request")])
+async def test_the_give_up_message_is_true_for_this_airflow(
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, store: bool, says: str
+) -> None:
+    monkeypatch.setattr(async_requests, "reattach_supported", lambda: store)
+    api.get(STATUS_URL).respond(503, text="unavailable")
+    [event] = await run_to_end(make_trigger(clock, deadline=None))
+    assert says in event["message"]
+    if not store:
+        assert "re-attaches" not in event["message"]
+
+
 async def test_auth_error_ends_at_once(api: respx.MockRouter, clock: FakeClock) -> None:
     # The server echoes the key it was sent, so the redaction is what keeps it out of the event.
     route = api.get(STATUS_URL).respond(401, json={"error": f"invalid key {KEY}", "detail": f"Api-Key {KEY}"})
