@@ -11,8 +11,8 @@ own ``error_code`` saying the request was refused before any replica took it (``
 | ---------------------------------------------- | ---------- | ------------------------------------------------ |
 | connect error / connect timeout / pool         | retry      | retry                                            |
 | 429, 529                                       | retry      | retry                                            |
-| 5xx with a never-reached ``error_code``        | retry      | retry                                            |
-| 502, 503 otherwise (the model's own, a crash)  | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
+| 500, 503 with a never-reached ``error_code``   | retry      | retry                                            |
+| 502; 503 otherwise (a crash, the model's own)  | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
 | 500, 504 otherwise (the model raised, timeout) | retry      | raise                                            |
 | read timeout, reset after the request          | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
 | any other status                               | raise      | raise                                            |
@@ -39,6 +39,9 @@ IDEMPOTENT_ONLY_STATUSES = frozenset({500, 502, 503, 504})
 NEVER_REACHED_ERROR_CODES = frozenset({"model_not_ready", "model_unavailable", "rate_limited"})
 #: Statuses that, without such a code, leave open whether a POST ran (the model's own answer, or a crash).
 AMBIGUOUS_STATUSES = frozenset({502, 503})
+#: Statuses Baseten's edge answers when it refuses a request before routing it. A 502 is not one: it means the
+#: replica failed while it had the request (the emulator's injected 502 says so), whatever the code.
+REFUSAL_STATUSES = frozenset({500, 503})
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -98,7 +101,7 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     """The table in this module's docstring."""
     if isinstance(exc, BasetenAPIError):
         status = exc.status_code or 0
-        if status in ALWAYS_RETRIED_STATUSES or (status >= 500 and refused_before_the_model(exc)):
+        if status in ALWAYS_RETRIED_STATUSES or refused_before_the_model(exc):
             return True
         return idempotent and status in IDEMPOTENT_ONLY_STATUSES
     if isinstance(exc, httpx.TransportError | BasetenConnectionError):
@@ -107,8 +110,8 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
 
 
 def refused_before_the_model(exc: BasetenAPIError) -> bool:
-    """Baseten's own error body says no replica took the request (so even a billed POST may be sent again)."""
-    return (exc.error_code or "").lower() in NEVER_REACHED_ERROR_CODES
+    """Baseten's own 500/503 says no replica took the request (so even a billed POST may be sent again)."""
+    return (exc.status_code or 0) in REFUSAL_STATUSES and (exc.error_code or "").lower() in NEVER_REACHED_ERROR_CODES
 
 
 def ambiguous_answer(exc: BasetenAPIError) -> bool:

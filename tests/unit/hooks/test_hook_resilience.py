@@ -60,7 +60,7 @@ TABLE: list[tuple[str, Any, Any]] = [
     ("503-model_unavailable", "retried", "retried"),
     ("503-model_not_ready", "retried", "retried"),
     ("500-model_not_ready", "retried", "retried"),
-    ("502-rate_limited", "retried", "retried"),
+    ("502-model_unavailable", BasetenAmbiguousSubmitError, "retried"),  # a 502: the replica failed with it
     # A 502/503 without such a code may be the model's own answer (Baseten passes it through): it may have run.
     ("503", BasetenAmbiguousSubmitError, "retried"),
     ("502", BasetenAmbiguousSubmitError, "retried"),

@@ -59,7 +59,7 @@ CLASSIFICATION: list[tuple[str, BaseException, bool, bool]] = [
     ("503 model_unavailable", api_error(503, "model_unavailable"), True, True),
     ("503 model_not_ready", api_error(503, "model_not_ready"), True, True),
     ("500 model_not_ready", api_error(500, "model_not_ready"), True, True),
-    ("502 rate_limited", api_error(502, "rate_limited"), True, True),
+    ("502 model_unavailable", api_error(502, "model_unavailable"), True, False),  # the replica had it
     ("503 MODEL_UNAVAILABLE", api_error(503, "MODEL_UNAVAILABLE"), True, True),
     ("503 (the model's own)", api_error(503), True, False),
     ("503 application_error", api_error(503, "application_error"), True, False),
