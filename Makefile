@@ -13,7 +13,7 @@ ARGS ?=
 # Airflow imports take seconds without bytecode caching; the tests spawn many Python processes.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test lint typecheck unit system-test bench bench-smoke venv clean
+.PHONY: demo test lint typecheck unit system-test bench bench-smoke venv pins clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,11 @@ demo: venv
 
 bench: venv
 	$(PY) -m benchmarks.run_all $(ARGS)
+
+# Regenerates every requirements/*.txt from pyproject.toml (the commands are in requirements/pins.py); pins still
+# allowed are kept, so after adding a dependency or an extra only the new packages resolve. ARGS=--upgrade: all anew.
+pins: $(UV)
+	$(PYTHON) requirements/pins.py --uv $(UV) $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .venv-* .pytest_cache .mypy_cache .ruff_cache .demo
