@@ -1,6 +1,6 @@
 """The ASGI application: routing on the ``Host`` header, auth, limits, faults, the journal, and admin routes.
 
-Per request: parse the ``Host`` (:func:`~airflow_provider_baseten.hooks.addressing.parse_host`), authenticate
+Per request: parse the ``Host`` (:func:`~airflow_provider_baseten.emulator.routing.parse_host`), authenticate
 (``Api-Key`` or ``Bearer``; 401), route to the service's handler (:mod:`.inference`, :mod:`.management` with 403 for
 invoke-only keys, :mod:`.model_apis`), apply the route's rate limit (429) and fault plan, run the handler, answer,
 and journal it. ``/_emulator/...`` (any host, no key) is the emulator's own admin API.
@@ -34,8 +34,8 @@ from airflow_provider_baseten.emulator.state import EmulatorOptions, EmulatorSta
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
 
+    from airflow_provider_baseten.emulator.routing import ParsedHost
     from airflow_provider_baseten.emulator.world import KeyScope, World
-    from airflow_provider_baseten.hooks.addressing import ParsedHost
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ RESET = _Reset()
 
 @functools.lru_cache(maxsize=4096)
 def _parse_host(host: str) -> ParsedHost | None:
-    from airflow_provider_baseten.hooks.addressing import parse_host
+    from airflow_provider_baseten.emulator.routing import parse_host
 
     return parse_host(host)
 

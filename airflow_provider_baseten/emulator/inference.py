@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 
 from airflow_provider_baseten.emulator.responses import Call, Handler, error, json_response, reply_response
-from airflow_provider_baseten.hooks.addressing import parse_target_path
+from airflow_provider_baseten.emulator.routing import parse_target_path
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.emulator.async_queue import AsyncRecord
     from airflow_provider_baseten.emulator.lifecycle import DeploymentRuntime
-    from airflow_provider_baseten.hooks.addressing import ParsedHost
+    from airflow_provider_baseten.emulator.routing import ParsedHost
 
 NOT_FOUND = "model_does_not_exist"
 

@@ -22,7 +22,7 @@ from airflow_provider_baseten.hooks.models import DeploymentStatus, Readiness
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.emulator.clock import Scheduler, Timer
-    from airflow_provider_baseten.hooks.addressing import ParsedPath
+    from airflow_provider_baseten.emulator.routing import ParsedPath
 
 #: Share of a cold start spent ``WAKING_UP`` (getting a replica) before ``LOADING_MODEL``.
 WAKING_SHARE = 0.3

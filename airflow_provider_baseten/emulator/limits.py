@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from airflow_provider_baseten.hooks.models import ASYNC_PAYLOAD_LIMIT_BYTES
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
 
 RetryAfterMode = Literal["header", "body", "both", "none"]
 
@@ -58,14 +57,36 @@ def _per_minute(limit: float | None) -> tuple[float | None, float | None]:
     return (limit / 60.0, limit) if limit else (None, None)
 
 
+class RouteBucket:
+    """A token bucket that never waits: the emulator answers 429 (with the wait as ``Retry-After``) where a client
+    would queue. ``rate`` tokens a second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._updated = clock()
+
+    def try_acquire(self) -> float:
+        """Take a free token and return ``0.0``; otherwise take nothing and return the seconds until one is free."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
 class RateLimiter:
     """One token bucket per limited group of routes; an unlimited route costs a dict lookup."""
 
     def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
-        self._by_route: dict[str, AsyncTokenBucket] = {}
+        self._by_route: dict[str, RouteBucket] = {}
         for routes, (rate, burst) in limits.buckets().items():
-            bucket = AsyncTokenBucket(rate, burst, clock=clock)
+            bucket = RouteBucket(rate, burst, clock=clock)
             self._by_route.update(dict.fromkeys(routes, bucket))
 
     def check(self, route: str) -> float | None:

@@ -22,8 +22,6 @@ _ID = re.compile(r"[A-Za-z0-9]+")
 _ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9-]*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _ROUTE_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-#: Host names the emulator (and any gateway) routes on; parsed with the same rules the builder uses.
-_TARGET_HOST = re.compile(r"(?P<kind>model|chain)-(?P<id>[A-Za-z0-9]+)(?:-(?P<env>[a-z0-9][a-z0-9-]*))?")
 
 TargetKind = Literal["model", "chain"]
 #: Actions under a target's path prefix (``/{prefix}/{action}``) or bare on a regional host.
@@ -33,8 +31,8 @@ Action = Literal["predict", "run_remote", "async_predict", "async_run_remote", "
 def _config_error(message: str) -> BasetenConfigError:
     """The error for invalid addressing input, imported on first use.
 
-    Keeps this module free of Airflow imports: the emulator routes with :func:`parse_host` and must start in well
-    under a second, while ``exceptions`` imports Airflow (seconds).
+    Keeps this module free of Airflow imports: the emulator routes with its patterns and must start in well under
+    a second, while ``exceptions`` imports Airflow (seconds).
     """
     from airflow_provider_baseten.exceptions import BasetenConfigError
 
@@ -212,64 +210,3 @@ def management_endpoint(*segments: str) -> Endpoint:
 def model_apis_endpoint(*segments: str) -> Endpoint:
     """``inference.baseten.co/v1/...`` (Model APIs, OpenAI-compatible)."""
     return Endpoint(MODEL_APIS_HOST, join_path("v1", *segments))
-
-
-#: How a path on a model or chain host picks its deployment (the first segments :attr:`Target.prefix` writes).
-Selector = Literal["production", "development", "environment", "deployment", "none"]
-
-
-@dataclass(frozen=True)
-class ParsedPath:
-    """A path on a model or chain host, split the way :class:`Target` joins it: deployment selector, then action.
-
-    ``name`` is the environment name (``production`` for ``/production``, the name for ``/environments/{name}``) or
-    the deployment id (``/deployment/{id}``); ``None`` for ``/development`` and for bare paths (``selector="none"``:
-    regional hosts and ``/async_request/{id}``).
-    """
-
-    selector: Selector
-    name: str | None
-    action: tuple[str, ...]
-
-
-def parse_target_path(path: str) -> ParsedPath | None:
-    """Inverse of :attr:`Target.prefix` for routing: ``None`` when the prefix is malformed (``/environments/Bad``)."""
-    segments = [segment for segment in path.split("/") if segment]
-    head = segments[0] if segments else ""
-    if head == "production":
-        return ParsedPath("production", "production", tuple(segments[1:]))
-    if head == "development":
-        return ParsedPath("development", None, tuple(segments[1:]))
-    if head in ("environments", "deployment"):
-        pattern = _ENVIRONMENT if head == "environments" else _ID
-        if len(segments) < 2 or not pattern.fullmatch(segments[1]):
-            return None
-        return ParsedPath("environment" if head == "environments" else "deployment", segments[1], tuple(segments[2:]))
-    return ParsedPath("none", None, tuple(segments))
-
-
-@dataclass(frozen=True)
-class ParsedHost:
-    """What a Baseten host name addresses: a model or chain (with its regional environment), or a service."""
-
-    service: Literal["target", "management", "model_apis"]
-    kind: TargetKind | None = None
-    id: str | None = None
-    regional_environment: str | None = None
-
-
-def parse_host(host: str) -> ParsedHost | None:
-    """Inverse of the builder: the emulator and gateways route on the ``Host`` header with it."""
-    name = host.split(":", 1)[0].lower() if not host.startswith("[") else host
-    if name == MANAGEMENT_HOST:
-        return ParsedHost("management")
-    if name == MODEL_APIS_HOST:
-        return ParsedHost("model_apis")
-    suffix = "." + BASETEN_DOMAIN
-    if not name.endswith(suffix):
-        return None
-    match = _TARGET_HOST.fullmatch(host.split(":", 1)[0][: -len(suffix)])
-    if not match:
-        return None
-    kind: TargetKind = "model" if match["kind"] == "model" else "chain"
-    return ParsedHost("target", kind, match["id"], match["env"])

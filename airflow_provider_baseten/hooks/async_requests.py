@@ -32,7 +32,7 @@ from airflow_provider_baseten.exceptions import (
     BasetenConfigError,
     BasetenNotFoundError,
 )
-from airflow_provider_baseten.hooks._stepper import Sleep, adrive, drive
+from airflow_provider_baseten.hooks._stepper import Read, Sleep, adrive, drive, time_left
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.models import AsyncPredictRequest, AsyncRequestState, AsyncRequestStatus
 
@@ -319,6 +319,35 @@ def build_async_request(
 DEFER_BACKSTOP_MARGIN_S = 120.0
 
 
+def reattach_supported() -> bool:
+    """Whether this Airflow has the task state store (3.3+), through which a retry re-attaches to its request."""
+    from airflow.providers.common.compat.sdk import ResumableJobMixin
+
+    return ResumableJobMixin.__module__.startswith("airflow.sdk")
+
+
+def retry_note() -> str:
+    """What a task retry does with a request that may still run, true for this Airflow version."""
+    if reattach_supported():
+        return "a retry of the task re-attaches to it (the task state store keeps its id)."
+    return (
+        "on this Airflow (no task state store before 3.3) a retry of BasetenAsyncPredictOperator submits a new "
+        "request, while a retry of BasetenAsyncRequestSensor waits for this one again."
+    )
+
+
+def task_deadline(context: Any, now: float, *, timeout: float | None, execution_timeout: Any) -> float | None:
+    """:func:`absolute_deadline` of a running task: ``timeout`` from ``now`` and the try's ``execution_timeout``
+    (a ``timedelta`` or ``None``) from the try's start."""
+    start = getattr(context.get("ti"), "start_date", None)
+    return absolute_deadline(
+        now,
+        timeout=timeout,
+        try_started_at=start.timestamp() if start is not None and hasattr(start, "timestamp") else None,
+        execution_timeout=execution_timeout.total_seconds() if execution_timeout else None,
+    )
+
+
 def absolute_deadline(
     now: float,
     *,
@@ -494,7 +523,7 @@ class AsyncRequestWatch:
                     "error",
                     f"Gave up reading the status of async request {self.request_id} after {self._errors} failed "
                     f"polls over {_duration(now - self._first_error_at)}: {type(exc).__name__}: {exc}. The request "
-                    "may still be running; a retry of the task re-attaches to it.",
+                    f"may still be running; {retry_note()}",
                     manifest,
                 )
             )
@@ -546,16 +575,16 @@ class AsyncRequestWatch:
 
 
 _POLL, _QUEUE = "poll", "queue_depth"
-_POLL_GRACE_S = 5.0
 
 
 def wait_plan(
     watch: AsyncRequestWatch, clock: Callable[[], float], *, first_delay: float | None = None
-) -> Generator[str | Sleep, Any, dict[str, Any]]:
+) -> Generator[Read | Sleep, Any, dict[str, Any]]:
     """The waiting loop as a generator of I/O requests; returns the one terminal event.
 
-    The driver answers ``_POLL`` with an ``AsyncRequestState`` or the exception the poll raised, ``_QUEUE``
-    with an ``AsyncQueueStatus`` or an exception, and :class:`Sleep` with nothing.
+    The driver answers a ``_POLL`` read with an ``AsyncRequestState`` or the exception the poll raised, a ``_QUEUE``
+    read with an ``AsyncQueueStatus`` or an exception, and :class:`Sleep` with nothing. Each read is bounded by the
+    time left before the deadline.
     """
     next_poll_at = clock() + (watch.jittered() if first_delay is None else first_delay)
     while True:
@@ -566,11 +595,11 @@ def wait_plan(
         if now < next_poll_at:
             yield Sleep(watch.sleep_until(next_poll_at, now))
             continue
-        step = watch.step((yield _POLL), clock())
+        step = watch.step((yield Read(_POLL, time_left(watch.deadline, now))), clock())
         if step.event is not None:
             return step.event
         if step.wants_queue_depth:
-            queue = (yield _QUEUE) if watch._queue_depth_available else None
+            queue = (yield Read(_QUEUE, time_left(watch.deadline, clock()))) if watch._queue_depth_available else None
             if isinstance(queue, BaseException):
                 watch.queue_depth_failed(queue)
                 queue = None
@@ -586,10 +615,10 @@ def wait_sync(
     clock: Callable[[], float] = time.time,
     first_delay: float | None = None,
 ) -> dict[str, Any]:
-    """Drive :func:`wait_plan` on the worker with the sync client."""
+    """Drive :func:`wait_plan` on the worker with the sync client and the process's poll budget."""
     reads = {
-        _POLL: lambda: hook.get_async_request(watch.target, watch.request_id),
-        _QUEUE: lambda: hook.get_async_queue_status(watch.target),
+        _POLL: lambda left: hook.get_async_request(watch.target, watch.request_id, time_left=left),
+        _QUEUE: lambda left: hook.get_async_queue_status(watch.target, time_left=left),
     }
     return drive(wait_plan(watch, clock, first_delay=first_delay), reads, sleep)
 
@@ -606,21 +635,8 @@ async def wait_async(
 
     ``CancelledError`` is never caught here (it is not an ``Exception``): a triggerer that stops the trigger stops it.
     """
-
-    def bounded(read: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
-        async def call() -> object:
-            async with asyncio.timeout(_poll_bound(watch, clock())):
-                return await read()
-
-        return call
-
     reads = {
-        _POLL: bounded(lambda: hook.aget_async_request(watch.target, watch.request_id)),
-        _QUEUE: bounded(lambda: hook.aget_async_queue_status(watch.target, max_age=QUEUE_DEPTH_MAX_AGE, clock=clock)),
+        _POLL: lambda: hook.aget_async_request(watch.target, watch.request_id),
+        _QUEUE: lambda: hook.aget_async_queue_status(watch.target, max_age=QUEUE_DEPTH_MAX_AGE, clock=clock),
     }
     return await adrive(wait_plan(watch, clock, first_delay=first_delay), reads, sleep)
-
-
-def _poll_bound(watch: AsyncRequestWatch, now: float) -> float | None:
-    """A poll (with the hook's retries and the wait for a poll token) may not outlive the deadline by much."""
-    return None if watch.deadline is None else max(1.0, watch.deadline - now + _POLL_GRACE_S)

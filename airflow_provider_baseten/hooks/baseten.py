@@ -5,9 +5,9 @@ sensors and triggers only call the typed methods here. Calls go to Baseten's hos
 connection has a host, to that gateway (the local emulator, a private proxy) with the intended Baseten host in the
 ``Host`` header, exactly as Baseten's own edge routes.
 
-Clients: one pooled ``httpx.Client`` per hook on the worker; one ``httpx.AsyncClient`` (on aiohttp's transport,
-which keeps up at 64+ concurrent requests where httpx's own async pool does not) per connection and event loop,
-shared by every trigger in a triggerer process.
+Split along its seams, behind this one import path: the clients and per-loop resources in
+:mod:`~airflow_provider_baseten.hooks.clients`, what a call is in :mod:`~airflow_provider_baseten.hooks.calls`,
+chat completions and OpenAI clients in :mod:`~airflow_provider_baseten.hooks.chat` (a mixin of the hook).
 """
 
 from __future__ import annotations
@@ -15,23 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
-import ssl
 import sys
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from airflow.providers.common.compat.sdk import BaseHook
-from pydantic import BaseModel
 
 from airflow_provider_baseten.exceptions import (
+    BasetenAmbiguousSubmitError,
     BasetenAPIError,
     BasetenAuthError,
     BasetenConfigError,
@@ -48,8 +43,27 @@ from airflow_provider_baseten.hooks.addressing import (
     Endpoint,
     Target,
     management_endpoint,
-    model_apis_endpoint,
     validate_id,
+)
+from airflow_provider_baseten.hooks.calls import (
+    CUSTOMER_REQUEST_ID_HEADER,
+    REQUEST_ID_HEADER,
+    BasetenResult,
+    ModelT,
+    _Call,
+    _truncate,
+    _validated,
+    encode_json,
+)
+from airflow_provider_baseten.hooks.chat import ChatMixin, iter_sse_chunks
+from airflow_provider_baseten.hooks.clients import (
+    _loop_resources,
+    build_async_client,
+    build_client,
+    close_shared_async_clients,
+    shared_async_client,
+    shared_status_bucket,
+    ssl_context,
 )
 from airflow_provider_baseten.hooks.connection import (
     DEFAULT_SHORT_TIMEOUT,
@@ -63,182 +77,41 @@ from airflow_provider_baseten.hooks.models import (
     AsyncRequestState,
     AsyncSubmitResponse,
     CancelAsyncResponse,
-    ChatCompletion,
     Deployment,
     Environment,
-    ModelAPIModel,
     UserInfo,
 )
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
-from airflow_provider_baseten.hooks.retries import RetryPolicy, ambiguous_submit, is_retryable, retry_after_of
+from airflow_provider_baseten.hooks.ratelimit import TokenBucket, budget_feedback, shared_sync_bucket
+from airflow_provider_baseten.hooks.retries import (
+    RetryPolicy,
+    ambiguous_answer,
+    ambiguous_submit,
+    deadline_bounded,
+    is_retryable,
+    retry_after_of,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
-__all__ = ["BasetenHook", "BasetenResult", "Target"]
+__all__ = [
+    "BasetenHook",
+    "BasetenResult",
+    "Target",
+    # Re-exported from the modules the hook was split into (their old import path keeps working).
+    "build_async_client",
+    "build_client",
+    "close_shared_async_clients",
+    "encode_json",
+    "iter_sse_chunks",
+    "shared_async_client",
+    "shared_status_bucket",
+    "ssl_context",
+]
 
 log = logging.getLogger(__name__)
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-REQUEST_ID_HEADER = "x-baseten-request-id"
-CUSTOMER_REQUEST_ID_HEADER = "x-baseten-customer-request-id"
-_ERROR_BODY_LIMIT = 500
-
-
-@dataclass(frozen=True)
-class BasetenResult:
-    """A JSON (or text) answer with the ``X-BASETEN-REQUEST-ID`` Baseten gave it."""
-
-    data: Any
-    request_id: str | None = None
-    status_code: int = 200
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One logical call: what it is, where it goes, and whether sending it twice is harmless."""
-
-    method: str
-    endpoint: Endpoint
-    what: str
-    idempotent: bool
-    json_body: Any = None
-    read_timeout: float | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=8)
-def ssl_context(verify: bool | str) -> ssl.SSLContext:
-    """One TLS context per ``verify`` value, shared by every client of the process.
-
-    Loading the CA bundle costs tens of milliseconds per client otherwise, and httpx 0.28 deprecates
-    ``verify=<path>``: a CA bundle path (the ``verify`` extra) becomes a context here instead.
-    """
-    if isinstance(verify, str):
-        try:
-            if Path(verify).is_dir():
-                return ssl.create_default_context(capath=verify)
-            return ssl.create_default_context(cafile=verify)
-        except (OSError, ssl.SSLError) as err:
-            raise BasetenConfigError(
-                f"Connection extra 'verify' names a CA bundle that cannot be loaded ({verify}): {err}."
-            ) from None
-    return httpx.create_ssl_context(verify=verify)
-
-
-def build_client(settings: ClientSettings, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The worker's pooled client. No automatic redirects: an API call that redirects is an error."""
-    return httpx.Client(
-        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        verify=ssl_context(settings.verify),
-        proxy=settings.proxy,
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        transport=transport,
-        follow_redirects=False,
-    )
-
-
-def build_async_client(
-    settings: ClientSettings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    max_connections: int = 256,
-) -> httpx.AsyncClient:
-    """The triggerer's and batch operator's client, on aiohttp's transport unless one is given (tests).
-
-    ``max_connections`` (at least 256) bounds the pool: the batch operator passes its concurrency.
-    """
-    size = max(256, max_connections)
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    if transport is None:
-        from httpx_aiohttp import AiohttpTransport  # deferred: aiohttp is not needed at DAG-parse time
-
-        transport = AiohttpTransport(
-            verify=ssl_context(settings.verify),
-            proxy=httpx.Proxy(settings.proxy) if settings.proxy else None,
-            limits=limits,
-        )
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        transport=transport,
-        follow_redirects=False,
-    )
-
-
-class _LoopResources:
-    """Async clients and poll budgets of one event loop, keyed by connection settings."""
-
-    def __init__(self) -> None:
-        self.clients: dict[ClientSettings, httpx.AsyncClient] = {}
-        self.buckets: dict[ClientSettings, AsyncTokenBucket] = {}
-        #: Recent queue depths per deployment: many triggers waiting on one deployment share one read.
-        self.queue_depths: dict[tuple[ClientSettings, Endpoint], tuple[float, AsyncQueueStatus]] = {}
-
-
-_PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
-
-
-def _loop_resources() -> _LoopResources:
-    loop = asyncio.get_running_loop()
-    resources = _PER_LOOP.get(loop)
-    if resources is None:
-        resources = _PER_LOOP[loop] = _LoopResources()
-    return resources
-
-
-def shared_async_client(settings: ClientSettings) -> httpx.AsyncClient:
-    """The one ``AsyncClient`` for these settings in the running event loop (created on first use)."""
-    resources = _loop_resources()
-    client = resources.clients.get(settings)
-    if client is None or client.is_closed:
-        client = resources.clients[settings] = build_async_client(settings)
-    return client
-
-
-def shared_status_bucket(settings: ClientSettings) -> AsyncTokenBucket:
-    """The status-poll budget shared by every trigger on this connection in the running event loop."""
-    resources = _loop_resources()
-    bucket = resources.buckets.get(settings)
-    if bucket is None:
-        # A fifth of a second's budget as burst: a whole second's worth, released at once after the loop was busy,
-        # can land inside Baseten's own one-second window and draw 429s.
-        rate = settings.status_rate_limit
-        bucket = resources.buckets[settings] = AsyncTokenBucket(rate, burst=max(1.0, rate / 5))
-    return bucket
-
-
-async def close_shared_async_clients() -> None:
-    """Close the running loop's shared clients (tests, benchmarks and the batch operator's end)."""
-    resources = _PER_LOOP.pop(asyncio.get_running_loop(), None)
-    if resources:
-        for client in resources.clients.values():
-            await client.aclose()
-
-
-def encode_json(body: Any) -> bytes:
-    """The exact bytes sent for a JSON body (compact UTF-8), so a size check measures what goes on the wire.
-
-    NaN, infinities and values JSON cannot express fail here with :class:`BasetenConfigError`, before any request.
-    """
-    try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as err:
-        raise BasetenConfigError(f"The request body cannot be sent as JSON: {err}.") from None
-
-
-def _validated(model: type[ModelT], data: Any, what: str) -> ModelT:
-    """``model.model_validate(data)``, failing as a BasetenModelError that names the bad fields (not their values)."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        fields = ", ".join(sorted({".".join(map(str, error["loc"])) or "(body)" for error in err.errors()}))
-        raise BasetenModelError(f"{what}: the answer is not a valid {model.__name__} (check: {fields}).") from None
-
-
-def _truncate(text: str, limit: int = _ERROR_BODY_LIMIT) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+#: The shortest timeout an attempt bounded by a deadline gets: it fails fast rather than not at all.
+_MIN_ATTEMPT_S = 0.05
 
 
 def _error_class(status: int, host: str) -> type[BasetenAPIError]:
@@ -255,7 +128,7 @@ def _error_class(status: int, host: str) -> type[BasetenAPIError]:
     return BasetenModelError
 
 
-class BasetenHook(BaseHook):
+class BasetenHook(ChatMixin, BaseHook):
     """Call Baseten: models, chains, async requests, wake and readiness, Model APIs and the management API.
 
     :param baseten_conn_id: the ``baseten`` connection (API key in the password; optional gateway host).
@@ -281,6 +154,7 @@ class BasetenHook(BaseHook):
         customer_request_id: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
         async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__()
         self.baseten_conn_id = baseten_conn_id
@@ -288,6 +162,8 @@ class BasetenHook(BaseHook):
         self._customer_request_id = customer_request_id
         self._sleep = sleep
         self._async_sleep = async_sleep
+        #: The clock of the poll budget and of ``time_left`` bounds; ``sleep``/``async_sleep`` must wait on it.
+        self._clock = clock or time.monotonic
         self._settings: ClientSettings | None = None
 
     # --- connection form (Airflow 3.1 reads these; 3.2+ reads conn-fields from get_provider_info) -------------
@@ -386,7 +262,9 @@ class BasetenHook(BaseHook):
                 self._customer_request_id = ""
         return self._customer_request_id or None
 
-    def _build_request(self, client: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+    def _build_request(
+        self, client: httpx.Client | httpx.AsyncClient, call: _Call, end: float | None = None
+    ) -> httpx.Request:
         settings = self._settings
         assert settings is not None
         # httpx.Headers: later values replace earlier ones whatever their case (no duplicate headers).
@@ -402,14 +280,20 @@ class BasetenHook(BaseHook):
         if call.json_body is not None:
             content = encode_json(call.json_body)
             headers.setdefault("Content-Type", "application/json")
-        read = call.read_timeout or self.timeout or settings.timeout
+        read = self._read_timeout(call)
+        if end is not None:  # bounded by the caller's deadline: every phase of this attempt ends by then
+            read = max(_MIN_ATTEMPT_S, min(read, end - self._clock()))
         return client.build_request(
             call.method,
             settings.base_url(call.endpoint.host) + call.endpoint.path,
             headers=headers,
             content=content,
-            timeout=httpx.Timeout(read, connect=settings.connect_timeout),
+            timeout=httpx.Timeout(read, connect=min(settings.connect_timeout, read)),
         )
+
+    def _read_timeout(self, call: _Call) -> float:
+        assert self._settings is not None
+        return call.read_timeout or self.timeout or self._settings.timeout
 
     def _redact(self, text: str) -> str:
         key = self._settings.api_key if self._settings else ""
@@ -443,7 +327,8 @@ class BasetenHook(BaseHook):
             message += f" [{error_code}]"
         if detail:
             message += f" ({_truncate(str(detail))})"
-        raise _error_class(response.status_code, call.endpoint.host)(
+        error_class = _error_class(response.status_code, call.endpoint.host)
+        err = error_class(
             self._redact(message),
             status_code=response.status_code,
             error=self._redact(error) if error else None,
@@ -452,13 +337,20 @@ class BasetenHook(BaseHook):
             request_id=request_id,
             retry_after=retry_after_of(response, body),
         )
+        if not call.idempotent and ambiguous_answer(err):
+            raise BasetenAmbiguousSubmitError(
+                f"{err} Baseten's answer does not say it refused the request before the model (no error_code such "
+                "as model_unavailable), so the model may have run (and been billed): it was not retried. Retrying "
+                "the task sends it again."
+            ) from err
+        raise err
 
     def _on_transport_error(self, exc: httpx.TransportError, call: _Call) -> None:
         if not call.idempotent and not is_retryable(exc, idempotent=False):
             raise ambiguous_submit(exc, f"{call.what} ({call.endpoint.host}{call.endpoint.path})") from exc
 
-    def _send_once(self, call: _Call, *, stream: bool = False) -> httpx.Response:
-        request = self._build_request(self.client, call)
+    def _send_once(self, call: _Call, *, stream: bool = False, end: float | None = None) -> httpx.Response:
+        request = self._build_request(self.client, call, end)
         try:
             response = self.client.send(request, stream=stream)
         except httpx.TransportError as exc:
@@ -469,12 +361,33 @@ class BasetenHook(BaseHook):
         self._check(response, call)
         return response
 
-    def _send(self, call: _Call, *, stream: bool = False) -> httpx.Response:
+    def _send(
+        self, call: _Call, *, stream: bool = False, budgeted: bool = False, time_left: float | None = None
+    ) -> httpx.Response:
+        """Send with retries. ``budgeted``: every attempt takes a token of the process's sync poll budget.
+        ``time_left``: the whole call, retries included, ends within this many seconds (by the hook's clock)."""
         from tenacity import Retrying
 
-        self.settings  # noqa: B018  (resolve the connection before building requests)
-        retrying = Retrying(sleep=self._sleep, **self.retry_policy.tenacity_kwargs(idempotent=call.idempotent))
-        return retrying(self._send_once, call, stream=stream)
+        settings = self.settings
+        budget = self._sync_budget(settings) if budgeted else None
+        end = None if time_left is None else self._clock() + time_left
+        retrying = Retrying(sleep=self._sleep, **self._retry_kwargs(call, end))
+
+        def attempt() -> httpx.Response:
+            granted = budget.acquire() if budget else None
+            with budget_feedback(budget, granted):
+                return self._send_once(call, stream=stream, end=end)
+
+        return retrying(attempt)
+
+    def _sync_budget(self, settings: ClientSettings) -> TokenBucket:
+        return shared_sync_bucket(settings, settings.status_rate_limit, clock=self._clock, sleep=self._sleep)
+
+    def _retry_kwargs(self, call: _Call, end: float | None) -> dict[str, Any]:
+        kwargs = self.retry_policy.tenacity_kwargs(idempotent=call.idempotent)
+        if end is not None:
+            kwargs.update(deadline_bounded(kwargs, end, self._clock))
+        return kwargs
 
     async def _asend_once(self, client: httpx.AsyncClient, call: _Call) -> httpx.Response:
         request = self._build_request(client, call)
@@ -486,15 +399,23 @@ class BasetenHook(BaseHook):
         self._check(response, call)
         return response
 
-    async def _asend(self, call: _Call, *, client: httpx.AsyncClient | None = None) -> httpx.Response:
+    async def _asend(
+        self, call: _Call, *, client: httpx.AsyncClient | None = None, budgeted: bool = False
+    ) -> httpx.Response:
+        """Async twin of :meth:`_send`; ``budgeted`` attempts take tokens of the event loop's shared poll budget."""
         from tenacity import AsyncRetrying
 
         settings = await self.aget_settings()
         client = client or shared_async_client(settings)
-        retrying = AsyncRetrying(
-            sleep=self._async_sleep, **self.retry_policy.tenacity_kwargs(idempotent=call.idempotent)
-        )
-        return await retrying(self._asend_once, client, call)
+        budget = shared_status_bucket(settings, clock=self._clock, sleep=self._async_sleep) if budgeted else None
+        retrying = AsyncRetrying(sleep=self._async_sleep, **self._retry_kwargs(call, None))
+
+        async def attempt() -> httpx.Response:
+            granted = await budget.acquire() if budget else None
+            with budget_feedback(budget, granted):
+                return await self._asend_once(client, call)
+
+        return await retrying(attempt)
 
     @staticmethod
     def _json_or_text(response: httpx.Response) -> Any:
@@ -599,20 +520,24 @@ class BasetenHook(BaseHook):
             DEFAULT_SHORT_TIMEOUT,
         )
 
-    def get_async_request(self, target: Target, request_id: str) -> AsyncRequestState:
-        """``GET /async_request/{id}``: status only. 404 (:class:`BasetenNotFoundError`) once Baseten forgot it."""
+    def get_async_request(
+        self, target: Target, request_id: str, *, rate_limited: bool = True, time_left: float | None = None
+    ) -> AsyncRequestState:
+        """``GET /async_request/{id}``: status only. 404 (:class:`BasetenNotFoundError`) once Baseten forgot it.
+
+        Every attempt (retries included) takes a token of the process's poll budget unless ``rate_limited=False``;
+        with ``time_left`` the call, retries included, ends within that many seconds.
+        """
         call = self._status_call(target, request_id)
-        return self._parse(AsyncRequestState, self._send(call), call)
+        response = self._send(call, budgeted=rate_limited, time_left=time_left)
+        return self._parse(AsyncRequestState, response, call)
 
     async def aget_async_request(
         self, target: Target, request_id: str, *, rate_limited: bool = True
     ) -> AsyncRequestState:
-        """Async twin of :meth:`get_async_request`, inside the process-wide poll budget unless told otherwise."""
-        settings = await self.aget_settings()
-        if rate_limited:
-            await shared_status_bucket(settings).acquire()
+        """Async twin of :meth:`get_async_request`, inside the event loop's shared poll budget unless told otherwise."""
         call = self._status_call(target, request_id)
-        return self._parse(AsyncRequestState, await self._asend(call), call)
+        return self._parse(AsyncRequestState, await self._asend(call, budgeted=rate_limited), call)
 
     @staticmethod
     def _cancel_call(target: Target, request_id: str) -> _Call:
@@ -620,13 +545,16 @@ class BasetenHook(BaseHook):
         return _Call("DELETE", endpoint, "cancel async request", True, None, DEFAULT_SHORT_TIMEOUT)
 
     def cancel_async_request(self, target: Target, request_id: str) -> CancelAsyncResponse:
-        """Cancel a request; Baseten cancels only while ``QUEUED`` (``canceled: false`` otherwise)."""
+        """Cancel a request; Baseten cancels only while ``QUEUED`` (``canceled: false`` otherwise).
+
+        Cancels share the status calls' limit, so every attempt takes a token of the poll budget.
+        """
         call = self._cancel_call(target, request_id)
-        return self._parse(CancelAsyncResponse, self._send(call), call)
+        return self._parse(CancelAsyncResponse, self._send(call, budgeted=True), call)
 
     async def acancel_async_request(self, target: Target, request_id: str) -> CancelAsyncResponse:
         call = self._cancel_call(target, request_id)
-        return self._parse(CancelAsyncResponse, await self._asend(call), call)
+        return self._parse(CancelAsyncResponse, await self._asend(call, budgeted=True), call)
 
     @staticmethod
     def _queue_call(target: Target) -> _Call:
@@ -639,9 +567,10 @@ class BasetenHook(BaseHook):
             DEFAULT_SHORT_TIMEOUT,
         )
 
-    def get_async_queue_status(self, target: Target) -> AsyncQueueStatus:
+    def get_async_queue_status(self, target: Target, *, time_left: float | None = None) -> AsyncQueueStatus:
+        """The deployment's queue depth, inside the poll budget (Baseten limits it like status calls)."""
         call = self._queue_call(target)
-        return self._parse(AsyncQueueStatus, self._send(call), call)
+        return self._parse(AsyncQueueStatus, self._send(call, budgeted=True, time_left=time_left), call)
 
     async def aget_async_queue_status(
         self,
@@ -664,9 +593,7 @@ class BasetenHook(BaseHook):
         cached = cache.get(key)
         if cached is not None and clock() - cached[0] < max_age:
             return cached[1]
-        if rate_limited:
-            await shared_status_bucket(settings).acquire()
-        status = self._parse(AsyncQueueStatus, await self._asend(call), call)
+        status = self._parse(AsyncQueueStatus, await self._asend(call, budgeted=rate_limited), call)
         cache[key] = (clock(), status)
         return status
 
@@ -705,18 +632,24 @@ class BasetenHook(BaseHook):
             )
         return body
 
-    def get_deployment(self, target: Target) -> Deployment:
-        """The deployment record (status, replicas) behind ``target``, from the management API."""
+    @staticmethod
+    def _deployment_call(target: Target) -> _Call:
         what = f"status of {target.describe()}"
-        response = self._get_management(target.deployment_status_endpoint(), what)
-        return self._deployment_of(self._json_object(response, what), target)
+        return _Call("GET", target.deployment_status_endpoint(), what, True, None, DEFAULT_SHORT_TIMEOUT)
+
+    def get_deployment(self, target: Target, *, time_left: float | None = None) -> Deployment:
+        """The deployment record (status, replicas) behind ``target``, from the management API.
+
+        Inside the process's poll budget; with ``time_left`` the call, retries included, ends within that long.
+        """
+        call = self._deployment_call(target)
+        response = self._send(call, budgeted=True, time_left=time_left)
+        return self._deployment_of(self._json_object(response, call.what), target)
 
     async def aget_deployment(self, target: Target) -> Deployment:
         """Async twin of :meth:`get_deployment` (the readiness trigger), inside the poll budget."""
-        settings = await self.aget_settings()
-        await shared_status_bucket(settings).acquire()
-        call = _Call("GET", target.deployment_status_endpoint(), f"status of {target.describe()}", True, None, 30.0)
-        return self._deployment_of(self._json_object(await self._asend(call), call.what), target)
+        call = self._deployment_call(target)
+        return self._deployment_of(self._json_object(await self._asend(call, budgeted=True), call.what), target)
 
     def get_environment(self, model_id: str, environment: str) -> Environment:
         target = Target.of(model_id=model_id, environment=environment)
@@ -755,89 +688,6 @@ class BasetenHook(BaseHook):
         call = _Call("GET", management_endpoint("users", "me"), "get user", True, None, DEFAULT_SHORT_TIMEOUT)
         return self._parse(UserInfo, self._send(call), call)
 
-    # --- chat completions -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _chat_call(request: dict[str, Any], target: Target | None, timeout: float | None) -> _Call:
-        endpoint = target.sync_endpoint("v1/chat/completions") if target else model_apis_endpoint("chat", "completions")
-        where = target.describe() if target else f"Model APIs ({request.get('model')})"
-        return _Call("POST", endpoint, f"chat completion on {where}", False, request, timeout)
-
-    @staticmethod
-    def _chat_body(request: dict[str, Any], stream: bool) -> dict[str, Any]:
-        from airflow_provider_baseten.hooks.models import ChatCompletionRequest
-
-        body = ChatCompletionRequest.model_validate({**request, "stream": stream or None})
-        payload = body.model_dump(mode="json", exclude_none=True)
-        if stream:
-            payload.setdefault("stream_options", {"include_usage": True})
-        return payload
-
-    def chat_completion(
-        self, request: dict[str, Any], *, target: Target | None = None, timeout: float | None = None
-    ) -> ChatCompletion:
-        """OpenAI-compatible chat: Model APIs (``model`` slug) or a deployed model's ``/sync/v1/chat/completions``.
-
-        Not idempotent (tokens are billed): retried only when it provably never reached the model.
-        """
-        call = self._chat_call(self._chat_body(request, stream=False), target, timeout)
-        return self._parse(ChatCompletion, self._send(call), call)
-
-    def stream_chat_completion(
-        self, request: dict[str, Any], *, target: Target | None = None, timeout: float | None = None
-    ) -> Iterator[dict[str, Any]]:
-        """Stream a chat completion: yields each SSE chunk (the last carries ``usage``) until ``[DONE]``."""
-        call = self._chat_call(self._chat_body(request, stream=True), target, timeout)
-        response = self._send(call, stream=True)
-        try:
-            yield from iter_sse_chunks(response.iter_lines())
-        finally:
-            response.close()
-
-    def list_model_api_models(self) -> list[ModelAPIModel]:
-        response = self._send(
-            _Call(
-                "GET",
-                model_apis_endpoint("models"),
-                "list Model APIs models",
-                True,
-                None,
-                DEFAULT_SHORT_TIMEOUT,
-            )
-        )
-        items = self._json_object(response, "list Model APIs models").get("data") or []
-        return [_validated(ModelAPIModel, item, "list Model APIs models") for item in items]
-
-    # --- OpenAI SDK clients (optional ``openai`` extra) ---------------------------------------------------------
-
-    def _openai_kwargs(self, target: Target | None) -> dict[str, Any]:
-        settings = self.settings
-        endpoint = target.sync_endpoint("v1") if target else model_apis_endpoint()
-        headers = dict(settings.headers)
-        if settings.gateway:
-            headers["Host"] = endpoint.host
-        return {
-            "api_key": settings.api_key,
-            "base_url": settings.base_url(endpoint.host) + endpoint.path,
-            "default_headers": headers,
-            "timeout": httpx.Timeout(self.timeout or settings.timeout, connect=settings.connect_timeout),
-            "max_retries": 0,
-        }
-
-    def get_openai_client(self, target: Target | None = None) -> Any:
-        """An ``openai.OpenAI`` client for Model APIs (or a deployed model's ``/sync/v1``), from this connection.
-
-        The SDK's own retries are off: it would retry a chat POST after a read timeout.
-        """
-        from openai import OpenAI
-
-        return OpenAI(**self._openai_kwargs(target))
-
-    def get_async_openai_client(self, target: Target | None = None) -> Any:
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(**self._openai_kwargs(target))
-
     # --- connection test --------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
@@ -859,15 +709,3 @@ class BasetenHook(BaseHook):
                 return False, self._redact(str(err))
         except Exception as err:
             return False, self._redact(str(err))
-
-
-def iter_sse_chunks(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """Parse OpenAI-style server-sent events (``data: {...}`` lines, ending with ``data: [DONE]``)."""
-    for line in lines:
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        if data:
-            yield json.loads(data)

@@ -15,8 +15,10 @@ What a status means is decided in :func:`~airflow_provider_baseten.hooks.models.
   deadline the timeout message says the deployment was ``UNHEALTHY``.
 - A status this provider does not know: keep waiting with a warning (Baseten adds statuses); the deadline bounds it.
 
-The deadline is checked before every read. A transient read error (network, 5xx, 429, after the hook's own retries)
-counts against a budget of consecutive failures; one blip never ends the wait. Any other error ends it at once.
+The deadline is checked before every read and bounds each read (a slow read ends at the deadline, as
+``timeout``). Messages say what was observed (how many reads, which statuses since the wake), not a guess. A
+transient read error (network, 5xx, 429, after the hook's own retries) counts against a budget of consecutive
+failures; one blip never ends the wait. Any other error ends it at once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
-from airflow_provider_baseten.hooks._stepper import Sleep, adrive, drive
+from airflow_provider_baseten.hooks._stepper import Read, Sleep, adrive, drive, time_left
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.models import Deployment, DeploymentStatus, Readiness, readiness_after_wake
 from airflow_provider_baseten.hooks.retries import is_retryable
@@ -112,6 +114,8 @@ class ReadinessWatch:
     _errors: int = field(default=0, repr=False)
     _last_record: dict[str, Any] | None = field(default=None, repr=False)
     _unhealthy_seen: bool = field(default=False, repr=False)
+    _reads: int = field(default=0, repr=False)
+    _seen: list[str] = field(default_factory=list, repr=False)
 
     # --- decisions ------------------------------------------------------------------------------------------------
 
@@ -124,7 +128,7 @@ class ReadinessWatch:
             return None
         waited = format_duration(now - self.woke_at)
         message = f"{self.target.describe()} did not become ACTIVE within {waited} of the wake"
-        message += f" (last status {self.last_status})." if self.last_status else "."
+        message += f" ({_reads_text(self._reads)}; last status {self.last_status})." if self.last_status else "."
         if self._unhealthy_seen:
             message += (
                 " It was UNHEALTHY (running but failing its health checks) during the wait: check the model's logs "
@@ -137,6 +141,9 @@ class ReadinessWatch:
         self._errors = 0
         self._last_record = deployment.model_dump(mode="json")
         status = deployment.status
+        self._reads += 1
+        if status not in self._seen:
+            self._seen.append(status)
         since = self.since_wake(now)
         self._note_transition(status, since)
         readiness = readiness_after_wake(
@@ -147,8 +154,15 @@ class ReadinessWatch:
             return Verdict("success", f"{what} is ACTIVE {format_duration(since)} after the wake.", self._last_record)
         if readiness is Readiness.FAILED and status == DeploymentStatus.SCALED_TO_ZERO:
             return self._failed(
-                f"{what} is still SCALED_TO_ZERO {format_duration(since)} after the wake (grace "
-                f"{format_duration(self.stale_read_grace)}): the wake did not take. Retrying the task wakes it again."
+                scaled_to_zero_message(
+                    what,
+                    woke_at=self.woke_at,
+                    since=since,
+                    reads=self._reads,
+                    seen=self._seen,
+                    poll_interval=self.poll_interval,
+                    grace=self.stale_read_grace,
+                )
             )
         if readiness is Readiness.FAILED:
             return self._failed(failed_message(what, status))
@@ -217,15 +231,16 @@ class ReadinessWatch:
 
     def _steps(
         self, clock: Callable[[], float]
-    ) -> Generator[str | Sleep, Deployment | Exception | None, dict[str, Any]]:
-        """Yields ``"read"`` (send back a :class:`Deployment` or the exception) or a :class:`Sleep` (send ``None``)."""
+    ) -> Generator[Read | Sleep, Deployment | Exception | None, dict[str, Any]]:
+        """Yields a :class:`Read` (send back a :class:`Deployment` or the exception) or a :class:`Sleep` (``None``)."""
         while True:
             verdict = self.check_deadline(clock())
             if verdict is not None:
                 return self.event(verdict, clock())
-            reply = yield _READ
+            reply = yield Read(_READ, time_left(self.deadline, clock()))
             if isinstance(reply, Exception):
-                verdict = self.observe_error(reply, clock())
+                # A read cut off by the deadline (or failing after it) is a timeout, not a read error.
+                verdict = self.check_deadline(clock()) or self.observe_error(reply, clock())
             else:
                 assert reply is not None
                 verdict = self.observe(reply, clock())
@@ -235,12 +250,15 @@ class ReadinessWatch:
 
     def run(
         self,
-        read: Callable[[], Deployment],
+        read: Callable[[float | None], Deployment],
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
     ) -> dict[str, Any]:
-        """Wait on this thread (the operator with ``deferrable=False``); returns the terminal event."""
+        """Wait on this thread (the operator with ``deferrable=False``); returns the terminal event.
+
+        ``read(time_left)`` must end within ``time_left`` seconds (``BasetenHook.get_deployment(time_left=...)``).
+        """
         return drive(self._steps(clock), {_READ: read}, sleep)
 
     async def arun(
@@ -252,6 +270,35 @@ class ReadinessWatch:
     ) -> dict[str, Any]:
         """Wait on the event loop (the trigger); returns the terminal event. ``CancelledError`` propagates."""
         return await adrive(self._steps(clock), {_READ: read}, sleep)
+
+
+def _reads_text(reads: int) -> str:
+    return f"{reads} status read{'' if reads == 1 else 's'}"
+
+
+def scaled_to_zero_message(
+    what: str, *, woke_at: float, since: float, reads: int, seen: list[str], poll_interval: float, grace: float
+) -> str:
+    """Why a wait ended on ``SCALED_TO_ZERO`` past the grace, from what the reads saw (worker and trigger alike)."""
+    from datetime import UTC, datetime
+
+    woke = datetime.fromtimestamp(woke_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    reads_text = _reads_text(reads)
+    if seen == [DeploymentStatus.SCALED_TO_ZERO]:
+        observed = (
+            f"{what} was SCALED_TO_ZERO at every read since the wake at {woke} ({reads_text} over "
+            f"{format_duration(since)}; a SCALED_TO_ZERO read counts as stale for {format_duration(grace)})"
+        )
+    else:
+        observed = (
+            f"{what} was SCALED_TO_ZERO again {format_duration(since)} after the wake at {woke} ({reads_text}; "
+            f"statuses seen: {', '.join(seen)})"
+        )
+    return (
+        f"{observed}. Either the wake did not take, or the deployment woke and scaled down between reads: if it "
+        f"may have scaled down between reads, lower poll_interval (now {poll_interval:g} s). Retrying the task wakes "
+        "it again."
+    )
 
 
 def failed_message(what: str, status: str) -> str:

@@ -2,16 +2,20 @@
 
 A call is *idempotent* (GET, DELETE, wake, activate) or not (predict, run_remote, async submit, chat). Only
 idempotent calls are retried after a request may have reached the model; a non-idempotent POST is retried only
-when it provably never did (connect failure, 429, 503, 529), because a retry of a predict can run and bill it twice.
+when it provably never did, because a retry of a predict can run and bill it twice. Baseten passes a model's own
+error status through (a model can answer 503 itself), so a 5xx proves nothing by its status alone: only Baseten's
+own ``error_code`` saying the request was refused before any replica took it (``model_not_ready``,
+``model_unavailable``, ``rate_limited``) does.
 
-| outcome                                   | idempotent | not idempotent                                   |
-| ----------------------------------------- | ---------- | ------------------------------------------------ |
-| connect error / connect timeout / pool    | retry      | retry                                            |
-| 429, 503, 529                             | retry      | retry                                            |
-| 502                                       | retry      | raise (a replica may have crashed mid-predict)   |
-| 500, 504                                  | retry      | raise                                            |
-| read timeout, reset after the request     | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
-| any other status                          | raise      | raise                                            |
+| outcome                                        | idempotent | not idempotent                                   |
+| ---------------------------------------------- | ---------- | ------------------------------------------------ |
+| connect error / connect timeout / pool         | retry      | retry                                            |
+| 429, 529                                       | retry      | retry                                            |
+| 5xx with a never-reached ``error_code``        | retry      | retry                                            |
+| 502, 503 otherwise (the model's own, a crash)  | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
+| 500, 504 otherwise (the model raised, timeout) | retry      | raise                                            |
+| read timeout, reset after the request          | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
+| any other status                               | raise      | raise                                            |
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from tenacity import RetryCallState
 
 from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenAPIError
 
-ALWAYS_RETRIED_STATUSES = frozenset({429, 503, 529})
-IDEMPOTENT_ONLY_STATUSES = frozenset({500, 502, 504})
+ALWAYS_RETRIED_STATUSES = frozenset({429, 529})
+IDEMPOTENT_ONLY_STATUSES = frozenset({500, 502, 503, 504})
+#: Baseten's ``error_code`` values that say a request was refused before it reached the model.
+NEVER_REACHED_ERROR_CODES = frozenset({"model_not_ready", "model_unavailable", "rate_limited"})
+#: Statuses that, without such a code, leave open whether a POST ran (the model's own answer, or a crash).
+AMBIGUOUS_STATUSES = frozenset({502, 503})
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -88,10 +96,22 @@ def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     """The table in this module's docstring."""
     if isinstance(exc, BasetenAPIError):
         status = exc.status_code or 0
-        return status in ALWAYS_RETRIED_STATUSES or (idempotent and status in IDEMPOTENT_ONLY_STATUSES)
+        if status in ALWAYS_RETRIED_STATUSES or (status >= 500 and refused_before_the_model(exc)):
+            return True
+        return idempotent and status in IDEMPOTENT_ONLY_STATUSES
     if isinstance(exc, httpx.TransportError):
         return idempotent or never_reached_server(exc)
     return False
+
+
+def refused_before_the_model(exc: BasetenAPIError) -> bool:
+    """Baseten's own error body says no replica took the request (so even a billed POST may be sent again)."""
+    return (exc.error_code or "").lower() in NEVER_REACHED_ERROR_CODES
+
+
+def ambiguous_answer(exc: BasetenAPIError) -> bool:
+    """A 502/503 to a non-idempotent call that Baseten does not say it refused: the model may have run."""
+    return (exc.status_code or 0) in AMBIGUOUS_STATUSES and not refused_before_the_model(exc)
 
 
 def ambiguous_submit(exc: httpx.TransportError, what: str) -> BasetenAmbiguousSubmitError:
@@ -102,6 +122,23 @@ def ambiguous_submit(exc: httpx.TransportError, what: str) -> BasetenAmbiguousSu
         f"{what} failed after the request may have reached the model ({cause}); it was not retried "
         "because the model may have run (and been billed). Retrying the task submits it again."
     )
+
+
+def deadline_bounded(kwargs: dict[str, Any], end: float, clock: Callable[[], float]) -> dict[str, Any]:
+    """``stop``/``wait`` of :meth:`RetryPolicy.tenacity_kwargs`, changed so no retry wait or attempt starts after
+    ``end`` (by ``clock``): a read with 0.3 s left ends by its deadline, not one backoff later."""
+    from tenacity.stop import stop_base
+
+    class _StopAt(stop_base):  # type: ignore[misc]
+        def __call__(self, retry_state: RetryCallState) -> bool:
+            return clock() >= end
+
+    wait = kwargs["wait"]
+
+    def bounded_wait(state: RetryCallState) -> float:
+        return float(min(wait(state), max(0.0, end - clock())))
+
+    return {"stop": kwargs["stop"] | _StopAt(), "wait": bounded_wait}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from airflow.providers.common.compat.sdk import ResumableJobMixin, conf
 from airflow_provider_baseten.exceptions import BasetenAsyncRequestError, BasetenConfigError, BasetenNotFoundError
 from airflow_provider_baseten.hooks.async_requests import (
     AsyncRequestWatch,
-    absolute_deadline,
     build_async_request,
     build_manifest,
     cancel_quietly,
@@ -25,6 +24,8 @@ from airflow_provider_baseten.hooks.async_requests import (
     is_terminal,
     manifest_or_raise,
     parse_timestamp,
+    reattach_supported,
+    task_deadline,
     validate_event,
     wait_sync,
 )
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.models import AsyncPredictRequest, AsyncRequestState
 
 #: Below Airflow 3.3 ``ResumableJobMixin`` is common-compat's stand-in: no task state store, no re-attach.
-REATTACH_SUPPORTED: bool = ResumableJobMixin.__module__.startswith("airflow.sdk")
+REATTACH_SUPPORTED: bool = reattach_supported()
 #: Task-state-store key marking that the stored request already finished this task green (see resubmit_on_clear).
 DONE_KEY = "baseten_async_request_done"
 #: What :meth:`get_job_status` reports for a stored request Baseten no longer knows (404): submit fresh.
@@ -177,12 +178,7 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         now = self._clock()
-        self._deadline = absolute_deadline(
-            now,
-            timeout=self.timeout,
-            try_started_at=_try_started_at(context),
-            execution_timeout=self.execution_timeout.total_seconds() if self.execution_timeout else None,
-        )
+        self._deadline = task_deadline(context, now, timeout=self.timeout, execution_timeout=self.execution_timeout)
         self._request = self._validated_request(now)  # before any request, including a re-attach lookup
         if not REATTACH_SUPPORTED:
             self._notice_no_reattach()
@@ -370,8 +366,3 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
         except BasetenConfigError:
             return
         cancel_quietly(self.hook, target, self.request_id, self.log, "the task was killed")
-
-
-def _try_started_at(context: Context) -> float | None:
-    start = getattr(context.get("ti"), "start_date", None)
-    return start.timestamp() if start is not None and hasattr(start, "timestamp") else None

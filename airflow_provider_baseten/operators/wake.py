@@ -62,7 +62,9 @@ class BasetenWakeOperator(BasetenBaseOperator):
         ``[operators] default_deferrable``.
     :param poll_interval: seconds between status reads (default 10).
     :param timeout: how long to wait after the wake, in seconds or a ``timedelta`` (default 20 minutes). Carried
-        into the trigger as an absolute deadline, so it holds while deferred (``execution_timeout`` does not).
+        into the trigger as an absolute deadline together with the try's ``execution_timeout`` (whichever ends
+        first), so both hold while deferred, where Airflow itself does not enforce ``execution_timeout``. Each
+        status read is bounded by the time left.
     :param stale_read_grace: seconds after the wake during which a ``SCALED_TO_ZERO`` read is taken as stale
         (default 30); later, it means the wake did not take and the task fails.
     :param activate_if_inactive: activate an ``INACTIVE`` deployment before waking it, instead of failing.
@@ -104,11 +106,11 @@ class BasetenWakeOperator(BasetenBaseOperator):
         target = self.target
         BasetenModelLink.persist(context, self)
         try:
-            return self._wake_and_wait(target)
+            return self._wake_and_wait(target, context)
         finally:
             self.hook.close()
 
-    def _wake_and_wait(self, target: Target) -> dict[str, Any] | None:
+    def _wake_and_wait(self, target: Target, context: Context) -> dict[str, Any] | None:
         before = self._read_before_wake(target)
         activated = self._activate_if_needed(target, before)
         self.hook.wake(target)
@@ -122,6 +124,14 @@ class BasetenWakeOperator(BasetenBaseOperator):
             self.log.info("%s was already ACTIVE; the wake reset its scale-down timer.", target.describe())
             return record
         deadline = woke_at + self.timeout
+        if self.deferrable:
+            # Airflow does not enforce execution_timeout while a task is deferred: the trigger's deadline must.
+            from airflow_provider_baseten.hooks.async_requests import task_deadline
+
+            deadline = (
+                task_deadline(context, woke_at, timeout=self.timeout, execution_timeout=self.execution_timeout)
+                or deadline
+            )
         self.log.info(
             "Waiting for %s to become ACTIVE (poll every %s s, timeout %s s, %s).",
             target.describe(),
@@ -143,7 +153,9 @@ class BasetenWakeOperator(BasetenBaseOperator):
         )
         if self.deferrable:
             self._defer(watch)
-        event = watch.run(lambda: self.hook.get_deployment(target), clock=self._now, sleep=self._pause)
+        event = watch.run(
+            lambda left: self.hook.get_deployment(target, time_left=left), clock=self._now, sleep=self._pause
+        )
         return self._finish(event)
 
     def _defer(self, watch: ReadinessWatch) -> NoReturn:

@@ -13,10 +13,10 @@ from airflow_provider_baseten.hooks.addressing import validate_request_id
 from airflow_provider_baseten.hooks.async_requests import (
     AsyncRequestWatch,
     PollStep,
-    absolute_deadline,
     cancel_quietly,
     defer_timeout,
     manifest_or_raise,
+    task_deadline,
     validate_event,
 )
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator
@@ -83,13 +83,7 @@ class BasetenAsyncRequestSensor(BaseSensorOperator, BasetenBaseOperator):
 
     def _new_watch(self, context: Context) -> AsyncRequestWatch:
         now = self._clock()
-        start = getattr(context.get("ti"), "start_date", None)
-        deadline = absolute_deadline(
-            now,
-            timeout=self.timeout,
-            try_started_at=start.timestamp() if start is not None and hasattr(start, "timestamp") else None,
-            execution_timeout=self.execution_timeout.total_seconds() if self.execution_timeout else None,
-        )
+        deadline = task_deadline(context, now, timeout=self.timeout, execution_timeout=self.execution_timeout)
         return AsyncRequestWatch(
             target=self.target,
             request_id=validate_request_id(self.request_id),

@@ -80,6 +80,7 @@ class BasetenAsyncRequestTrigger(BaseTrigger):
         self.fail_on_webhook_failure = fail_on_webhook_failure
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
+        self._hook_clock = clock  # an injected clock also runs the hook's poll budget (tests)
         self.started_at = float(started_at) if started_at is not None else self._clock()
         self.cancel_on_kill = cancel_on_kill
         self.output_uri = output_uri
@@ -138,7 +139,12 @@ class BasetenAsyncRequestTrigger(BaseTrigger):
             from airflow_provider_baseten.hooks.baseten import BasetenHook
 
             # customer_request_id="" : there is no task context to build one from in the triggerer.
-            self._hook = BasetenHook(self.baseten_conn_id, customer_request_id="", async_sleep=self._sleep)
+            self._hook = BasetenHook(
+                self.baseten_conn_id,
+                customer_request_id="",
+                async_sleep=self._sleep,
+                clock=self._hook_clock,
+            )
         return self._hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

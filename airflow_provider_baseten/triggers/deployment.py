@@ -73,6 +73,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         self.activated = bool(activated)
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
+        self._hook_clock = clock  # an injected clock also runs the hook's poll budget (tests)
 
     @classmethod
     def for_watch(cls, watch: ReadinessWatch, *, baseten_conn_id: str) -> BasetenDeploymentReadyTrigger:
@@ -121,7 +122,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
             )
         except Exception as err:
             return {"status": "error", "message": str(err), "deployment": None, "transitions": []}
-        hook = BasetenHook(self.baseten_conn_id, async_sleep=self._sleep)
+        hook = BasetenHook(self.baseten_conn_id, async_sleep=self._sleep, clock=self._hook_clock)
         watch = ReadinessWatch(target=target, logger=self.log, **{name: getattr(self, name) for name in TRIGGER_FIELDS})
         self.log.info(
             "Waiting for %s to become ACTIVE (poll every %s s, deadline in %.0f s).",

@@ -1,11 +1,12 @@
-"""The hook-layer helpers the emulator added: ``parse_target_path`` (inverse of ``Target.prefix``), ``try_acquire``."""
+"""The emulator's own helpers: ``parse_target_path`` (inverse of ``Target.prefix``), ``RouteBucket.try_acquire``."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_provider_baseten.hooks.addressing import Target, parse_host, parse_target_path
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
+from airflow_provider_baseten.emulator.limits import RouteBucket
+from airflow_provider_baseten.emulator.routing import parse_host, parse_target_path
+from airflow_provider_baseten.hooks.addressing import Target
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,7 @@ def test_parse_target_path_keeps_sync_routes_and_rejects_bad_prefixes():
 
 def test_try_acquire_never_waits():
     now = [0.0]
-    bucket = AsyncTokenBucket(2, clock=lambda: now[0])
+    bucket = RouteBucket(2, 2, clock=lambda: now[0])
 
     assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.5]
     now[0] = 0.5

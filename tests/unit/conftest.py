@@ -19,3 +19,13 @@ def api() -> Iterator[respx.MockRouter]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def fresh_sync_poll_budgets() -> Iterator[None]:
+    """The worker-side poll budgets are per process and connection: each test starts with fresh ones."""
+    from airflow_provider_baseten.hooks.ratelimit import reset_sync_buckets
+
+    reset_sync_buckets()
+    yield
+    reset_sync_buckets()

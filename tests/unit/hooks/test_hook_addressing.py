@@ -6,15 +6,14 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_baseten.emulator.routing import ParsedHost, parse_host
 from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.addressing import (
     Endpoint,
-    ParsedHost,
     Target,
     join_path,
     management_endpoint,
     model_apis_endpoint,
-    parse_host,
     validate_environment,
     validate_id,
     validate_request_id,

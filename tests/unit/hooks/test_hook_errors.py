@@ -63,9 +63,14 @@ def test_status_maps_to_error(
     hint: str | None,
 ) -> None:
     mock_http.post(PREDICT_URL).respond(status, json={"error": "it failed"}, headers={"X-BASETEN-REQUEST-ID": "bt-9"})
-    with pytest.raises(BasetenAPIError) as info:
+    with pytest.raises((BasetenAPIError, BasetenAmbiguousSubmitError)) as info:
         make_hook().predict(MODEL, {})
     err = info.value
+    if isinstance(
+        err, BasetenAmbiguousSubmitError
+    ):  # a 502/503 Baseten does not say it refused: the model may have run
+        assert status in (502, 503)
+        err = err.__cause__
     assert type(err) is error_class
     assert (err.status_code, err.error, err.request_id) == (status, "it failed", "bt-9")
     assert f"answered {status}: it failed" in str(err)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 from airflow_provider_baseten.hooks.baseten import shared_status_bucket
 from airflow_provider_baseten.hooks.connection import ClientSettings
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
+from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket, TokenBucket
 
 
 class FakeClock:
@@ -20,6 +21,9 @@ class FakeClock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        self.sync_sleep(seconds)
+
+    def sync_sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
 
@@ -78,17 +82,21 @@ def test_rate_must_be_positive(clock: FakeClock, rate: float) -> None:
         bucket(clock, rate=rate)
 
 
-async def test_concurrent_waiters_are_all_served_at_the_rate(clock: FakeClock) -> None:
-    b = bucket(clock, rate=10, burst=1)
-    order: list[int] = []
+def test_concurrent_waiters_are_all_served_at_the_rate() -> None:
+    order: list[tuple[int, float]] = []
 
-    async def poll(i: int) -> None:
-        await b.acquire()
-        order.append(i)
+    async def main(loop: VirtualTimeLoop) -> None:
+        b = AsyncTokenBucket(10, burst=1, clock=loop.time)
 
-    await asyncio.gather(*(poll(i) for i in range(5)))
-    assert order == [0, 1, 2, 3, 4]  # arrival order: nobody starves
-    assert sum(clock.sleeps) == pytest.approx(0.4)
+        async def poll(i: int) -> None:
+            await b.acquire()
+            order.append((i, loop.time()))
+
+        await asyncio.gather(*(poll(i) for i in range(5)))
+
+    run_virtual(main)
+    assert [i for i, _ in order] == [0, 1, 2, 3, 4]  # arrival order: nobody starves
+    assert [t for _, t in order] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
 
 
 async def test_shared_status_bucket_is_per_settings_and_uses_their_rate() -> None:
@@ -96,3 +104,139 @@ async def test_shared_status_bucket_is_per_settings_and_uses_their_rate() -> Non
     assert shared_status_bucket(a) is shared_status_bucket(ClientSettings(api_key="k1", status_rate_limit=7))
     assert shared_status_bucket(a).rate == 7
     assert shared_status_bucket(a) is not shared_status_bucket(ClientSettings(api_key="k2", status_rate_limit=7))
+
+
+# --- adapting to 429s (AIMD) -----------------------------------------------------------------------------------
+
+
+def test_a_429_halves_the_rate_and_it_recovers_additively(clock: FakeClock) -> None:
+    b = bucket(clock, rate=15)
+    b.rate_limited(None, sent_at=clock.now)
+    assert b.rate == pytest.approx(7.5)
+    clock.now += 3
+    assert b.rate == pytest.approx(7.5 + 3 * 15 / 30)
+    clock.now += 60
+    assert b.rate == 15  # never above the configured rate
+
+
+def test_429s_of_one_round_shrink_the_rate_once(clock: FakeClock) -> None:
+    b = bucket(clock, rate=16)
+    sent = clock.now
+    clock.now += 0.2
+    for _ in range(10):  # ten requests sent before the first 429 came back
+        b.rate_limited(None, sent_at=sent)
+    assert b.rate == pytest.approx(8)
+    clock.now += 0.01
+    b.rate_limited(None, sent_at=clock.now)  # sent after the decrease: the new rate is too high as well
+    assert b.rate == pytest.approx(4, rel=0.01)
+
+
+def test_the_rate_has_a_floor(clock: FakeClock) -> None:
+    b = bucket(clock, rate=16)
+    for _ in range(20):
+        clock.now += 0.001
+        b.rate_limited(None, sent_at=clock.now)
+    assert b.rate == pytest.approx(1.0)
+
+
+async def test_no_token_before_retry_after_passes(clock: FakeClock) -> None:
+    b = bucket(clock, rate=10, burst=5)
+    start = clock.now
+    b.rate_limited(2.0, sent_at=start)
+    first, second = await b.acquire(), await b.acquire()
+    assert first - start == pytest.approx(2.0)
+    assert second - start == pytest.approx(2.0 + 1 / 5)  # no burst after a 429: the next at the halved rate
+
+
+def test_waiters_queued_before_a_429_queue_again_behind_it() -> None:
+    granted: list[float] = []
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        b = AsyncTokenBucket(10, burst=1, clock=loop.time)
+
+        async def poll() -> None:
+            granted.append(await b.acquire())
+
+        waiters = [asyncio.ensure_future(poll()) for _ in range(4)]  # slots at 0, 0.1, 0.2, 0.3
+        await asyncio.sleep(0.05)
+        b.rate_limited(1.0, sent_at=0.0)  # the first request met a 429 with Retry-After: 1
+        await asyncio.gather(*waiters)
+
+    run_virtual(main)
+    assert granted[0] == 0.0
+    assert min(granted[1:]) >= 1.05  # nobody was let through during the block
+
+
+def test_sync_twin_blocks_on_its_sleep_and_shares_the_arithmetic(clock: FakeClock) -> None:
+    b = TokenBucket(10, burst=1, clock=clock, sleep=clock.sync_sleep)
+    b.acquire()
+    b.acquire()
+    assert clock.sleeps == [pytest.approx(0.1)]
+    b.rate_limited(3.0, sent_at=clock.now)
+    b.acquire()
+    assert clock.sleeps[-1] == pytest.approx(3.0 + 1 / 5)  # the block, then a token at the halved rate
+
+
+def test_sync_twin_is_shared_by_threads_at_the_rate() -> None:
+    import threading
+
+    now = [0.0]
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        pass
+
+    b = TokenBucket(10, burst=1, clock=lambda: now[0], sleep=sleep)
+    waits: list[float] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            wait, _generation = b._reserve()
+            with lock:
+                waits.append(wait)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 20 reservations on a frozen clock: each slot handed out once, 0.1 s apart.
+    assert sorted(waits) == pytest.approx([i / 10 for i in range(20)])
+
+
+def test_three_processes_on_one_key_converge_under_the_limit() -> None:
+    """Three triggerers (three budgets, no coordination) against a 20 req/s limit, each with more demand than it."""
+    limit, window, retry_after = 20, 1.0, 1.0
+    accepted: list[float] = []
+    sent: list[float] = []
+    rejected: list[float] = []
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        budgets = [AsyncTokenBucket(15, burst=3, clock=loop.time) for _ in range(3)]
+
+        def server(now: float) -> bool:
+            recent = [t for t in accepted[-limit:] if t > now - window]
+            if len(recent) >= limit:
+                rejected.append(now)
+                return False
+            accepted.append(now)
+            return True
+
+        async def poller(budget: AsyncTokenBucket) -> None:
+            while loop.time() < 180:
+                granted = await budget.acquire()
+                sent.append(loop.time())
+                await asyncio.sleep(0.01)  # the round trip
+                if not server(granted):
+                    budget.rate_limited(retry_after, sent_at=granted)
+                await asyncio.sleep(1.0)
+
+        await asyncio.gather(*(poller(budget) for budget in budgets for _ in range(40)))
+
+    run_virtual(main)
+    converged = [t for t in sent if t >= 60]
+    per_5s = max_in_window(converged, 5.0)
+    assert per_5s <= 5 * limit  # aggregate at most 20 req/s over every 5 s window
+    assert per_5s >= 5 * limit * 0.5  # and the budgets did not collapse
+    late_429s = [t for t in rejected if t >= 60]
+    assert len(late_429s) <= 0.05 * len(converged)

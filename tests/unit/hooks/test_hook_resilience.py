@@ -25,12 +25,17 @@ MODEL = Target.of(model_id="abc123")
 PREDICT_URL = "https://model-abc123.api.baseten.co/production/predict"
 STATUS_URL = "https://model-abc123.api.baseten.co/async_request/req1"
 STATE = {"request_id": "req1", "status": "QUEUED"}
+QUEUE_URL = "https://model-abc123.api.baseten.co/production/async_queue_status"
+DEPLOYMENT_URL = "https://api.baseten.co/v1/models/abc123/deployments/production"
 
 
 def failure(kind: str) -> Any:
     """A respx side effect: an exception to raise or a response to return."""
     if kind.isdigit():
         return httpx.Response(int(kind), json={"error": f"status {kind}"})
+    if "-" in kind and kind.split("-", 1)[0].isdigit():  # "503-model_unavailable": Baseten's own error code
+        status, code = kind.split("-", 1)
+        return httpx.Response(int(status), json={"error": "refused", "error_code": code})
     return {
         "connect-error": httpx.ConnectError("refused"),
         "connect-timeout": httpx.ConnectTimeout("slow connect"),
@@ -47,9 +52,16 @@ TABLE: list[tuple[str, Any, Any]] = [
     ("connect-timeout", "retried", "retried"),
     ("pool-timeout", "retried", "retried"),
     ("429", "retried", "retried"),
-    ("503", "retried", "retried"),
     ("529", "retried", "retried"),
-    ("502", BasetenModelError, "retried"),
+    # Baseten says no replica took the request: even a billed POST is sent again.
+    ("503-model_unavailable", "retried", "retried"),
+    ("503-model_not_ready", "retried", "retried"),
+    ("500-model_not_ready", "retried", "retried"),
+    ("502-rate_limited", "retried", "retried"),
+    # A 502/503 without such a code may be the model's own answer (Baseten passes it through): it may have run.
+    ("503", BasetenAmbiguousSubmitError, "retried"),
+    ("502", BasetenAmbiguousSubmitError, "retried"),
+    ("503-application_error", BasetenAmbiguousSubmitError, "retried"),
     ("500", BasetenModelError, "retried"),
     ("504", BasetenTimeoutError, "retried"),
     ("read-timeout", BasetenAmbiguousSubmitError, "retried"),
@@ -170,10 +182,13 @@ def test_connect_errors_exhaust_then_raise_the_transport_error(hook: BasetenHook
     assert route.call_count == 6
 
 
-def test_backoff_grows(hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float]) -> None:
+def test_backoff_grows(
+    set_conn: Callable[..., None], make_hook, mock_http: respx.MockRouter, sleeps: list[float]
+) -> None:
+    set_conn(extra={"status_rate_limit": 1_000_000})  # only the backoff, no wait for a poll token
     mock_http.get(STATUS_URL).respond(503)
     with pytest.raises(BasetenModelError):
-        hook.get_async_request(MODEL, "req1")
+        make_hook().get_async_request(MODEL, "req1")
     for attempt, wait in enumerate(sleeps, start=1):
         full = min(30.0, 0.5 * 2 ** (attempt - 1))
         assert full / 2 <= wait <= full
@@ -330,3 +345,133 @@ def test_missing_ca_bundle_names_the_extra(set_conn: Callable[..., None], make_h
     set_conn(extra={"verify": "/nonexistent/ca.pem"})
     with pytest.raises(BasetenConfigError, match="'verify'"):
         make_hook().client
+
+
+# --- the poll budget: every status and cancel attempt takes a token --------------------------------------------
+
+
+class Clock:
+    """A monotonic clock that moves only when the hook sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+def clocked_hook(clock: Clock) -> BasetenHook:
+    return BasetenHook(customer_request_id="", sleep=clock.sleep, async_sleep=clock.asleep, clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("call", "url", "method"),
+    [
+        (lambda h: h.get_async_request(MODEL, "req1"), STATUS_URL, "GET"),
+        (lambda h: h.cancel_async_request(MODEL, "req1"), STATUS_URL, "DELETE"),
+        (lambda h: h.get_async_queue_status(MODEL), QUEUE_URL, "GET"),
+        (lambda h: h.get_deployment(MODEL), DEPLOYMENT_URL, "GET"),
+    ],
+    ids=["status", "cancel", "queue", "deployment"],
+)
+def test_every_sync_attempt_takes_a_token(
+    hook: BasetenHook, mock_http: respx.MockRouter, mocker: Any, call: Any, url: str, method: str
+) -> None:
+    from hook_testing import fake_baseten
+
+    acquire = mocker.patch("airflow_provider_baseten.hooks.ratelimit.TokenBucket.acquire", return_value=0.0)
+    outcomes = iter([httpx.Response(503), httpx.Response(429, headers={"Retry-After": "0"})])
+    mock_http.route(method=method, url=url).mock(
+        side_effect=lambda request: next(outcomes, None) or fake_baseten(request)
+    )
+    call(hook)
+    assert acquire.call_count == 3  # the first attempt and both retries
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.aget_async_request(MODEL, "req1"),
+        lambda h: h.acancel_async_request(MODEL, "req1"),
+        lambda h: h.aget_async_queue_status(MODEL),
+        lambda h: h.aget_deployment(MODEL),
+    ],
+    ids=["status", "cancel", "queue", "deployment"],
+)
+async def test_every_async_attempt_takes_a_token(
+    hook: BasetenHook, mock_http: respx.MockRouter, mocker: Any, call: Any
+) -> None:
+    from hook_testing import fake_baseten
+
+    acquire = mocker.patch("airflow_provider_baseten.hooks.ratelimit.AsyncTokenBucket.acquire", return_value=0.0)
+    outcomes = iter([httpx.ConnectError("refused"), httpx.Response(503)])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return fake_baseten(request)
+
+    mock_http.route().mock(side_effect=answer)
+    await call(hook)
+    assert acquire.await_count == 3
+
+
+def test_rate_limited_false_and_billed_calls_take_no_token(hook: BasetenHook, baseten_api, mocker: Any) -> None:
+    acquire = mocker.patch("airflow_provider_baseten.hooks.ratelimit.TokenBucket.acquire", return_value=0.0)
+    hook.get_async_request(MODEL, "req1", rate_limited=False)
+    hook.predict(MODEL, {})
+    hook.wake(MODEL)
+    assert acquire.call_count == 0
+
+
+def test_a_429_shrinks_the_process_budget_and_blocks_it_for_retry_after(
+    conn: None, mock_http: respx.MockRouter
+) -> None:
+    from airflow_provider_baseten.hooks.ratelimit import shared_sync_bucket
+
+    clock = Clock()
+    hook = clocked_hook(clock)
+    route = mock_http.get(STATUS_URL).mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200, json=STATE)]
+    )
+    start = clock.now
+    hook.get_async_request(MODEL, "req1")
+    budget = shared_sync_bucket(hook.settings, hook.settings.status_rate_limit)
+    assert budget.rate == pytest.approx(hook.settings.status_rate_limit / 2, rel=0.05)
+    assert route.call_count == 2
+    assert clock.now - start >= 3.0  # the retry went out only after Retry-After
+
+    # Another hook of the process (say, a second sensor) waits behind the same block and rate.
+    other = clocked_hook(clock)
+    clock.now = start + 1.0
+    route.mock(side_effect=[httpx.Response(200, json=STATE)])
+    other.get_async_request(MODEL, "req1")
+    assert clock.now - start >= 3.0
+
+
+def test_time_left_bounds_every_timeout_of_the_read(hook: BasetenHook, baseten_api: respx.MockRouter) -> None:
+    hook.get_deployment(MODEL, time_left=0.3)
+    timeout = baseten_api.calls.last.request.extensions["timeout"]
+    assert max(timeout.values()) <= 0.3
+    hook.get_deployment(MODEL)
+    assert baseten_api.calls.last.request.extensions["timeout"]["read"] == 30.0
+
+
+def test_time_left_stops_the_retries_at_the_deadline(conn: None, mock_http: respx.MockRouter) -> None:
+    clock = Clock()
+    route = mock_http.get(DEPLOYMENT_URL).respond(503)
+    start = clock.now
+    with pytest.raises(BasetenModelError):
+        clocked_hook(clock).get_deployment(MODEL, time_left=0.6)
+    assert clock.now - start <= 0.6 + 1e-9  # no backoff sleeps past the deadline
+    assert route.call_count < 6  # the retries were cut short, not exhausted

@@ -29,8 +29,8 @@ from airflow_provider_baseten.hooks.retries import (
 NOW = 1_800_000_000.0
 
 
-def api_error(status: int) -> BasetenAPIError:
-    return BasetenAPIError("failed", status_code=status)
+def api_error(status: int, error_code: str | None = None) -> BasetenAPIError:
+    return BasetenAPIError("failed", status_code=status, error_code=error_code)
 
 
 def caused_by(exc: BaseException, cause: BaseException) -> BaseException:
@@ -55,8 +55,15 @@ CLASSIFICATION: list[tuple[str, BaseException, bool, bool]] = [
     ("connect timeout", httpx.ConnectTimeout("slow"), True, True),
     ("pool timeout", httpx.PoolTimeout("busy"), True, True),
     ("429", api_error(429), True, True),
-    ("503", api_error(503), True, True),
     ("529", api_error(529), True, True),
+    ("503 model_unavailable", api_error(503, "model_unavailable"), True, True),
+    ("503 model_not_ready", api_error(503, "model_not_ready"), True, True),
+    ("500 model_not_ready", api_error(500, "model_not_ready"), True, True),
+    ("502 rate_limited", api_error(502, "rate_limited"), True, True),
+    ("503 MODEL_UNAVAILABLE", api_error(503, "MODEL_UNAVAILABLE"), True, True),
+    ("503 (the model's own)", api_error(503), True, False),
+    ("503 application_error", api_error(503, "application_error"), True, False),
+    ("500 internal_baseten_error", api_error(500, "internal_baseten_error"), True, False),
     ("502", api_error(502), True, False),
     ("500", api_error(500), True, False),
     ("504", api_error(504), True, False),

@@ -304,7 +304,8 @@ def test_rate_limits_are_retried_per_item(model: FakeModel, waits: list[float], 
     def script(body: Any, attempt: int) -> httpx.Response | None:
         if body % 3 == 0 and attempt <= 2:
             status = 429 if body % 2 else 503
-            return httpx.Response(status, json={"error": "busy"}, headers={"retry-after": "1"})
+            refused = {"error": "busy", "error_code": "rate_limited" if status == 429 else "model_unavailable"}
+            return httpx.Response(status, json=refused, headers={"retry-after": "1"})
         return None
 
     model.script = script

@@ -222,7 +222,8 @@ def test_model_error_is_raised_with_the_body(mock_api: respx.MockRouter) -> None
 
 
 def test_503_is_retried_because_it_never_reached_the_model(mock_api: respx.MockRouter) -> None:
-    route = mock_api.post(PREDICT_URL).mock(side_effect=[httpx.Response(503), httpx.Response(200, json={"ok": 1})])
+    refused = httpx.Response(503, json={"error": "no replica is ready", "error_code": "model_unavailable"})
+    route = mock_api.post(PREDICT_URL).mock(side_effect=[refused, httpx.Response(200, json={"ok": 1})])
     assert predict_op().execute(context()) == {"ok": 1}
     assert route.call_count == 2
 

@@ -370,3 +370,53 @@ def test_mapping_over_models() -> None:
         mapped = BasetenWakeOperator.partial(task_id="wake", deferrable=True).expand(model_id=["abc123", "def456"])
     assert isinstance(mapped, MappedOperator)
     assert mapped.unmap({"model_id": "def456"}).model_id == "def456"
+
+
+# --- deadlines and what the messages say ---------------------------------------------------------------------
+
+
+class StartedTI(FakeTI):
+    def __init__(self, start: float) -> None:
+        super().__init__()
+        self.start_date = datetime.fromtimestamp(start).astimezone()
+
+
+def test_deferred_wait_folds_in_execution_timeout(api: respx.MockRouter, clock: FakeClock) -> None:
+    """Airflow does not enforce execution_timeout while deferred: the trigger's deadline carries it."""
+    api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+    api.post(WAKE_URL).respond(202)
+    op = wake_op(clock, deferrable=True, timeout=600, execution_timeout=timedelta(minutes=3))
+    with pytest.raises(TaskDeferred) as caught:
+        op.execute(ctx(StartedTI(T0 - 60)))  # the try started a minute before the wake
+    _, kwargs = caught.value.trigger.serialize()
+    assert kwargs["deadline"] == pytest.approx(T0 + 120)
+    assert caught.value.timeout.total_seconds() < 600
+
+
+def test_deferred_wait_keeps_timeout_when_it_ends_first(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+    api.post(WAKE_URL).respond(202)
+    op = wake_op(clock, deferrable=True, timeout=60, execution_timeout=timedelta(hours=1))
+    with pytest.raises(TaskDeferred) as caught:
+        op.execute(ctx(StartedTI(T0)))
+    assert caught.value.trigger.serialize()[1]["deadline"] == pytest.approx(T0 + 60)
+
+
+def test_each_worker_read_is_bounded_by_the_time_left(api: respx.MockRouter, clock: FakeClock) -> None:
+    status = api.get(STATUS_URL).respond(200, json=record("WAKING_UP"))
+    api.post(WAKE_URL).respond(202)
+    with pytest.raises(BasetenDeploymentError, match=r"\[timeout\]"):
+        wake_op(clock, timeout=25, poll_interval=10).execute(ctx())
+    read_timeouts = [call.request.extensions["timeout"]["read"] for call in status.calls]
+    # The read before the wake has the full 30 s; the reads at 0, 10 and 20 s have 25, 15 and 5 s left.
+    assert read_timeouts == [30.0, pytest.approx(25, abs=0.1), pytest.approx(15, abs=0.1), pytest.approx(5, abs=0.1)]
+
+
+def test_scaled_to_zero_message_says_what_every_read_saw(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).respond(200, json=record("SCALED_TO_ZERO"))
+    api.post(WAKE_URL).respond(202)
+    with pytest.raises(BasetenDeploymentError) as caught:
+        wake_op(clock, stale_read_grace=30, poll_interval=10).execute(ctx())
+    message = str(caught.value)
+    assert "SCALED_TO_ZERO at every read since the wake at 2023-11-14 22:13:20 UTC (5 status reads over 40 s" in message
+    assert "lower poll_interval (now 10 s)" in message

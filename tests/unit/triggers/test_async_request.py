@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow_testing import T0, FakeClock, set_conn, state, statuses
+from airflow_testing import KEY, T0, FakeClock, set_conn, state, statuses
+from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 from airflow_provider_baseten.hooks import async_requests
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
@@ -246,23 +247,25 @@ async def test_deadline_cuts_the_last_sleep_short(api: respx.MockRouter, clock: 
     assert "last status QUEUED" in event["message"]
 
 
-async def test_a_poll_that_hangs_past_the_deadline_ends_in_timeout(
-    api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Real time (about a second): the poll is bounded by the deadline, so a hung GET cannot hold the trigger."""
-    import time
+def test_a_poll_that_hangs_past_the_deadline_ends_at_the_deadline(api: respx.MockRouter) -> None:
+    """A GET that would take 30 s with 0.3 s left ends at the deadline, as a timeout (virtual time)."""
 
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)
         return httpx.Response(200, json=state("QUEUED"))
 
     api.get(STATUS_URL).mock(side_effect=hang)
-    monkeypatch.setattr(async_requests, "_POLL_GRACE_S", 0.0)
-    trigger = BasetenAsyncRequestTrigger(
-        request_id="req1", model_id="abc123", poll_interval=0.01, deadline=time.time() + 0.3
-    )
-    events = await asyncio.wait_for(run_to_end(trigger), timeout=10)
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[dict[str, Any]], float]:
+        trigger = BasetenAsyncRequestTrigger(
+            request_id="req1", model_id="abc123", poll_interval=9.7, deadline=T0 + 10, started_at=T0, clock=loop.time
+        )
+        events = await run_to_end(trigger)
+        return events, loop.time()
+
+    events, ended = run_virtual(main, start=T0)
     assert [event["status"] for event in events] == ["timeout"]
+    assert ended == pytest.approx(T0 + 10)
 
 
 # --- transient errors ------------------------------------------------------------------------------------------
@@ -309,12 +312,26 @@ async def test_errors_past_the_budget_end_with_an_error_event(api: respx.MockRou
     assert clock.now - T0 >= async_requests.DEFAULT_ERROR_BUDGET_S
 
 
+@pytest.mark.parametrize(("store", "says"), [(True, "re-attaches to it"), (False, "submits a new request")])
+async def test_the_give_up_message_is_true_for_this_airflow(
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, store: bool, says: str
+) -> None:
+    monkeypatch.setattr(async_requests, "reattach_supported", lambda: store)
+    api.get(STATUS_URL).respond(503, text="unavailable")
+    [event] = await run_to_end(make_trigger(clock, deadline=None))
+    assert says in event["message"]
+    if not store:
+        assert "re-attaches" not in event["message"]
+
+
 async def test_auth_error_ends_at_once(api: respx.MockRouter, clock: FakeClock) -> None:
-    route = api.get(STATUS_URL).respond(401, json={"error": "invalid key"})
+    # The server echoes the key it was sent, so the redaction is what keeps it out of the event.
+    route = api.get(STATUS_URL).respond(401, json={"error": f"invalid key {KEY}", "detail": f"Api-Key {KEY}"})
     [event] = await run_to_end(make_trigger(clock))
     assert event["status"] == "error"
     assert "BasetenAuthError" in event["message"]
-    assert "unit-test-key-123" not in json.dumps(event)
+    assert "invalid key ***" in event["message"]
+    assert KEY not in json.dumps(event)
     assert route.call_count == 1
 
 
@@ -438,15 +455,71 @@ async def test_cleanup_releases_local_resources_only(api: respx.MockRouter, cloc
     assert set(methods(api)) == {"GET"}  # no DELETE on cleanup
 
 
-async def test_triggers_share_one_client_and_one_poll_budget(api: respx.MockRouter, clock: FakeClock) -> None:
-    from airflow_provider_baseten.hooks.baseten import shared_async_client, shared_status_bucket
+async def test_triggers_share_one_client_and_one_poll_budget(
+    api: respx.MockRouter, clock: FakeClock, mocker: Any
+) -> None:
+    """Proven by what the triggers use: every request goes through one client and every poll takes a token of one
+    budget (separately built triggers, as a triggerer builds them from their kwargs)."""
+    import httpx as _httpx
+
+    from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
 
     api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
     api.get(f"{HOST}/async_request/req2").respond(200, json=state("SUCCEEDED", request_id="req2"))
+    clients: list[int] = []
+    buckets: list[int] = []
+    send = mocker.patch.object(_httpx.AsyncClient, "send", autospec=True, side_effect=_httpx.AsyncClient.send)
+    acquire = AsyncTokenBucket.acquire
+
+    async def counted(self: AsyncTokenBucket) -> float:
+        buckets.append(id(self))
+        return await acquire(self)
+
+    mocker.patch.object(AsyncTokenBucket, "acquire", counted)
     one, two = make_trigger(clock), make_trigger(clock, request_id="req2")
     await asyncio.gather(run_to_end(one), run_to_end(two))
-    assert one._hook is not None
-    assert two._hook is not None
-    settings_one, settings_two = await one._hook.aget_settings(), await two._hook.aget_settings()
-    assert shared_async_client(settings_one) is shared_async_client(settings_two)
-    assert shared_status_bucket(settings_one) is shared_status_bucket(settings_two)
+    clients = [id(call.args[0]) for call in send.call_args_list]
+    assert len(clients) == 2
+    assert len(set(clients)) == 1
+    assert len(buckets) == 2
+    assert len(set(buckets)) == 1
+
+
+def test_a_hundred_triggers_meeting_one_429_each_stay_under_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The case that sent 33 status requests in one second: each trigger's first poll meets a 429 (Retry-After: 1)
+    and the hook retries it. Production retry settings and rate; counted per second of virtual time."""
+    import httpx_aiohttp  # noqa: F401  (imported here, not on a thread of the virtual loop)
+
+    set_conn(monkeypatch, max_retries=5, status_rate_limit=15)
+    monkeypatch.setattr(async_requests.random, "random", __import__("random").Random(3).random)
+    sent: list[float] = []
+    answered: set[str] = set()
+    clock: list[Any] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(clock[0]())
+        request_id = request.url.path.rsplit("/", 1)[1]
+        if request_id not in answered:
+            answered.add(request_id)
+            return httpx.Response(429, headers={"Retry-After": "1"}, json={"error": "slow down"})
+        return httpx.Response(200, json=state("SUCCEEDED", request_id=request_id))
+
+    async def main(loop: VirtualTimeLoop) -> list[dict[str, Any]]:
+        clock.append(loop.time)
+        with respx.mock(using="httpx") as router:
+            router.get(url__regex=rf"{HOST}/async_request/").mock(side_effect=answer)
+            triggers = [
+                BasetenAsyncRequestTrigger(
+                    request_id=f"req{i}", model_id="abc123", poll_interval=10, started_at=T0, clock=loop.time
+                )
+                for i in range(100)
+            ]
+            results = await asyncio.gather(*(run_to_end(trigger) for trigger in triggers))
+        return [event for events in results for event in events]
+
+    events = run_virtual(main, start=T0)
+    assert [event["status"] for event in events] == ["success"] * 100
+    assert len(sent) == 200
+    assert max_in_window(sent, 1.0) <= 15 + 3  # the rate plus its burst: under Baseten's 20 in every second

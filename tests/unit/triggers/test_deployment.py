@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from airflow_testing import T0, FakeClock, set_conn
+from airflow_testing import KEY, T0, FakeClock, set_conn
+from virtual_time import VirtualTimeLoop, run_virtual
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
 from airflow_provider_baseten.hooks.readiness import ReadinessWatch, deployment_from_event, format_duration
@@ -79,10 +80,7 @@ def test_serialize_round_trips_json_primitives_only(clock: FakeClock) -> None:
 
 
 def test_classpath_resolves_to_this_class() -> None:
-    try:
-        module = importlib.import_module(CLASSPATH.rsplit(".", 1)[0])
-    except ImportError as err:  # the public module also imports the async trigger, written separately
-        pytest.skip(f"public trigger module not importable yet: {err}")
+    module = importlib.import_module(CLASSPATH.rsplit(".", 1)[0])  # an ImportError fails: triggerers load this
     assert getattr(module, CLASSPATH.rsplit(".", 1)[1]) is BasetenDeploymentReadyTrigger
 
 
@@ -227,7 +225,7 @@ async def test_transient_errors_past_the_budget_end_with_error(api: respx.MockRo
 
 
 async def test_the_hook_retries_a_blip_within_one_poll(api: respx.MockRouter, clock: FakeClock, monkeypatch) -> None:
-    conn = {"conn_type": "baseten", "password": "unit-test-key-123", "extra": {"status_rate_limit": 1_000_000}}
+    conn = {"conn_type": "baseten", "password": KEY, "extra": {"status_rate_limit": 1_000_000}}
     monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
     route = api.get(STATUS_URL).mock(side_effect=[httpx.Response(503), *statuses("ACTIVE")])
     events = await run_to_end(make_trigger(clock))
@@ -239,11 +237,13 @@ async def test_the_hook_retries_a_blip_within_one_poll(api: respx.MockRouter, cl
 
 @pytest.mark.parametrize("status_code", [401, 403, 404])
 async def test_non_transient_errors_end_at_once(api: respx.MockRouter, clock: FakeClock, status_code: int) -> None:
-    route = api.get(STATUS_URL).respond(status_code, json={"error": "nope"})
+    # The server echoes the key it was sent, so the redaction is what keeps it out of the event.
+    route = api.get(STATUS_URL).respond(status_code, json={"error": f"nope for {KEY}", "detail": KEY})
     events = await run_to_end(make_trigger(clock))
     assert events[0]["status"] == "error"
     assert route.call_count == 1
-    assert "unit-test-key-123" not in json.dumps(events)
+    assert "nope for ***" in events[0]["message"]
+    assert KEY not in json.dumps(events)
 
 
 async def test_missing_connection_is_an_error_event(
@@ -396,3 +396,36 @@ class _FakeTI:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
+
+
+# --- deadlines and messages --------------------------------------------------------------------------------------
+
+
+def test_a_slow_read_with_little_time_left_ends_at_the_deadline(api: respx.MockRouter) -> None:
+    """A status read that would take 12 s with 0.3 s left ends at the deadline, as a timeout (virtual time)."""
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(12)
+        return httpx.Response(200, json=record("ACTIVE"))
+
+    api.get(STATUS_URL).mock(side_effect=[*statuses("WAKING_UP"), slow])
+
+    async def main(loop: VirtualTimeLoop) -> tuple[list[dict[str, Any]], float]:
+        trigger = BasetenDeploymentReadyTrigger(
+            model_id="abc123", woke_at=T0, deadline=T0 + 10.3, poll_interval=10, clock=loop.time
+        )
+        return await run_to_end(trigger), loop.time()
+
+    events, ended = run_virtual(main, start=T0)
+    assert [event["status"] for event in events] == ["timeout"]
+    assert ended == pytest.approx(T0 + 10.3)
+    assert "(1 status read; last status WAKING_UP)" in events[0]["message"]  # the cut-off read is not counted
+
+
+async def test_scaled_down_again_between_reads_is_reported_as_seen(api: respx.MockRouter, clock: FakeClock) -> None:
+    api.get(STATUS_URL).mock(side_effect=statuses("WAKING_UP", "SCALED_TO_ZERO", "SCALED_TO_ZERO", "SCALED_TO_ZERO"))
+    [event] = await run_to_end(make_trigger(clock, stale_read_grace=20))
+    assert event["status"] == "failed"
+    assert "SCALED_TO_ZERO again 30 s after the wake at 2023-11-14 22:13:20 UTC" in event["message"]
+    assert "statuses seen: WAKING_UP, SCALED_TO_ZERO" in event["message"]
+    assert "lower poll_interval (now 10 s)" in event["message"]
