@@ -37,6 +37,7 @@ MODULE_ORDER = {
     "test_connection_form": 70,
     "test_secrets": 80,
     "test_two_triggerers": 90,
+    "test_distributed": 95,
 }
 
 # Emulated seconds per wall second, and the wake scenario's cold start in wall seconds: long enough to see the wake

@@ -256,17 +256,49 @@ class AirflowCluster:
         self.processes[name] = proc
         return proc
 
-    def add_triggerer(self, name: str) -> ManagedProcess:
+    def add_triggerer(self, name: str, *, capacity: int | None = None) -> ManagedProcess:
+        """A triggerer; ``capacity`` caps the triggers it takes (so several triggerers share a fleet)."""
         # Each triggerer gets its own log-server port, so two of them can share the machine.
+        env = {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
+        if capacity is not None:
+            env["AIRFLOW__TRIGGERER__CAPACITY"] = str(capacity)
+        return self.process(name, "triggerer", "--skip-serve-logs", env=env)
+
+    def set_env(self, extra: dict[str, str]) -> None:
+        """Add ``extra`` to the environment of the installation and of every registered process (from their
+        next start on: call between :meth:`stop_all` and :meth:`start_all`)."""
+        self.env.update(extra)
+        for proc in self.processes.values():
+            proc.env.update(extra)
+
+    def add_celery_worker(self, name: str, *, concurrency: int = 2) -> ManagedProcess:
+        """An ``airflow celery worker`` named ``name`` (its Celery node name and the tasks' ``hostname``).
+
+        Needs the cluster created with :func:`celery_env`. Each worker has its own pid file and log-server port.
+        """
         return self.process(
             name,
-            "triggerer",
-            "--skip-serve-logs",
-            env={"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())},
-        )
+            "celery", "worker", "--concurrency", str(concurrency), "--celery-hostname", f"{name}@systest",
+            "--pid", str(self.home / f"{name}.pid"), "--skip-serve-logs", "--without-gossip", "--without-mingle",
+            env={"SYSTEST_HOSTNAME": name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+        )  # fmt: skip
 
-    def start_all(self, *, triggerers: Iterable[str] = ("triggerer",), timeout: float = 180) -> None:
-        """Migrate, then start api-server, scheduler, dag-processor and triggerer(s); wait until all are healthy.
+    def wait_celery_workers(self, names: Iterable[str], *, timeout: float = 120) -> None:
+        """Wait until each worker's log says Celery is ``ready`` (connected to the broker, consuming)."""
+        for name in names:
+            proc = self.processes[name]
+
+            def ready(proc: ManagedProcess = proc) -> bool:
+                self.assert_running([proc.name])
+                return proc.log_path.exists() and f"{proc.name}@systest ready" in proc.tail(400)
+
+            wait_for(ready, timeout=timeout, interval=1, what=f"Celery worker {name} ready", describe=self.describe)
+
+    def start_all(
+        self, *, triggerers: Iterable[str] = ("triggerer",), workers: Iterable[str] = (), timeout: float = 180
+    ) -> None:
+        """Migrate, then start api-server, scheduler, dag-processor, triggerer(s) and Celery worker(s) (if any);
+        wait until all are healthy.
 
         Called again after :meth:`stop_all`, it restarts the same processes (no second migration).
         """
@@ -279,10 +311,15 @@ class AirflowCluster:
             self.process("dag-processor", "dag-processor")
             for name in triggerers:
                 self.add_triggerer(name)
+            for name in workers:
+                self.add_celery_worker(name)
         for proc in self.processes.values():
             proc.start()
         self.running = True
         self.wait_healthy(timeout=timeout)
+        self.wait_celery_workers(
+            [n for n, p in self.processes.items() if p.argv[len(_airflow_cmd())] == "celery"], timeout=timeout
+        )
 
     def wait_healthy(self, *, timeout: float = 120) -> dict[str, Any]:
         """Wait until the api-server answers and the scheduler, dag-processor and triggerer heartbeat as healthy."""
@@ -391,6 +428,7 @@ class ClusterPool:
         *,
         sql_alchemy_conn: str | None = None,
         triggerers: tuple[str, ...] = ("triggerer",),
+        workers: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
     ) -> AirflowCluster:
         cluster = self.clusters.get(name)
@@ -404,7 +442,7 @@ class ClusterPool:
                 self.root / name, connections=self.connections, sql_alchemy_conn=sql_alchemy_conn, extra_env=extra_env
             )
             self.clusters[name] = cluster
-        cluster.start_all(triggerers=triggerers)
+        cluster.start_all(triggerers=triggerers, workers=workers)
         return cluster
 
     def stop(self, name: str) -> None:
@@ -416,6 +454,20 @@ class ClusterPool:
         for cluster in self.clusters.values():
             cluster.stop_all()
             cluster.api.close()
+
+
+def celery_env(broker_url: str, sql_alchemy_conn: str) -> dict[str, str]:
+    """``extra_env`` of a CeleryExecutor cluster: the broker, results in the metadata DB, workers named by
+    ``SYSTEST_HOSTNAME`` (:mod:`tests.system.hostname`)."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.system.hostname.worker_hostname",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sql_alchemy_conn,
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+        "AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL": "False",
+    }
 
 
 def _airflow_cmd() -> list[str]:

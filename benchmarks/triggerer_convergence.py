@@ -1,0 +1,240 @@
+"""Several triggerers on one key: the aggregate async-status rate and 429 count, three processes against one.
+
+Scenario (per process count P, 1 and 3): N async requests wait ``QUEUED`` on the emulator (a model that never
+finishes its cold start); the requests are split evenly over P fresh child processes, each running its share of
+``BasetenAsyncRequestTrigger`` (``poll_interval`` 1 s, the connection's default poll budget) in one event loop, as a
+triggerer does. The emulator enforces Baseten's 20 req/s status limit for the whole key, on the wall clock. After a
+settling time, the parent counts every status request the emulator answered (200 and 429) over a measurement
+window: the mean rate, the peak rate over any 5 s window (windows start every second), and the 429s.
+
+Nothing is compressed: the rates are real requests per wall second. Each poll budget is per process, so what this
+measures is whether P independent budgets converge under one shared limit without talking to each other.
+
+    python -m benchmarks.triggerer_convergence              # N = 300, settle 20 s, measure 30 s, P = 1 and 3
+    python -m benchmarks.triggerer_convergence --quick      # N = 60, settle 5 s, measure 10 s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks._common import (
+    ChildRunner,
+    Goal,
+    Table,
+    base_parser,
+    goals_table,
+    median,
+    parse_args,
+    publish_results,
+    run_as_child,
+    wait_for_go,
+)
+
+MODULE = "benchmarks.triggerer_convergence"
+MODEL = "benchconv01"
+LIMIT = 20.0  # the emulator's (Baseten's documented) async status limit, req/s for the key
+WINDOW_S = 5.0
+
+
+def window_rates(times: Sequence[float], start: float, end: float, window: float = WINDOW_S) -> list[float]:
+    """Requests per second in each ``window``-second window that starts on a whole second from ``start`` and ends
+    by ``end`` (the system test of three triggerers reads its journal with this too)."""
+    ordered = sorted(times)
+    rates: list[float] = []
+    begin = start
+    while begin + window <= end:
+        rates.append(sum(1 for t in ordered if begin <= t < begin + window) / window)
+        begin += 1.0
+    return rates
+
+
+# --- the child: one "triggerer" ------------------------------------------------------------------------------------
+
+
+def child_triggers(params: dict[str, Any]) -> dict[str, Any]:
+    import httpx_aiohttp  # noqa: F401  (everything the first poll imports, before the go)
+
+    import airflow_provider_baseten.hooks.async_requests
+    import airflow_provider_baseten.hooks.baseten  # noqa: F401
+    from airflow_provider_baseten.triggers.baseten import BasetenAsyncRequestTrigger  # noqa: F401
+
+    go = wait_for_go()
+    return asyncio.run(_run_triggers(go["request_ids"], params["run_s"]))
+
+
+async def _run_triggers(request_ids: list[str], run_s: float) -> dict[str, Any]:
+    from airflow_provider_baseten.hooks.baseten import close_shared_async_clients
+    from airflow_provider_baseten.triggers.baseten import BasetenAsyncRequestTrigger
+
+    events: list[str] = []
+
+    async def watch(request_id: str) -> None:
+        trigger = BasetenAsyncRequestTrigger(request_id=request_id, model_id=MODEL, poll_interval=1)
+        async for event in trigger.run():
+            payload = event.payload
+            events.append(payload.get("status", "?") if isinstance(payload, dict) else str(payload))
+            return
+
+    tasks = [asyncio.create_task(watch(rid)) for rid in request_ids]
+    await asyncio.wait(tasks, timeout=run_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await close_shared_async_clients()
+    return {"triggers": len(request_ids), "fired_early": events}
+
+
+FUNCTIONS = {"triggers": child_triggers}
+
+
+# --- the parent ----------------------------------------------------------------------------------------------------
+
+
+def run_processes(emu: Any, runner: ChildRunner, *, n: int, processes: int, settle: float, measure: float) -> dict:
+    """P children share N queued requests; returns the status traffic the emulator answered in the window."""
+    from airflow_provider_baseten.hooks.models import AsyncPredictRequest
+
+    def submit(state: Any) -> list[str]:
+        deployment = state.deployment(MODEL)
+        return [state.queue.submit(deployment, AsyncPredictRequest(model_input={"i": i})).request_id for i in range(n)]
+
+    ids = emu.call(submit)
+    shares = [ids[p::processes] for p in range(processes)]
+    barrier = threading.Barrier(processes)
+    started: list[float] = []
+    results: list[dict[str, Any]] = [{} for _ in range(processes)]
+    errors: list[BaseException] = []
+
+    def one(p: int) -> None:
+        def on_ready() -> dict[str, Any]:
+            barrier.wait(timeout=300)  # every child has paid its imports: they start together
+            started.append(time.time())
+            return {"request_ids": shares[p]}
+
+        try:
+            results[p] = runner.run("triggers", {"run_s": settle + measure + 2}, on_ready=on_ready)
+        except BaseException as err:  # re-raised in the parent thread
+            errors.append(err)
+            barrier.abort()
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in range(processes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    t0 = max(started) + settle
+    t1 = t0 + measure
+    host = f"model-{MODEL}.api.baseten.co"
+    polls = [e for e in emu.journal.entries() if e.host == host and e.route == "async_status" and t0 <= e.time < t1]
+    rates = window_rates([e.time for e in polls], t0, t1)
+    throttled = sum(1 for e in polls if e.status == 429)
+    return {
+        "processes": processes,
+        "n": n,
+        "requests": len(polls),
+        "mean_rate": len(polls) / measure,
+        "peak_rate": max(rates) if rates else 0.0,
+        "ok_rate": (len(polls) - throttled) / measure,
+        "throttled": throttled,
+        "throttled_share": throttled / len(polls) if polls else 0.0,
+        "windows": rates,
+        "fired_early": sum(len(r.get("fired_early", [])) for r in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=None, help="queued requests (triggers) in all (default 300)")
+    parser.add_argument("--settle", type=float, default=None, help="seconds before measuring (default 20)")
+    parser.add_argument("--measure", type=float, default=None, help="measurement window in seconds (default 30)")
+    parser.add_argument("--processes", default="1,3", help="comma-separated process counts (default 1,3)")
+    args = parse_args(parser, argv)
+    if run_as_child(args, FUNCTIONS):
+        return {}
+    n = args.n or (60 if args.quick else 300)
+    settle = args.settle if args.settle is not None else (5.0 if args.quick else 20.0)
+    measure = args.measure if args.measure is not None else (10.0 if args.quick else 30.0)
+    repeat = args.repeat or 1
+    counts = [int(p) for p in args.processes.split(",")]
+
+    from airflow_provider_baseten.emulator import Emulator
+    from airflow_provider_baseten.emulator.world import DeploymentSpec, ModelSpec, World
+
+    world = World()
+    world.add(
+        ModelSpec(
+            MODEL,
+            "echo",
+            deployments=[DeploymentSpec("benchconvdep", status="SCALED_TO_ZERO", cold_start_seconds=10_000_000)],
+        )
+    )
+    samples: dict[int, list[dict[str, Any]]] = {p: [] for p in counts}
+    with Emulator(world=world, port=0) as emu:
+        conn = {"conn_type": "baseten", "host": emu.url, "password": emu.api_key}
+        runner = ChildRunner(MODULE, FUNCTIONS, env={"AIRFLOW_CONN_BASETEN_DEFAULT": json.dumps(conn)})
+        if args.inline:
+            raise SystemExit("--inline is not supported: the point is separate processes")
+        for _ in range(repeat):
+            for p in counts:
+                emu.reset()
+                samples[p].append(run_processes(emu, runner, n=n, processes=p, settle=settle, measure=measure))
+
+    table = Table(
+        f"Aggregate async-status traffic on one key, {n} waiting triggers, limit {LIMIT:.0f} req/s",
+        [
+            "triggerer processes",
+            "mean req/s",
+            f"peak req/s ({WINDOW_S:.0f} s window)",
+            "200 req/s",
+            "429s",
+            "429 share",
+        ],
+    )
+    goals: list[Goal] = []
+    for p in counts:
+        rows = samples[p]
+
+        def med(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            value = median(r[key] for r in rows)
+            return float(value or 0.0)
+
+        table.add(p, med("mean_rate"), med("peak_rate"), med("ok_rate"), int(med("throttled")), med("throttled_share"))
+        goals.append(
+            Goal(
+                f"{p} triggerer(s) converge under the limit",
+                f"peak {WINDOW_S:.0f} s rate <= {LIMIT:.0f} req/s",
+                f"{med('peak_rate'):.1f} req/s",
+                med("peak_rate") <= LIMIT,
+            )
+        )
+    table.notes.append(
+        f"Counted over {measure:.0f} s after {settle:.0f} s of settling; every status request the emulator answered "
+        "(200 or 429). Medians over the repetitions."
+    )
+    method = (
+        "N queued async requests split over P child processes, each running its triggers in one event loop with "
+        "the default per-process poll budget; the emulator's journal counts the status traffic on the wall clock."
+    )
+    publish_results(
+        "triggerer_convergence",
+        title="Several triggerers on one key (triggerer_convergence.py)",
+        module=MODULE,
+        argv=argv,
+        tables=[table, goals_table(goals)],
+        raw={"samples": samples, "n": n, "settle": settle, "measure": measure},
+        method=method,
+        results_dir=args.results_dir,
+    )
+    return {"samples": samples}
+
+
+if __name__ == "__main__":
+    main()
