@@ -194,11 +194,6 @@ def test_the_run_prints_no_warnings_or_tracebacks(user_run: Run) -> None:
     assert stderr.strip() == "", stderr[-4000:]
 
 
-@pytest.mark.xfail(
-    reason="hookcore's fix (issue 16 item 3: the shared async client of an event loop is closed with it) is not "
-    "merged yet: aiohttp reports 'Unclosed client session' at interpreter exit",
-    strict=True,
-)
 def test_no_unclosed_client_session_at_exit(user_run: Run) -> None:
     assert [b for b in _logging_errors(user_run.stderr) if _unclosed(b)] == []
     assert "Unclosed" not in user_run.stderr + user_run.stdout
