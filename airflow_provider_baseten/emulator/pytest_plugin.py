@@ -26,7 +26,9 @@ This module imports nothing from Airflow (pytest loads plugins before a conftest
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -69,9 +71,16 @@ def baseten_emulator_server() -> Iterator[Emulator]:
 
 @pytest.fixture
 def baseten_emulator(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, baseten_emulator_server: Emulator
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    baseten_emulator_server: Emulator,
 ) -> Emulator:
-    """A running emulator with a fresh world, and ``AIRFLOW_CONN_BASETEN_DEFAULT`` pointing at it."""
+    """A running emulator with a fresh world, and ``AIRFLOW_CONN_BASETEN_DEFAULT`` pointing at it.
+
+    Unless the test run sets ``[baseten] output_location`` itself, it points at this test's ``tmp_path``, so batch
+    outputs (and large results) land in a folder the test can read and pytest cleans up.
+    """
     from airflow_provider_baseten.emulator.world import World
 
     options = _default_options()
@@ -84,4 +93,6 @@ def baseten_emulator(
     emulator = baseten_emulator_server
     emulator.reset(world or World.default(), **options)
     monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", emulator.conn_uri())
+    if not os.environ.get("AIRFLOW__BASETEN__OUTPUT_LOCATION"):
+        monkeypatch.setenv("AIRFLOW__BASETEN__OUTPUT_LOCATION", (tmp_path / "baseten-outputs").as_uri())
     return emulator

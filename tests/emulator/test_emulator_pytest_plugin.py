@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 #: Top-level packages the plugin must not import before its fixture is used.
 HEAVY = ("airflow", "starlette", "uvicorn", "httpx", "httpcore", "aiohttp", "pydantic", "tenacity", "sqlalchemy")
@@ -36,3 +38,10 @@ def test_the_pytest11_plugin_imports_nothing_heavy():
     assert probe["entry_point"] == "airflow_provider_baseten.emulator.pytest_plugin"
     assert [m for m in new if m.split(".")[0] in HEAVY] == []
     assert [m for m in new if m.startswith("airflow_provider_baseten") and m not in PROVIDER_ALLOWED] == []
+
+
+def test_the_fixture_gives_batch_outputs_a_folder_of_the_test(baseten_emulator: Any, tmp_path: Path) -> None:
+    import os
+
+    # The README's batch line has no output_path: under the fixture it must still have somewhere to write.
+    assert os.environ["AIRFLOW__BASETEN__OUTPUT_LOCATION"] == (tmp_path / "baseten-outputs").as_uri()
