@@ -78,13 +78,12 @@ def test_connection_form_in_chromium(
     phase: Callable[[str], None],
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     from airflow_provider_baseten.get_provider_info import get_provider_info
 
-    (conn_type,) = get_provider_info()["connection-types"]
+    (conn_type,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "baseten"]
     labels = {name: spec["label"] for name, spec in conn_type["conn-fields"].items()}
     wait = WebDriverWait(browser, WAIT_S)
 
@@ -108,8 +107,8 @@ def test_connection_form_in_chromium(
         By.XPATH, "//label[starts-with(normalize-space(), 'Connection Type')]/following::input[1]"
     )
     conn_type_input.send_keys("Baseten")
-    wait.until(ec.presence_of_element_located((By.XPATH, "//*[@role='option'][normalize-space()='Baseten']")))
-    conn_type_input.send_keys(Keys.ENTER)
+    # "Baseten" also matches "Pydantic AI (Baseten)": click the exact option.
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//*[@role='option'][normalize-space()='Baseten']"))).click()
 
     # Standard fields, relabelled by the provider's ui-field-behaviour; login and schema hidden.
     password = wait.until(ec.visibility_of_element_located((By.NAME, "password")))
