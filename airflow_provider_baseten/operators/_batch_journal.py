@@ -272,6 +272,7 @@ class PartSink(Sink):
         self._chunks: list[bytes] = []
         self._lines = 0
         self._started: float | None = None
+        self._sealed: list[bytes] = []
 
     def write(self, data: bytes) -> None:
         with self._lock:
@@ -279,22 +280,37 @@ class PartSink(Sink):
             self._lines += data.count(b"\n")
             if self._started is None:
                 self._started = self.clock()
+            if self._lines >= self.part_size:  # sealed now, uploaded by the next sync: parts stay part_size lines
+                self._sealed.append(b"".join(self._chunks))
+                self._chunks, self._lines, self._started = [], 0, None
 
     def due(self, now: float) -> bool:
         started = self._started
-        return self._lines >= self.part_size or (started is not None and now - started >= self.part_interval)
+        return bool(self._sealed) or (started is not None and now - started >= self.part_interval)
 
     def sync(self) -> None:
+        while self._sealed:
+            self.write_part()
         if self.due(self.clock()):
             self.write_part()
 
+    def write_all(self) -> None:
+        """Every sealed part, then the one being filled (the task's end)."""
+        while self._sealed:
+            self.write_part()
+        self.write_part()
+
     def write_part(self) -> None:
+        """Upload the oldest sealed part, else the part being filled, as one whole object."""
         with self._lock:
-            data, self._chunks, self._lines, self._started = b"".join(self._chunks), [], 0, None
+            if self._sealed:
+                data = self._sealed.pop(0)
+            else:
+                data, self._chunks, self._lines, self._started = b"".join(self._chunks), [], 0, None
+            if not data:
+                return
             number = self.number
             self.number += 1
-        if not data:
-            return
         path = self.folder / part_name(number)
         with path.open("wb") as handle:  # one whole object: it appears complete or not at all
             handle.write(data)
@@ -482,7 +498,7 @@ class PartsOutput(BatchOutput):
         try:
             yield sink
         finally:
-            sink.write_part()  # the last part: on success, an exception, a timeout or SIGTERM alike
+            sink.write_all()  # the last parts: on success, an exception, a timeout or SIGTERM alike
 
     def part_uris(self) -> list[str]:
         written = self._sink.written if self._sink is not None else []
@@ -579,6 +595,10 @@ class LineWriter:
     def _synced(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:
             self._failed(future.exception())  # type: ignore[arg-type]
+        elif self.error is None and self.sink.due(self.clock()) and not self.loop.is_closed():
+            # parts sealed while this upload ran: send them now, not only after the next finished line
+            self.syncing = self.loop.run_in_executor(None, self.sink.sync)
+            self.syncing.add_done_callback(self._synced)
 
     def _failed(self, err: BaseException) -> None:
         if self.error is None:
