@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from airflow_testing import FakeClock
 from hook_testing import API_KEY, ASYNC_STATE
 
 from airflow_provider_baseten.exceptions import (
@@ -396,22 +397,14 @@ def test_no_warning_without_a_retry(
 # --- the poll budget: every status and cancel attempt takes a token --------------------------------------------
 
 
-class Clock:
-    """A monotonic clock that moves only when the hook sleeps on it."""
+class Clock(FakeClock):
+    """A monotonic clock that moves only when the hook sleeps on it (the hook calls it)."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
+        super().__init__(1000.0)
 
     def __call__(self) -> float:
         return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
 
 
 def clocked_hook(clock: Clock) -> BasetenHook:
