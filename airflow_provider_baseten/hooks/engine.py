@@ -13,8 +13,8 @@ import base64
 import re
 import sys
 from array import array
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModelError
 from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, _Call, _validated
@@ -27,10 +27,44 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.engine_models import ClassifyLabel, EmbeddingsResponse, RerankResult
     from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
-__all__ = ["EncodingFormat", "EngineMixin"]
+__all__ = ["ClassifyOptions", "EmbedOptions", "EncodingFormat", "EngineMixin", "EngineOptions", "RerankOptions"]
 
 EncodingFormat = Literal["float", "base64"]
 TruncationDirection = Literal["Left", "Right"]
+
+
+class EngineOptions(TypedDict, total=False):
+    """Keyword options of every engine call."""
+
+    timeout: float | None
+    """Read timeout in seconds (default: the hook's, else the connection's)."""
+    request_id: str | None
+    """Sent as ``x-baseten-customer-request-id`` (default: the hook's, built from the running task)."""
+    retry_budget: RetryBudget | None
+    """A batch-wide retry budget shared by every call of the batch."""
+
+
+class EmbedOptions(EngineOptions, total=False):
+    model: str
+    dimensions: int | None
+    encoding_format: EncodingFormat | None
+
+
+class _ScoringOptions(EngineOptions, total=False):
+    raw_scores: bool
+    truncate: bool | None
+    truncation_direction: TruncationDirection
+    model: str | None
+
+
+class RerankOptions(_ScoringOptions, total=False):
+    return_text: bool
+
+
+class ClassifyOptions(_ScoringOptions, total=False):
+    pass
+
+
 #: A customer request id: visible ASCII and spaces (it goes into a header), at most 256 characters.
 _CUSTOMER_ID = re.compile(r"[\x20-\x7e]{1,256}")
 
@@ -150,27 +184,20 @@ class EngineMixin:
     # --- embeddings ------------------------------------------------------------------------------------------
 
     @classmethod
-    def _embed_call(
-        cls,
-        target: Target,
-        texts: Sequence[str],
-        model: str,
-        dimensions: int | None,
-        encoding_format: EncodingFormat | None,
-        timeout: float | None,
-        request_id: str | None,
-        retry_budget: RetryBudget | None,
-    ) -> _Call:
-        body: dict[str, Any] = {"input": _texts(texts, "texts"), "model": model}
+    def _embed_call(cls, target: Target, texts: Sequence[str], options: EmbedOptions) -> _Call:
+        _check_options(options, EmbedOptions, "embed")
+        body: dict[str, Any] = {"input": _texts(texts, "texts"), "model": options.get("model", "model")}
+        encoding_format = options.get("encoding_format")
         if encoding_format is not None:
             if encoding_format not in ("float", "base64"):
                 raise BasetenConfigError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}.")
             body["encoding_format"] = encoding_format
+        dimensions = options.get("dimensions")
         if dimensions is not None:
             if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1:
                 raise BasetenConfigError(f"dimensions must be a positive integer, got {dimensions!r}.")
             body["dimensions"] = dimensions
-        return cls._engine_call(target, "v1/embeddings", body, timeout, request_id, retry_budget)
+        return cls._options_call(target, "v1/embeddings", body, options)
 
     @staticmethod
     def _embeddings_of(answer: Any, call: _Call) -> EmbeddingsResponse:
@@ -205,25 +232,16 @@ class EngineMixin:
             )
         return response
 
-    def embed(
-        self,
-        target: Target,
-        texts: Sequence[str],
-        *,
-        model: str = "model",
-        dimensions: int | None = None,
-        encoding_format: EncodingFormat | None = None,
-        timeout: float | None = None,
-        request_id: str | None = None,
-        retry_budget: RetryBudget | None = None,
-    ) -> EmbeddingsResponse:
+    def embed(self, target: Target, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> EmbeddingsResponse:
         """``POST /sync/v1/embeddings`` (OpenAI format): one vector per text, in input order, float32 values.
 
-        One request for all ``texts`` (pack them yourself, e.g. 8-128 per call). ``model`` is ignored by BEI.
-        Retried like every engine route (idempotent); an answer with a vector missing, repeated or of another
-        length raises :class:`~airflow_provider_baseten.exceptions.BasetenModelError`.
+        Options (:class:`EmbedOptions`): ``model`` (default ``"model"``; BEI ignores it), ``dimensions``,
+        ``encoding_format`` (``"float"`` or ``"base64"``, decoded here either way), ``timeout``, ``request_id``,
+        ``retry_budget``. One request for all ``texts`` (pack them yourself, e.g. 8-128 per call). Retried like
+        every engine route; an answer with a vector missing, repeated or of another length raises
+        :class:`~airflow_provider_baseten.exceptions.BasetenModelError`.
         """
-        call = self._embed_call(target, texts, model, dimensions, encoding_format, timeout, request_id, retry_budget)
+        call = self._embed_call(target, texts, options)
         return self._embeddings_of(self._engine_json(call), call)
 
     async def aembed(
@@ -231,45 +249,31 @@ class EngineMixin:
         target: Target,
         texts: Sequence[str],
         *,
-        model: str = "model",
-        dimensions: int | None = None,
-        encoding_format: EncodingFormat | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (the HTTP read timeout, as in embed())
-        request_id: str | None = None,
-        retry_budget: RetryBudget | None = None,
         client: httpx.AsyncClient | None = None,
+        **options: Unpack[EmbedOptions],
     ) -> EmbeddingsResponse:
-        """Async twin of :meth:`embed`."""
-        call = self._embed_call(target, texts, model, dimensions, encoding_format, timeout, request_id, retry_budget)
+        """Async twin of :meth:`embed`, on the shared async client unless one is given."""
+        call = self._embed_call(target, texts, options)
         return self._embeddings_of(await self._engine_ajson(call, client), call)
 
     # --- rerank ----------------------------------------------------------------------------------------------
 
     @classmethod
-    def _rerank_call(
-        cls,
-        target: Target,
-        query: str,
-        texts: Sequence[str],
-        options: dict[str, Any],
-        timeout: float | None,
-        request_id: str | None,
-        retry_budget: RetryBudget | None,
-    ) -> _Call:
+    def _rerank_call(cls, target: Target, query: str, texts: Sequence[str], options: RerankOptions) -> _Call:
+        _check_options(options, RerankOptions, "rerank")
         if not isinstance(query, str):
             raise BasetenConfigError(f"query must be a string, got {type(query).__name__}; nothing was sent.")
-        model = options.pop("model")
         body: dict[str, Any] = {
             "query": query,
-            "raw_scores": bool(options["raw_scores"]),
-            "return_text": bool(options["return_text"]),
+            "raw_scores": bool(options.get("raw_scores", False)),
+            "return_text": bool(options.get("return_text", False)),
             "texts": _texts(texts, "texts"),
-            "truncate": bool(options["truncate"]),
-            "truncation_direction": _direction(options["truncation_direction"]),
+            "truncate": bool(options.get("truncate")),
+            "truncation_direction": _direction(options.get("truncation_direction", "Right")),
         }
-        if model is not None:
-            body["model"] = model
-        return cls._engine_call(target, "rerank", body, timeout, request_id, retry_budget)
+        if options.get("model") is not None:
+            body["model"] = options["model"]
+        return cls._options_call(target, "rerank", body, options)
 
     @staticmethod
     def _rerank_of(answer: Any, call: _Call) -> list[RerankResult]:
@@ -285,38 +289,21 @@ class EngineMixin:
         indices = [result.index for result in results]
         if len(set(indices)) != len(indices) or not all(0 <= index < expected for index in indices):
             raise BasetenModelError(
-                f"{what}: sent {expected} texts but the answer's indices {indices} are not each "
-                f"one of 0..{expected - 1} at most once."
+                f"{what}: sent {expected} texts but the answer's indices {indices} are not each one of "
+                f"0..{expected - 1} at most once."
             )
         return sorted(results, key=lambda result: -result.score)
 
     def rerank(
-        self,
-        target: Target,
-        query: str,
-        texts: Sequence[str],
-        *,
-        return_text: bool = False,
-        truncate: bool | None = None,
-        raw_scores: bool = False,
-        truncation_direction: TruncationDirection = "Right",
-        model: str | None = None,
-        timeout: float | None = None,
-        request_id: str | None = None,
-        retry_budget: RetryBudget | None = None,
+        self, target: Target, query: str, texts: Sequence[str], **options: Unpack[RerankOptions]
     ) -> list[RerankResult]:
         """``POST /sync/rerank``: ``texts`` scored against ``query``, best first (``index`` is the text's position).
 
-        ``truncate=None`` sends ``false``, as the performance client does. Retried like every engine route.
+        Options (:class:`RerankOptions`): ``return_text``, ``truncate`` (``None`` sends ``false``, as the
+        performance client does), ``raw_scores``, ``truncation_direction`` (``"Right"``), ``model``, ``timeout``,
+        ``request_id``, ``retry_budget``. Retried like every engine route.
         """
-        options = {
-            "return_text": return_text,
-            "truncate": truncate,
-            "raw_scores": raw_scores,
-            "truncation_direction": truncation_direction,
-            "model": model,
-        }
-        call = self._rerank_call(target, query, texts, options, timeout, request_id, retry_budget)
+        call = self._rerank_call(target, query, texts, options)
         return self._rerank_of(self._engine_json(call), call)
 
     async def arerank(
@@ -325,48 +312,27 @@ class EngineMixin:
         query: str,
         texts: Sequence[str],
         *,
-        return_text: bool = False,
-        truncate: bool | None = None,
-        raw_scores: bool = False,
-        truncation_direction: TruncationDirection = "Right",
-        model: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (the HTTP read timeout, as in rerank())
-        request_id: str | None = None,
-        retry_budget: RetryBudget | None = None,
         client: httpx.AsyncClient | None = None,
+        **options: Unpack[RerankOptions],
     ) -> list[RerankResult]:
         """Async twin of :meth:`rerank`."""
-        options = {
-            "return_text": return_text,
-            "truncate": truncate,
-            "raw_scores": raw_scores,
-            "truncation_direction": truncation_direction,
-            "model": model,
-        }
-        call = self._rerank_call(target, query, texts, options, timeout, request_id, retry_budget)
+        call = self._rerank_call(target, query, texts, options)
         return self._rerank_of(await self._engine_ajson(call, client), call)
 
     # --- classify --------------------------------------------------------------------------------------------
 
     @classmethod
-    def _classify_call(
-        cls,
-        target: Target,
-        inputs: Sequence[str],
-        options: dict[str, Any],
-        timeout: float | None,
-        request_id: str | None,
-        retry_budget: RetryBudget | None,
-    ) -> _Call:
+    def _classify_call(cls, target: Target, inputs: Sequence[str], options: ClassifyOptions) -> _Call:
+        _check_options(options, ClassifyOptions, "classify")
         body: dict[str, Any] = {
             "inputs": [[text] for text in _texts(inputs, "inputs")],
-            "raw_scores": bool(options["raw_scores"]),
-            "truncate": bool(options["truncate"]),
-            "truncation_direction": _direction(options["truncation_direction"]),
+            "raw_scores": bool(options.get("raw_scores", False)),
+            "truncate": bool(options.get("truncate")),
+            "truncation_direction": _direction(options.get("truncation_direction", "Right")),
         }
-        if options["model"] is not None:
+        if options.get("model") is not None:
             body["model"] = options["model"]
-        return cls._engine_call(target, "predict", body, timeout, request_id, retry_budget)
+        return cls._options_call(target, "predict", body, options)
 
     @staticmethod
     def _labels_of(answer: Any, call: _Call) -> list[list[ClassifyLabel]]:
@@ -381,24 +347,15 @@ class EngineMixin:
         return [[_validated(ClassifyLabel, label, what) for label in labels] for labels in answer]
 
     def classify(
-        self,
-        target: Target,
-        inputs: Sequence[str],
-        *,
-        raw_scores: bool = False,
-        truncate: bool | None = None,
-        truncation_direction: TruncationDirection = "Right",
-        model: str | None = None,
-        timeout: float | None = None,
-        request_id: str | None = None,
-        retry_budget: RetryBudget | None = None,
+        self, target: Target, inputs: Sequence[str], **options: Unpack[ClassifyOptions]
     ) -> list[list[ClassifyLabel]]:
         """``POST /sync/predict`` on a classification engine: the labels and scores of each input, in input order.
 
-        Not the custom-model ``/predict`` (billed, not retried): an engine's classify has no side effects.
+        Options (:class:`ClassifyOptions`): ``raw_scores``, ``truncate``, ``truncation_direction``, ``model``,
+        ``timeout``, ``request_id``, ``retry_budget``. Not the custom-model ``/predict`` (billed, not retried): an
+        engine's classify has no side effects and is retried like every engine route.
         """
-        options = {"raw_scores": raw_scores, "truncate": truncate, "truncation_direction": truncation_direction}
-        call = self._classify_call(target, inputs, {**options, "model": model}, timeout, request_id, retry_budget)
+        call = self._classify_call(target, inputs, options)
         return self._labels_of(self._engine_json(call), call)
 
     async def aclassify(
@@ -406,19 +363,27 @@ class EngineMixin:
         target: Target,
         inputs: Sequence[str],
         *,
-        raw_scores: bool = False,
-        truncate: bool | None = None,
-        truncation_direction: TruncationDirection = "Right",
-        model: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (the HTTP read timeout, as in classify())
-        request_id: str | None = None,
-        retry_budget: RetryBudget | None = None,
         client: httpx.AsyncClient | None = None,
+        **options: Unpack[ClassifyOptions],
     ) -> list[list[ClassifyLabel]]:
         """Async twin of :meth:`classify`."""
-        options = {"raw_scores": raw_scores, "truncate": truncate, "truncation_direction": truncation_direction}
-        call = self._classify_call(target, inputs, {**options, "model": model}, timeout, request_id, retry_budget)
+        call = self._classify_call(target, inputs, options)
         return self._labels_of(await self._engine_ajson(call, client), call)
+
+    @classmethod
+    def _options_call(cls, target: Target, route: str, body: dict[str, Any], options: EngineOptions) -> _Call:
+        return cls._engine_call(
+            target, route, body, options.get("timeout"), options.get("request_id"), options.get("retry_budget")
+        )
+
+
+def _check_options(options: Mapping[str, Any], allowed: type, what: str) -> None:
+    """A typo (``dimension=3``) must fail, not be ignored: TypedDict keyword arguments are not checked at runtime."""
+    unknown = sorted(set(options) - set(allowed.__optional_keys__))  # type: ignore[attr-defined]
+    if unknown:
+        raise BasetenConfigError(
+            f"{what}: unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed.__optional_keys__))}."  # type: ignore[attr-defined]
+        )
 
 
 def _direction(value: object) -> str:

@@ -349,3 +349,19 @@ async def test_async_twins_retry_within_the_budget(hook: BasetenHook, mock_http:
     with pytest.raises(BasetenModelError, match="503"):
         await hook.aembed(MODEL, ["a"], retry_budget=RetryBudget(fraction=0.0, minimum=1))
     assert route.call_count == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda hook: hook.embed(MODEL, ["a"], dimension=3), r"embed: unknown option\(s\) dimension"),
+        (lambda hook: hook.rerank(MODEL, "q", ["a"], returntext=True), r"rerank: unknown option\(s\) returntext"),
+        (lambda hook: hook.classify(MODEL, ["a"], return_text=True), r"classify: unknown option\(s\) return_text"),
+    ],
+)
+def test_misspelt_options_fail_instead_of_being_ignored(
+    hook: BasetenHook, mock_http: respx.MockRouter, call: Callable[[BasetenHook], Any], match: str
+) -> None:
+    with pytest.raises(BasetenConfigError, match=match):
+        call(hook)
+    assert not mock_http.calls
