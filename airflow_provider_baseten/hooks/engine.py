@@ -208,13 +208,16 @@ class EngineMixin:
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list):
             raise BasetenModelError(f"{what}: the answer is not an embeddings list (no 'data' array).")
-        items = [
-            {**item, "embedding": _float32(item["embedding"], position, what)}
-            if isinstance(item, dict) and isinstance(item.get("embedding"), str)
-            else item
-            for position, item in enumerate(data)
-        ]
+        decoded: dict[int, list[float]] = {}  # base64 vectors: floats by construction, not validated again
+        items = []
+        for position, item in enumerate(data):
+            if isinstance(item, dict) and isinstance(item.get("embedding"), str):
+                decoded[position] = _float32(item["embedding"], position, what)
+                item = {**item, "embedding": []}
+            items.append(item)
         response = _validated(EmbeddingsResponse, {**answer, "data": items}, what)
+        for position, floats in decoded.items():
+            response.data[position].embedding = floats
         expected = len(call.json_body["input"])
         indices = sorted(item.index for item in response.data)
         if indices != list(range(expected)):
