@@ -191,3 +191,28 @@ def test_openai_sdk_embeddings_against_the_emulator(baseten_emulator: Emulator) 
     from_hook = BasetenHook().get_openai_client(EMBED01)
     floats = from_hook.embeddings.create(input="hello world", model="m", dimensions=16, encoding_format="float")
     assert floats.data[0].embedding == BasetenHook().embed(EMBED01, ["hello world"], dimensions=16).data[0].embedding
+
+
+async def test_hook_batches_under_faults_send_every_text_once_within_the_budget(baseten_emulator: Emulator) -> None:
+    import asyncio
+
+    from airflow_provider_baseten.hooks.retry_budget import RetryBudget
+
+    baseten_emulator.faults.set(FaultPlan(route="embeddings", sequence=[503, 429, 503, 429, 503]))
+    texts = [f"text {i}" for i in range(160)]
+    batches = [texts[start : start + 8] for start in range(0, len(texts), 8)]
+    budget = RetryBudget(fraction=0.0, minimum=3)
+    hook = BasetenHook(async_sleep=lambda seconds: asyncio.sleep(0))  # retries without waiting
+    answers = await asyncio.gather(
+        *(
+            hook.aembed(EMBED01, batch, request_id=f"run/part-{n}", retry_budget=budget)
+            for n, batch in enumerate(batches)
+        )
+    )
+    assert [item.embedding for answer in answers for item in answer.data] == [
+        item.embedding for item in BasetenHook().embed(EMBED01, texts).data
+    ]
+    served = [entry for entry in baseten_emulator.journal.filter(route="embeddings", status=200)]
+    by_part = sorted(entry.customer_request_id or "" for entry in served if entry.customer_request_id)
+    assert by_part == sorted(f"run/part-{n}" for n in range(20))  # each batch answered exactly once
+    assert (budget.requests, budget.retries) == (20, 3)  # the 503s spent the budget, the 429s did not
