@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -365,3 +366,19 @@ def test_misspelt_options_fail_instead_of_being_ignored(
     with pytest.raises(BasetenConfigError, match=match):
         call(hook)
     assert not mock_http.calls
+
+
+def test_answers_parse_the_same_without_msgspec(
+    hook: BasetenHook, mock_http: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_baseten.hooks import engine
+
+    mock_http.post(EMBEDDINGS).respond(200, json=vectors(2))
+    fast = hook.embed(MODEL, ["a", "b"])
+    engine._json_decoder.cache_clear()
+    monkeypatch.setitem(sys.modules, "msgspec", None)  # not installed: json.loads
+    try:
+        assert engine._json_decoder() is json.loads
+        assert hook.embed(MODEL, ["a", "b"]) == fast
+    finally:
+        engine._json_decoder.cache_clear()
