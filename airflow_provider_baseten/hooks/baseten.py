@@ -7,7 +7,8 @@ connection has a host, to that gateway (the local emulator, a private proxy) wit
 
 Split along its seams, behind this one import path: the clients and per-loop resources in
 :mod:`~airflow_provider_baseten.hooks.clients`, what a call is in :mod:`~airflow_provider_baseten.hooks.calls`,
-chat completions and OpenAI clients in :mod:`~airflow_provider_baseten.hooks.chat` (a mixin of the hook).
+chat completions and OpenAI clients in :mod:`~airflow_provider_baseten.hooks.chat` (a mixin of the hook), engine
+routes (BEI embeddings, rerank, classify, any ``/sync/{route}``) in :mod:`~airflow_provider_baseten.hooks.engine`.
 """
 
 from __future__ import annotations
