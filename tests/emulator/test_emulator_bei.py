@@ -7,16 +7,18 @@ import math
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from conftest import BasetenClient
 
 from airflow_provider_baseten.emulator import Emulator, FaultPlan
 from airflow_provider_baseten.emulator.behaviours import behaviour_from_spec
 from airflow_provider_baseten.emulator.bei import Bei, slots_of, vector
 from airflow_provider_baseten.emulator.world import DeploymentSpec, ModelSpec, World
+
+if TYPE_CHECKING:
+    from conftest import BasetenClient  # tests/emulator/conftest.py (the fixtures' type, for readers)
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 
 from airflow_provider_baseten.emulator import Emulator, FaultPlan
 from airflow_provider_baseten.hooks.addressing import Target
-from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.hooks.baseten import BasetenHook, close_shared_async_clients
 
 perf = pytest.importorskip("baseten_performance_client")
 pytestmark = pytest.mark.integration
@@ -203,12 +203,15 @@ async def test_hook_batches_under_faults_send_every_text_once_within_the_budget(
     batches = [texts[start : start + 8] for start in range(0, len(texts), 8)]
     budget = RetryBudget(fraction=0.0, minimum=3)
     hook = BasetenHook(async_sleep=lambda seconds: asyncio.sleep(0))  # retries without waiting
-    answers = await asyncio.gather(
-        *(
-            hook.aembed(EMBED01, batch, request_id=f"run/part-{n}", retry_budget=budget)
-            for n, batch in enumerate(batches)
+    try:
+        answers = await asyncio.gather(
+            *(
+                hook.aembed(EMBED01, batch, request_id=f"run/part-{n}", retry_budget=budget)
+                for n, batch in enumerate(batches)
+            )
         )
-    )
+    finally:
+        await close_shared_async_clients()
     assert [item.embedding for answer in answers for item in answer.data] == [
         item.embedding for item in BasetenHook().embed(EMBED01, texts).data
     ]

@@ -6,17 +6,16 @@ import base64
 import json
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from conftest import Sleeps
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenConnectionError, BasetenModelError
 from airflow_provider_baseten.hooks.addressing import Target
-from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.hooks.baseten import BasetenHook, close_shared_async_clients
 from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
 MODEL = Target.of(model_id="abc123")
@@ -256,7 +255,7 @@ def test_request_id_is_sent_and_wins_over_the_hooks_id(
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_engine_routes_retry_transient_answers(
-    hook: BasetenHook, mock_http: respx.MockRouter, sleeps: Sleeps, status: int
+    hook: BasetenHook, mock_http: respx.MockRouter, sleeps: list[float], status: int
 ) -> None:
     route = mock_http.post(EMBEDDINGS)
     route.side_effect = [httpx.Response(status, json={"error": "x"}), httpx.Response(200, json=vectors(1))]
@@ -323,9 +322,16 @@ def test_retry_budget_allowance_grows_with_requests() -> None:
         RetryBudget(minimum=-1)
 
 
+@pytest.fixture
+async def closing_async_clients() -> AsyncIterator[None]:
+    yield
+    await close_shared_async_clients()
+
+
 # --- async twins ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("closing_async_clients")
 async def test_async_twins_send_what_the_sync_calls_send(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
     mock_http.post(EMBEDDINGS).respond(200, json=vectors(2))
     mock_http.post(f"{BASE}/rerank").respond(200, json=[{"index": 0, "score": 0.5}])
@@ -344,6 +350,7 @@ async def test_async_twins_send_what_the_sync_calls_send(hook: BasetenHook, mock
     assert budget.requests == 1
 
 
+@pytest.mark.usefixtures("closing_async_clients")
 async def test_async_twins_retry_within_the_budget(hook: BasetenHook, mock_http: respx.MockRouter) -> None:
     route = mock_http.post(EMBEDDINGS)
     route.side_effect = [httpx.Response(503, json={"error": "busy"})] * 2
