@@ -46,9 +46,11 @@ from airflow_provider_baseten.operators.batch import OnRerun, _is_fatal, _is_rer
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
+    import httpx
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_baseten.hooks.addressing import Target
+    from airflow_provider_baseten.hooks.baseten import BasetenHook
 
 __all__ = ["BasetenEmbeddingsOperator"]
 
@@ -247,6 +249,11 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
             self.ensure_active(target)
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
         state = self._run_state = _EmbedState(existing=existing, total=source.total, now=self._clock())
+        if "ti" in context:
+            ti = context["ti"]
+            state.request_prefix = (
+                f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}/texts-"
+            )
         try:
             with output.open_sink(self._clock) as sink:
                 asyncio.run(self._run(target, source.items(skip=existing.done), sink, state, binary=parquet))
@@ -410,8 +417,8 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
 
     async def _worker(
         self,
-        hook: Any,  # BasetenHook: aembed comes with the engine branch
-        client: Any,
+        hook: BasetenHook,
+        client: httpx.AsyncClient,
         target: Target,
         packer: _Packer,
         writer: PackWriter,
@@ -435,10 +442,13 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
                 response = await hook.aembed(
                     target,
                     [item.payload for item in pack],
+                    client=client,
                     model=self.model,
                     dimensions=self.dimensions,
                     encoding_format=self.encoding_format,
                     timeout=self.timeout,
+                    request_id=f"{state.request_prefix}{key}+{len(pack)}"[-256:],
+                    retry_budget=state.retry_budget,
                 )
                 lines = _vector_lines(pack, response, binary, state)
             except Exception as err:
@@ -575,6 +585,12 @@ class _EmbedState(_RunState):
         self.total_tokens = 0
         self.dimensions: int | None = None
         self.started = self.last_log = now
+        from airflow_provider_baseten.hooks.retry_budget import RetryBudget
+
+        #: One retry allowance for the whole try: a failure storm cannot multiply the load.
+        self.retry_budget = RetryBudget()
+        #: ``x-baseten-customer-request-id`` of a pack: this prefix, its first index and its size.
+        self.request_prefix = "embeddings/"
 
 
 # --- Parquet ------------------------------------------------------------------------------------------------------

@@ -155,7 +155,18 @@ def test_texts_are_packed_batch_size_per_request_and_written_once(hook: FakeHook
     manifest = make_op(hook, tmp_path, texts=TEXTS, batch_size=4, dimensions=3, model="bge").execute({"ti": ti()})
     assert sorted(len(call) for call in hook.calls) == [2, 4, 4]
     assert sorted(hook.sent()) == sorted(TEXTS)
-    assert hook.kwargs[0] == {"model": "bge", "dimensions": 3, "encoding_format": None, "timeout": None}
+    options = hook.kwargs[0]
+    assert {k: options[k] for k in ("model", "dimensions", "encoding_format", "timeout")} == {
+        "model": "bge",
+        "dimensions": 3,
+        "encoding_format": None,
+        "timeout": None,
+    }
+    assert isinstance(options["client"], FakeClient)
+    assert len({id(kwargs["retry_budget"]) for kwargs in hook.kwargs}) == 1  # one budget for the whole try
+    assert sorted(kwargs["request_id"] for kwargs in hook.kwargs) == [
+        f"dag/embed/manual__1/-1/1/texts-{first}+{size}" for first, size in ((0, 4), (4, 4), (8, 2))
+    ]
     lines = read_lines(tmp_path / "out.jsonl")
     assert sorted(line["index"] for line in lines) == list(range(10))
     assert all(line["embedding"] == vector_of(TEXTS[line["index"]], 3) for line in lines)
