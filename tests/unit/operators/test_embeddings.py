@@ -28,7 +28,9 @@ from airflow_provider_baseten.operators import embeddings as embeddings_module
 from airflow_provider_baseten.operators._lineage import dataset_name, output_asset
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 from airflow_provider_baseten.operators.embeddings import BasetenEmbeddingsOperator
+from tests import object_store_fs
 
+object_store = object_store_fs.object_store  # the fixture: an in-memory store that cannot append
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -278,6 +280,27 @@ def test_progress_lines_name_rate_eta_and_tokens(hook: FakeHook, tmp_path: Path)
     assert "texts/s, ETA " in progress[0]
     assert "s, 6 tokens" in progress[0]  # two texts of three words per request
     assert any(m.startswith("Embeddings finished: 10/10 texts done") and m.endswith("30 tokens") for m in messages)
+
+
+def test_object_store_outputs_jsonl_parts_and_parquet_resume(hook: FakeHook, tmp_path: Path, object_store: str) -> None:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    folder = f"{object_store}/vectors/run1.jsonl"
+    manifest = make_op(hook, tmp_path, texts=TEXTS, output_path=folder, part_size=4, batch_size=2).execute({})
+    assert all(uri.startswith(f"{folder}/part-") for uri in manifest["parts"])
+    lines = [json.loads(line) for uri in manifest["parts"] for line in ObjectStoragePath(uri).read_text().splitlines()]
+    assert sorted(line["index"] for line in lines) == list(range(10))
+
+    out = f"{object_store}/vectors/run1.parquet"
+    make_op(hook, tmp_path, texts=TEXTS[:6], output_path=out, batch_size=2).execute({"ti": ti(1)})
+    hook.calls.clear()
+    manifest = make_op(hook, tmp_path, texts=TEXTS, output_path=out, batch_size=2).execute({"ti": ti(2)})
+    assert sorted(hook.sent()) == sorted(TEXTS[6:])  # the journal folder beside the file was resumed
+    assert manifest["skipped_existing"] == 6
+    with ObjectStoragePath(out).open("rb") as handle:
+        table = pq.read_table(handle)
+    assert sorted(table.column("index").to_pylist()) == list(range(10))
+    assert ObjectStoragePath(f"{out}.journal").exists()
 
 
 # --- failures and resume ------------------------------------------------------------------------------------------
