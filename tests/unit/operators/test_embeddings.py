@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
+import object_store_fs  # tests/ is on sys.path (as test_batch_storage imports it: one module, one store)
 import pytest
 
 from airflow_provider_baseten.exceptions import (
@@ -28,7 +29,6 @@ from airflow_provider_baseten.operators import embeddings as embeddings_module
 from airflow_provider_baseten.operators._lineage import dataset_name, output_asset
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 from airflow_provider_baseten.operators.embeddings import BasetenEmbeddingsOperator
-from tests import object_store_fs
 
 object_store = object_store_fs.object_store  # the fixture: an in-memory store that cannot append
 pa = pytest.importorskip("pyarrow")
