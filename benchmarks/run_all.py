@@ -30,7 +30,7 @@ from benchmarks._common import (
     machine_line,
 )
 
-BENCHMARKS = ("import_cost", "batch_predict", "trigger_fanout")
+BENCHMARKS = ("import_cost", "batch_predict", "embeddings", "trigger_fanout")
 ORDER = (*BENCHMARKS, "emulator_throughput")
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -47,6 +47,8 @@ DAG_IDS: tuple[str, ...] = (
     "baseten_batch_window",
     "baseten_evaluate_promote",
     "baseten_common_ai",
+    "baseten_nightly_embeddings",
+    "baseten_embeddings_consumer",
 )
 
 #: Emulated seconds per real second: a 180 s cold start takes 3 s, a 5 s async job a tenth of a second.

@@ -1,9 +1,11 @@
-"""The inputs of a batch: a list or a JSONL file, read lazily into numbered items."""
+"""The inputs of a batch: a list or a JSONL, CSV or Parquet file, read lazily into numbered items."""
 
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,11 +64,12 @@ class Source:
         """``(record, problem, the bytes the fingerprint covers)`` per record."""
         raise NotImplementedError
 
-    def __init__(self, id_field: str | None, input_field: str | None) -> None:
+    def __init__(self, id_field: str | None, input_field: str | None, salt: Any = None) -> None:
         self.id_field = id_field
         self.input_field = input_field
         self.seen = 0  # records read so far: the total once the source is exhausted
-        self._salt = canonical_json([id_field, input_field])
+        # ``salt``: whatever else decides the output of a record (e.g. the embedding dimensions).
+        self._salt = canonical_json([id_field, input_field] if salt is None else [id_field, input_field, salt])
 
     def items(self, *, skip: IndexSet | None = None) -> Iterator[Item]:
         """Lazily, the items whose index is not in ``skip``."""
@@ -87,8 +90,8 @@ class Source:
 
 
 class ListSource(Source):
-    def __init__(self, inputs: list[Any], id_field: str | None, input_field: str | None) -> None:
-        super().__init__(id_field, input_field)
+    def __init__(self, inputs: list[Any], id_field: str | None, input_field: str | None, salt: Any = None) -> None:
+        super().__init__(id_field, input_field, salt)
         self.inputs = inputs
         self.total = len(inputs)
 
@@ -100,12 +103,17 @@ class ListSource(Source):
 class FileSource(Source):
     """JSONL read line by line; for local files the lines are counted first (one cheap pass) for the ETA."""
 
-    def __init__(self, path: ObjectStoragePath | Path, id_field: str | None, input_field: str | None) -> None:
-        super().__init__(id_field, input_field)
+    def __init__(
+        self, path: ObjectStoragePath | Path, id_field: str | None, input_field: str | None, salt: Any = None
+    ) -> None:
+        super().__init__(id_field, input_field, salt)
         self.path = path
         if not path.exists():
             raise BasetenConfigError(f"input_path {storage_uri(path)} does not exist.")
-        self.total = sum(1 for _ in self._lines()) if is_local(path) else None
+        self.total = self._count() if is_local(path) else None
+
+    def _count(self) -> int | None:
+        return sum(1 for _ in self._lines())
 
     def _lines(self) -> Iterator[bytes]:
         with self.path.open("rb") as handle:
@@ -120,6 +128,67 @@ class FileSource(Source):
                 yield json.loads(line), None, raw
             except ValueError as err:
                 yield None, f"record {number} of {storage_uri(self.path)} is not valid JSON: {err}", raw
+
+
+class CsvSource(FileSource):
+    """A CSV file with a header row: each row is a record ``{column: value}`` (values are strings)."""
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        with self.path.open("rb") as handle:
+            yield from csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
+
+    def _count(self) -> int | None:
+        return sum(1 for _ in self._rows())
+
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
+        for row in self._rows():
+            yield row, None, canonical_json(row)
+
+
+class ParquetSource(FileSource):
+    """A Parquet file read one row batch at a time (needs the ``parquet`` extra: pyarrow); the total is metadata."""
+
+    def __init__(
+        self, path: ObjectStoragePath | Path, id_field: str | None, input_field: str | None, salt: Any = None
+    ) -> None:
+        super().__init__(path, id_field, input_field, salt)
+        parquet = import_pyarrow_parquet("reading the Parquet input")
+        with self.path.open("rb") as handle:
+            self.total = parquet.ParquetFile(handle).metadata.num_rows  # the footer only, also on object stores
+
+    def _count(self) -> int | None:
+        return None
+
+    def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
+        parquet = import_pyarrow_parquet("reading the Parquet input")
+        with self.path.open("rb") as handle:
+            reader = parquet.ParquetFile(handle)
+            for batch in reader.iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    yield row, None, canonical_json(row)
+
+
+def import_pyarrow_parquet(purpose: str) -> Any:
+    """``pyarrow.parquet``, or a clear error naming the extra that brings it."""
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise BasetenConfigError(
+            f"pyarrow is needed for {purpose}: pip install 'airflow-provider-baseten[parquet]'."
+        ) from None
+    return pyarrow.parquet
+
+
+#: File sources by the suffix of the input path (anything else is JSONL).
+FILE_SOURCES: dict[str, type[FileSource]] = {".csv": CsvSource, ".parquet": ParquetSource, ".pq": ParquetSource}
+
+
+def open_file_source(
+    path: ObjectStoragePath | Path, id_field: str | None, input_field: str | None, salt: Any = None
+) -> FileSource:
+    """The source for ``path`` by its suffix: ``.csv``, ``.parquet``/``.pq``, else JSONL."""
+    kind = FILE_SOURCES.get(Path(str(path.name)).suffix.lower(), FileSource)
+    return kind(path, id_field, input_field, salt)
 
 
 def parse_list(text: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from airflow_provider_baseten.operators.async_predict import BasetenAsyncPredictOperator
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 from airflow_provider_baseten.operators.chat import BasetenChatOperator
+from airflow_provider_baseten.operators.embeddings import BasetenEmbeddingsOperator
 from airflow_provider_baseten.operators.lifecycle import (
     BasetenBatchWindowOperator,
     BasetenPromoteOperator,
@@ -27,6 +28,7 @@ __all__ = [
     "BasetenChainLink",
     "BasetenChainRunOperator",
     "BasetenChatOperator",
+    "BasetenEmbeddingsOperator",
     "BasetenModelLink",
     "BasetenPredictOperator",
     "BasetenPromoteOperator",

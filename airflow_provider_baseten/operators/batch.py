@@ -29,6 +29,7 @@ from airflow_provider_baseten.exceptions import (
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
 from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, LineWriter, Sink, find_stale
+from airflow_provider_baseten.operators._lineage import LineageMixin
 from airflow_provider_baseten.operators._storage import as_path, warn_if_not_shared
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
@@ -54,7 +55,7 @@ _MESSAGE_LIMIT = 500
 OnRerun = Literal["resume", "replace", "fail"]
 
 
-class BasetenBatchPredictOperator(BasetenBaseOperator):
+class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
     """Predict on many inputs with bounded concurrency, writing one JSONL line per input; resumes on a re-run.
 
     **Inputs.** ``inputs`` (a templated list) or ``input_path`` (a JSONL file: a local path, ``file://`` or any

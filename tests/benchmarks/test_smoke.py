@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import batch_predict, import_cost, run_all, trigger_fanout
+from benchmarks import batch_predict, embeddings, import_cost, run_all, trigger_fanout
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,6 +54,23 @@ def test_batch_predict_quick(tmp_path: Path) -> None:
             assert all((r["ok"], r["errors"]) == (size, 0) for r in runs)
     assert [(r["ok"], r["errors"]) for r in raw["latency_runs"]["http_hook"]] == [(5, 0)]
     assert {goal.name for goal in out["goals"]} >= {"batch efficiency (ideal / actual)"}
+
+
+def test_embeddings_quick(tmp_path: Path) -> None:
+    argv = ["--quick", "--inline", "--n", "300", "--batch-size", "32", "--memory-ns", "100,300"]
+    out = embeddings.main([*argv, "--results-dir", str(tmp_path)])
+
+    speed, memory = out["tables"][0], out["tables"][1]
+    assert speed.column("client") == [
+        "BasetenEmbeddingsOperator",
+        "baseten-performance-client embed",
+        "AsyncOpenAI embeddings.create loop",
+    ]
+    for side, runs in out["raw"]["runs"].items():
+        assert [(r["n"], r["ok"], r["errors"]) for r in runs] == [(300, 300, 0)], side
+    assert memory.column("N") == ["100", "300"]
+    assert {goal.name for goal in out["goals"]} >= {"embeddings wall vs performance client"}
+    assert "Embeddings goals" in (tmp_path / "embeddings.md").read_text()
 
 
 def test_import_cost_quick(tmp_path: Path) -> None:

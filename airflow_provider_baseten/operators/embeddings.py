@@ -1,0 +1,669 @@
+"""``BasetenEmbeddingsOperator``: embed a document set on a BEI deployment, packed, concurrent and resumable.
+
+It shares batch predict's machinery: the inputs (``_batch_inputs``: a list or a JSONL/CSV/Parquet file read
+lazily), the output journal (``_batch_journal``: one line per input, an intents sidecar on local files, whole parts
+on object stores) and its resume rule (a later try keeps every line whose input is unchanged and sends only the
+rest). What differs: inputs are packed ``batch_size`` texts per request (the packed request is the unit of intent),
+and Parquet output is written from the journal at the end of the try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from array import array
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
+from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
+from airflow_provider_baseten.operators._batch_inputs import (
+    Item,
+    ListSource,
+    Source,
+    import_pyarrow_parquet,
+    input_error,
+    open_file_source,
+    parse_list,
+)
+from airflow_provider_baseten.operators._batch_journal import (
+    BatchOutput,
+    Existing,
+    LineWriter,
+    LocalOutput,
+    PartsOutput,
+    Sink,
+    encode_line,
+    find_stale,
+    parse_line,
+)
+from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
+from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri, warn_if_not_shared
+from airflow_provider_baseten.operators.batch import OnRerun, _is_fatal, _is_rerun, _RunState, describe_error
+from airflow_provider_baseten.operators.links import BasetenModelLink
+
+if TYPE_CHECKING:
+    import httpx
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
+
+    from airflow_provider_baseten.hooks.addressing import Target
+    from airflow_provider_baseten.hooks.baseten import BasetenHook
+
+__all__ = ["BasetenEmbeddingsOperator"]
+
+EMBEDDINGS_FOLDER = "baseten-embeddings"
+OutputFormat = Literal["jsonl", "parquet"]
+#: Defaults measured against the emulator's BEI deployment (benchmarks/embeddings.py, benchmarks/README.md).
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_MAX_CHARS = 64_000
+#: BEI's ceiling on inputs per request (the performance client's too).
+MAX_BATCH_SIZE = 1024
+_PARQUET_ROWS = 8192
+
+
+class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
+    """Embed many texts on a BEI deployment (``/sync/v1/embeddings``), packed, concurrent, resumable.
+
+    **Inputs.** ``texts`` (a templated list of strings, or of records) or ``input_path`` (a JSONL, CSV or Parquet
+    file by its suffix, at a local path or any ``ObjectStoragePath`` URI, read lazily: memory stays flat in the
+    number of texts). A record that is a string is the text; of a dict record, ``text_field`` (default ``"text"``)
+    is the text and ``id_field`` (optional) the ``id`` written with it (default: the 0-based ``index``). A record
+    without a non-empty string text is written as an error and never sent.
+
+    **Packing.** Up to ``batch_size`` texts per request, and fewer when their characters would pass
+    ``max_chars_per_request`` (a text longer than that goes alone); ``max_concurrency`` requests in flight.
+
+    **Outputs.** ``output_path`` (templated; ``.parquet`` picks Parquet, anything else JSONL unless
+    ``output_format`` says), else ``{[baseten] output_location}/baseten-embeddings/{dag_id}/{run_id}/{task_id}
+    [-{map_index}].jsonl``. JSONL: one line ``{"index", "id", "input_fp", "embedding": [floats]}`` per text (or
+    ``"error": {...}`` instead of ``embedding``), in completion order; on an object store it is a folder of parts,
+    as for batch predict. Parquet (the ``parquet`` extra, pyarrow): one file with the columns ``index`` (int64),
+    ``id`` (string), ``embedding`` (list of float32; null on error) and ``error`` (string), written at the end of
+    each try from a journal kept beside it (``{output}.journal.jsonl``, or a ``.journal`` folder on object stores;
+    float32 vectors in base64, so a resume reads it back exactly). The task returns ``{output_path, parts, total,
+    succeeded, failed, skipped_existing, dimensions, usage, duration_s}`` (``usage``: the tokens of this try's
+    requests). A literal ``output_path`` is also declared as an outlet asset, so a DAG can be scheduled on it.
+
+    **Cost, retries, re-runs.** Each request is billed by its tokens. Embeddings have no side effects, so the hook
+    retries 429s, 5xx and timeouts within its budget. A request that still fails writes an error line for each of
+    its texts; a re-run (any try after the first) with ``on_rerun="resume"`` (default) keeps every line whose text
+    is unchanged (same index, fingerprint, ``model`` and ``dimensions``) and sends only the rest, errors that
+    never reached the model included; ``"fail"`` refuses to mix outputs of other inputs; ``"replace"`` starts over.
+    Requests still in flight when a try ends (kill, timeout, SIGTERM, even SIGKILL on a local output, whose
+    intents record them) have no line and are sent again by the next try: at most ``max_concurrency`` requests
+    are paid twice, and no text is lost. Authentication and not-found errors stop the task at once.
+
+    Rerank and classify are not options of this operator: their inputs (a query with candidate lists; one text
+    per label set) and outputs (scores per candidate, labels per text) have other shapes, so they belong in small
+    siblings built on the same inputs and journal, not behind a ``task=`` switch that changes every column.
+
+    :param baseten_conn_id: the ``baseten`` connection (templated).
+    :param model_id: the BEI model to call (templated).
+    :param environment: ``production`` (default), ``development`` or a named environment (templated).
+    :param deployment_id: pin one deployment instead of an environment (templated).
+    :param regional: use the regional host ``model-{id}-{environment}.api.baseten.co``.
+    :param texts: the texts (templated): a list of strings or records, or a JSON string of one.
+    :param input_path: a JSONL, CSV or Parquet file of records (templated). Exactly one of ``texts`` and
+        ``input_path``.
+    :param output_path: where to write the vectors (templated): local path, URI or ``ObjectStoragePath``.
+    :param output_format: ``"jsonl"`` or ``"parquet"``; default: by the suffix of ``output_path``, else JSONL.
+    :param text_field: key of each dict record holding its text (default ``"text"``).
+    :param id_field: key of each dict record whose value is written as ``id``; default: the index.
+    :param model: the ``model`` field of each request (BEI ignores it; default ``"model"``).
+    :param dimensions: the vector size to ask for (Matryoshka models), default: the model's.
+    :param encoding_format: ``"float"`` or ``"base64"`` on the wire (default: the server's, float); the output is
+        the same either way.
+    :param batch_size: texts per request (default 128, at most 1024).
+    :param max_chars_per_request: characters per request (default 64,000).
+    :param max_concurrency: requests in flight at once (default 32).
+    :param on_rerun: ``"resume"`` (default), ``"fail"`` or ``"replace"`` (see above).
+    :param part_size: object stores: lines per part (default 10,000).
+    :param part_interval: object stores: seconds after which a part is written even if not full (default 60).
+    :param max_failed_fraction: the task fails when more than this fraction of the texts ends in an error
+        (default 0.0).
+    :param progress_interval: seconds between progress lines (done, rate, ETA, tokens).
+    :param kill_grace_period: on ``on_kill``, seconds to let in-flight requests finish before they are dropped.
+    :param timeout: read timeout in seconds of each request (default: the connection's).
+    """
+
+    template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "texts", "input_path", "output_path")
+    template_fields_renderers = {"texts": "json"}
+    operator_extra_links = (BasetenModelLink(),)
+    target_kind = "model"
+    ui_color = "#e5fff0"
+
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
+    _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
+
+    def __init__(
+        self,
+        *,
+        texts: list[Any] | str | None = None,
+        input_path: str | ObjectStoragePath | None = None,
+        output_path: str | ObjectStoragePath | None = None,
+        output_format: OutputFormat | None = None,
+        text_field: str = "text",
+        id_field: str | None = None,
+        model: str = "model",
+        dimensions: int | None = None,
+        encoding_format: Literal["float", "base64"] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_chars_per_request: int = DEFAULT_MAX_CHARS,
+        max_concurrency: int = 32,
+        on_rerun: OnRerun = "resume",
+        part_size: int = 10_000,
+        part_interval: float = 60.0,
+        max_failed_fraction: float = 0.0,
+        progress_interval: float = 10.0,
+        kill_grace_period: float = 10.0,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (texts is None) == (input_path is None):
+            raise BasetenConfigError(
+                "Pass exactly one of texts= (a list) and input_path= (a JSONL, CSV or Parquet file)."
+            )
+        if isinstance(texts, tuple | set | dict):
+            raise BasetenConfigError("texts must be a list (or a templated string rendering to one).")
+        if output_format is not None and output_format not in get_args(OutputFormat):
+            raise BasetenConfigError(f"output_format must be 'jsonl' or 'parquet', got {output_format!r}.")
+        if on_rerun not in get_args(OnRerun):
+            raise BasetenConfigError(f"on_rerun must be one of {', '.join(get_args(OnRerun))}; got {on_rerun!r}.")
+        if encoding_format not in (None, "float", "base64"):
+            raise BasetenConfigError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}.")
+        counts = (
+            ("batch_size", batch_size),
+            ("max_chars_per_request", max_chars_per_request),
+            ("max_concurrency", max_concurrency),
+            ("part_size", part_size),
+        )
+        for name, count in counts:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise BasetenConfigError(f"{name} must be a positive integer, got {count!r}.")
+        if batch_size > MAX_BATCH_SIZE:
+            raise BasetenConfigError(f"batch_size must be at most {MAX_BATCH_SIZE} (BEI's limit), got {batch_size}.")
+        if dimensions is not None and (
+            isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
+        ):
+            raise BasetenConfigError(f"dimensions must be a positive integer or None, got {dimensions!r}.")
+        fraction_ok = isinstance(max_failed_fraction, int | float) and not isinstance(max_failed_fraction, bool)
+        if not fraction_ok or not 0.0 <= max_failed_fraction <= 1.0:
+            raise BasetenConfigError(f"max_failed_fraction must be a number from 0 to 1, got {max_failed_fraction!r}.")
+        for name, key in (("text_field", text_field), ("id_field", id_field), ("model", model)):
+            if key is not None and (not isinstance(key, str) or not key):
+                raise BasetenConfigError(f"{name} must be a non-empty string.")
+        self.texts = texts
+        self.input_path = input_path
+        self.output_path = output_path
+        self.output_format = output_format
+        self.text_field = text_field
+        self.id_field = id_field
+        self.model = model
+        self.dimensions = dimensions
+        self.encoding_format = encoding_format
+        self.batch_size = batch_size
+        self.max_chars_per_request = max_chars_per_request
+        self.max_concurrency = max_concurrency
+        self.on_rerun = on_rerun
+        self.part_size = part_size
+        self.max_failed_fraction = float(max_failed_fraction)
+        self.part_interval = check_seconds(part_interval, "part_interval")
+        self.progress_interval = check_seconds(progress_interval, "progress_interval", allow_zero=True)
+        self.kill_grace_period = check_seconds(kill_grace_period, "kill_grace_period", allow_zero=True)
+        self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
+        asset = output_asset(output_path)
+        if asset is not None and asset not in self.outlets:
+            self.outlets = [*self.outlets, asset]
+        self._run_state: _EmbedState | None = None
+
+    # --- execute ----------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target = self.target
+        source = self._source()
+        path = self._output_path(context)
+        parquet = self._format(path) == "parquet"
+        if parquet:
+            import_pyarrow_parquet("Parquet output")  # fail before sending anything
+        output = BatchOutput.at(
+            journal_path(path) if parquet else path, part_size=self.part_size, part_interval=self.part_interval
+        )
+        warn_if_not_shared(path, "The embeddings output", self.log)
+        started = self._clock()
+        if "ti" in context:
+            BasetenModelLink.persist(context, self)
+        existing = self._take_stock(output, source, rerun=_is_rerun(context))
+        self.log.info(
+            "Embeddings on %s: %s texts, %d per request, concurrency %d, output %s",
+            target.describe(),
+            "?" if source.total is None else source.total,
+            self.batch_size,
+            self.max_concurrency,
+            storage_uri(path),
+        )
+        if self.activate_if_inactive:
+            self.ensure_active(target)
+        self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
+        state = self._run_state = _EmbedState(existing=existing, total=source.total, now=self._clock())
+        if "ti" in context:
+            ti = context["ti"]
+            state.request_prefix = (
+                f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}/texts-"
+            )
+        try:
+            with output.open_sink(self._clock) as sink:
+                asyncio.run(self._run(target, source.items(skip=existing.done), sink, state, binary=parquet))
+            if not state.packs and state.writer is not None and state.writer.error is None:
+                output.forget_intents()
+        finally:
+            self._run_state = None
+        if state.writer is not None and state.writer.error is not None:
+            raise BasetenError(f"Writing the embeddings to {output.uri} failed.") from state.writer.error
+        total = source.total if source.total is not None else source.seen
+        parts = [storage_uri(path)] if parquet else output.part_uris()
+        if parquet and not state.stop_reason and state.fatal is None:
+            write_parquet(reopen(output), path)
+        failed = existing.failed + state.failed
+        manifest: dict[str, Any] = {
+            "output_path": storage_uri(path),
+            "parts": parts,
+            "total": total,
+            "succeeded": existing.succeeded + state.succeeded,
+            "failed": failed,
+            "skipped_existing": existing.kept,
+            "dimensions": state.dimensions or self.dimensions,
+            "usage": {"prompt_tokens": state.prompt_tokens, "total_tokens": state.total_tokens},
+            "duration_s": round(self._clock() - started, 3),
+        }
+        self.log.info("Embeddings finished: %s", {**manifest, "parts": len(parts)})
+        if state.fatal is not None:
+            self.log.error("Stopped at the first error that every request would hit; the rest is left for a retry.")
+            raise state.fatal
+        if state.stop_reason:
+            raise BasetenError(f"The embeddings stopped early: {state.stop_reason} Written so far: {manifest}.")
+        if total and failed / total > self.max_failed_fraction:
+            raise BasetenError(
+                f"{failed} of {total} texts failed ({failed / total:.1%}), over max_failed_fraction="
+                f"{self.max_failed_fraction}; see the error lines in {output.uri}. A task retry re-sends only "
+                "errors that never reached the model."
+            )
+        return manifest
+
+    def on_kill(self) -> None:
+        """Stop packing; let in-flight requests finish for ``kill_grace_period``; the rest is sent by a retry."""
+        state = self._run_state
+        if state is not None:
+            state.request_stop("the task was killed (on_kill).")
+
+    # --- inputs and outputs -------------------------------------------------------------------------------------
+
+    def _format(self, path: ObjectStoragePath | Path) -> OutputFormat:
+        if self.output_format is not None:
+            return self.output_format
+        return "parquet" if Path(str(path.name)).suffix.lower() in (".parquet", ".pq") else "jsonl"
+
+    def _source(self) -> Source:
+        # What else decides a line: a changed model or size makes every earlier vector stale.
+        salt = [self.text_field, self.model, self.dimensions]
+        if self.input_path not in (None, ""):
+            if self.texts not in (None, ""):
+                raise BasetenConfigError("Pass exactly one of texts= and input_path=.")
+            return open_file_source(as_path(self.input_path), self.id_field, None, salt)  # type: ignore[arg-type]
+        texts: Any = self.texts
+        if isinstance(texts, str):
+            texts = parse_list(texts)
+        if not isinstance(texts, list | tuple):
+            raise BasetenConfigError(f"texts must render to a list, got {type(texts).__name__}.")
+        return ListSource(list(texts), self.id_field, None, salt)
+
+    def _output_path(self, context: Context | dict[str, Any]) -> ObjectStoragePath | Path:
+        if self.output_path not in (None, ""):
+            return as_path(self.output_path)  # type: ignore[arg-type]
+        from airflow_provider_baseten.operators._results import required_location, task_result_path
+
+        if "ti" not in context:
+            raise BasetenConfigError("Pass output_path= when running outside a task instance.")
+        base = required_location(None, EMBEDDINGS_FOLDER)
+        suffix = ".parquet" if self.output_format == "parquet" else ".jsonl"
+        return as_path(task_result_path(context, base, suffix=suffix))  # type: ignore[arg-type]
+
+    def _take_stock(self, output: BatchOutput, source: Source, *, rerun: bool) -> Existing:
+        """What of an earlier try's output this try keeps, by ``on_rerun``; the rest is removed from the output."""
+        if not output.exists():
+            return Existing()
+        if not rerun or self.on_rerun == "replace":
+            self.log.info("Replacing the existing output %s; every text is embedded.", output.uri)
+            output.delete()
+            return Existing()
+        loaded = output.load(self.log)
+        stale = find_stale(loaded, source.fingerprints())
+        if stale.first is not None and self.on_rerun == "fail":
+            raise BasetenConfigError(
+                f"The output at {output.uri} was written for other texts ({stale.indices.count} lines, first at index "
+                f"{stale.first[0]}); on_rerun='fail' does not mix them: choose another output_path or on_rerun."
+            )
+        existing = output.compact(stale.indices, loaded)
+        self.log.info(
+            "Resuming: %d texts already written to %s (%d failed); %d stale lines dropped; %d errors that never "
+            "reached the model and %d texts in flight when an earlier try ended are sent again.",
+            existing.kept,
+            output.uri,
+            existing.failed,
+            stale.indices.count,
+            existing.dropped_retryable,
+            len(existing.stranded),
+        )
+        return existing
+
+    # --- the async part ---------------------------------------------------------------------------------------
+
+    async def _run(
+        self, target: Target, items: Iterator[Item], sink: Sink, state: _EmbedState, *, binary: bool
+    ) -> None:
+        """``max_concurrency`` workers packing from one iterator; in-flight packs are released when it ends."""
+        from airflow_provider_baseten.hooks import baseten as hook_module
+
+        hook = self.hook
+        loop = asyncio.get_running_loop()
+        state.bind(loop)
+        writer = state.writer = PackWriter(
+            sink, loop, self._clock, lambda err: state.request_stop(f"writing {type(err).__name__}: {err}")
+        )
+        client = hook_module.build_async_client(await hook.aget_settings(), max_connections=self.max_concurrency)
+        packer = _Packer(items, self.batch_size, self.max_chars_per_request, self.text_field)
+        workers = [
+            asyncio.create_task(self._worker(hook, client, target, packer, writer, state, binary))
+            for _ in range(self.max_concurrency)
+        ]
+        reporter = asyncio.create_task(self._report(state))
+        stopper = asyncio.create_task(state.stopped.wait())
+        all_done = asyncio.gather(*workers)
+        try:
+            await asyncio.wait([all_done, stopper], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+            if all_done.done():
+                all_done.result()
+            else:
+                self.log.warning(
+                    "Stopping: %s Waiting up to %ss for %d requests in flight.",
+                    state.stop_reason,
+                    self.kill_grace_period,
+                    len(state.packs),
+                )
+                pending = [task for task in workers if not task.done()]
+                if pending and self.kill_grace_period > 0:
+                    grace = asyncio.ensure_future(self._sleep(self.kill_grace_period))
+                    finished = asyncio.gather(*pending, return_exceptions=True)
+                    await asyncio.wait([finished, grace], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+                    grace.cancel()
+        finally:
+            for task in (reporter, stopper, *workers):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(all_done, reporter, stopper, return_exceptions=True)
+            for pack in state.packs.values():  # no line: the next try sends them again (no side effects)
+                for item in pack:
+                    writer.release(item.index)
+            writer.flush()
+            if writer.syncing is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.gather(writer.syncing, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self._log_progress(state, final=True)
+
+    async def _worker(
+        self,
+        hook: BasetenHook,
+        client: httpx.AsyncClient,
+        target: Target,
+        packer: _Packer,
+        writer: PackWriter,
+        state: _EmbedState,
+        binary: bool,
+    ) -> None:
+        while not state.stop_reason:
+            pack, invalid = packer.next()
+            for line in invalid:
+                state.count(line)
+                writer.add(line)
+            if not pack:
+                if packer.exhausted:
+                    return
+                continue
+            if not writer.intend_many([_line_of(item) for item in pack]):
+                return
+            key = pack[0].index
+            state.packs[key] = pack
+            try:
+                response = await hook.aembed(
+                    target,
+                    [item.payload for item in pack],
+                    client=client,
+                    model=self.model,
+                    dimensions=self.dimensions,
+                    encoding_format=self.encoding_format,
+                    timeout=self.timeout,
+                    request_id=f"{state.request_prefix}{key}+{len(pack)}"[-256:],
+                    retry_budget=state.retry_budget,
+                )
+                lines = _vector_lines(pack, response, binary, state)
+            except Exception as err:
+                if _is_fatal(err):
+                    state.packs.pop(key, None)
+                    for item in pack:
+                        writer.release(item.index)
+                    state.fatal = state.fatal or err
+                    state.request_stop(f"{type(err).__name__}: {err}")
+                    return
+                error = describe_error(err)
+                lines = [{**_line_of(item), "error": error} for item in pack]
+            state.packs.pop(key, None)
+            for line in lines:
+                state.count(line)
+                writer.add(line)
+            if self._clock() - state.last_log >= self.progress_interval:
+                self._log_progress(state)
+
+    async def _report(self, state: _EmbedState) -> None:
+        while True:
+            await self._sleep(max(self.progress_interval, 0.05))
+            if self._clock() - state.last_log >= self.progress_interval:
+                self._log_progress(state)
+
+    def _log_progress(self, state: _EmbedState, *, final: bool = False) -> None:
+        now = state.last_log = self._clock()
+        done_now = state.succeeded + state.failed
+        rate = done_now / max(now - state.started, 1e-9)
+        done = done_now + state.existing.kept
+        eta = f"{max(state.total - done, 0) / rate:.0f}s" if state.total is not None and rate > 0 else "?"
+        self.log.info(
+            "Embeddings %s: %d/%s texts done (%d failed, %d requests in flight, %d from an earlier try), "
+            "%.1f texts/s, ETA %s, %d tokens",
+            ("stopped" if state.stop_reason else "finished") if final else "progress",
+            done,
+            "?" if state.total is None else state.total,
+            state.failed + state.existing.failed,
+            len(state.packs),
+            state.existing.kept,
+            rate,
+            eta,
+            state.total_tokens,
+        )
+
+
+# --- packing, lines, state ------------------------------------------------------------------------------------
+
+
+class _Packer:
+    """Packs from the shared item iterator; ``next()`` never awaits, so workers take disjoint packs."""
+
+    def __init__(self, items: Iterator[Item], batch_size: int, max_chars: int, text_field: str) -> None:
+        self.items = items
+        self.batch_size = batch_size
+        self.max_chars = max_chars
+        self.text_field = text_field
+        self.exhausted = False
+        self._carry: Item | None = None
+
+    def next(self) -> tuple[list[Item], list[dict[str, Any]]]:
+        """The next pack (texts as payloads) and the error lines of invalid records met on the way."""
+        pack: list[Item] = []
+        invalid: list[dict[str, Any]] = []
+        chars = 0
+        while len(pack) < self.batch_size:
+            item = self._carry or next(self.items, None)
+            self._carry = None
+            if item is None:
+                self.exhausted = True
+                break
+            text, problem = self._text(item)
+            if problem is not None:
+                invalid.append({**_line_of(item), "error": item.error or input_error(problem)})
+                continue
+            if pack and chars + len(text) > self.max_chars:
+                self._carry = item  # opens the next pack
+                break
+            pack.append(Item(item.index, item.input_id, item.fingerprint, text))
+            chars += len(text)
+        return pack, invalid
+
+    def _text(self, item: Item) -> tuple[str, str | None]:
+        if item.error is not None:
+            return "", item.error.get("message", "invalid record")
+        record = item.payload
+        text = record.get(self.text_field) if isinstance(record, dict) else record
+        if not isinstance(text, str) or not text:
+            where = f"its {self.text_field!r}" if isinstance(record, dict) else "the record"
+            return "", f"{where} is not a non-empty string ({type(text).__name__})."
+        return text, None
+
+
+def _line_of(item: Item) -> dict[str, Any]:
+    return {"index": item.index, "id": item.input_id, "input_fp": item.fingerprint}
+
+
+def _vector_lines(pack: list[Item], response: Any, binary: bool, state: _EmbedState) -> list[dict[str, Any]]:
+    """One line per text of the pack, matched by the response's ``index`` (BEI may answer out of order)."""
+    data = sorted(response.data, key=lambda entry: entry.index)
+    if [entry.index for entry in data] != list(range(len(pack))):
+        raise BasetenError(f"The embeddings response has {len(data)} vectors with other indices for {len(pack)} texts.")
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        state.prompt_tokens += usage.prompt_tokens or 0
+        state.total_tokens += usage.total_tokens or 0
+    lines = []
+    for item, entry in zip(pack, data, strict=True):
+        vector = entry.embedding
+        state.dimensions = state.dimensions or len(vector)
+        encoded: Any = base64.b64encode(array("f", vector).tobytes()).decode() if binary else vector
+        lines.append({**_line_of(item), "embedding": encoded})
+    return lines
+
+
+class PackWriter(LineWriter):
+    def intend_many(self, intents: list[dict[str, Any]]) -> bool:
+        """The intents of one packed request in one write (the unit of intent); ``False`` (and a stop) on failure."""
+        if self.error is not None:
+            return False
+        try:
+            self.sink.intend("".join(encode_line(intent) for intent in intents).encode())
+        except Exception as err:
+            self._failed(err)
+            return False
+        return True
+
+
+class _EmbedState(_RunState):
+    def __init__(self, *, existing: Existing, total: int | None, now: float) -> None:
+        super().__init__(existing=existing, total=total)
+        self.packs: dict[int, list[Item]] = {}  # first index: the pack in flight
+        self.prompt_tokens = 0
+        self.total_tokens = 0
+        self.dimensions: int | None = None
+        self.started = self.last_log = now
+        from airflow_provider_baseten.hooks.retry_budget import RetryBudget
+
+        #: One retry allowance for the whole try: a failure storm cannot multiply the load.
+        self.retry_budget = RetryBudget()
+        #: ``x-baseten-customer-request-id`` of a pack: this prefix, its first index and its size.
+        self.request_prefix = "embeddings/"
+
+
+# --- Parquet ------------------------------------------------------------------------------------------------------
+
+
+def journal_path(path: ObjectStoragePath | Path) -> ObjectStoragePath | Path:
+    """The JSONL journal a Parquet output is written from: a file beside it, or a folder on an object store."""
+    return path.with_name(path.name + (".journal.jsonl" if is_local(path) else ".journal"))
+
+
+def reopen(output: BatchOutput) -> list[ObjectStoragePath | Path]:
+    """The files of a journal as they are now (the parts written by this try included)."""
+    if isinstance(output, LocalOutput):
+        return [output.path] if output.path.exists() else []
+    assert isinstance(output, PartsOutput)
+    return list(PartsOutput(output.folder, part_size=1, part_interval=1.0).parts())
+
+
+def journal_records(files: list[ObjectStoragePath | Path]) -> Iterator[dict[str, Any]]:
+    for file in files:
+        with file.open("rb") as handle:
+            for raw in handle:
+                record = parse_line(raw if raw.endswith(b"\n") else raw + b"\n")
+                if record is not None:
+                    yield record
+
+
+def write_parquet(files: list[ObjectStoragePath | Path], path: ObjectStoragePath | Path) -> None:
+    """The journal as one Parquet file, ``_PARQUET_ROWS`` rows per row group: memory flat in the number of texts."""
+    import pyarrow as pa
+
+    parquet = import_pyarrow_parquet("Parquet output")
+    schema = pa.schema(
+        [("index", pa.int64()), ("id", pa.string()), ("embedding", pa.list_(pa.float32())), ("error", pa.string())]
+    )
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    records = journal_records(files)
+    with path.open("wb") as handle, parquet.ParquetWriter(handle, schema) as out:
+        while True:
+            rows = [record for _, record in zip(range(_PARQUET_ROWS), records, strict=False)]
+            if not rows:
+                break
+            out.write_batch(_record_batch(pa, schema, rows))
+
+
+def _record_batch(pa: Any, schema: Any, rows: list[dict[str, Any]]) -> Any:
+    offsets: list[int | None] = [0]
+    chunks: list[bytes] = []
+    size = 0
+    errors: list[str | None] = []
+    for row in rows:
+        vector = row.get("embedding")
+        if vector is None:
+            offsets[-1] = None  # a null list: its end offset repeats the start
+            offsets.append(size)
+            error = row.get("error")
+            errors.append(str(error.get("message")) if isinstance(error, dict) else str(error))
+            continue
+        raw = base64.b64decode(vector) if isinstance(vector, str) else array("f", vector).tobytes()
+        chunks.append(raw)
+        size += len(raw) // 4
+        offsets.append(size)
+        errors.append(None)
+    values = pa.Array.from_buffers(pa.float32(), size, [None, pa.py_buffer(b"".join(chunks))])
+    embedding = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+    ids = [None if row.get("id") is None else str(row["id"]) for row in rows]
+    return pa.record_batch(
+        [
+            pa.array([row["index"] for row in rows], pa.int64()),
+            pa.array(ids, pa.string()),
+            embedding,
+            pa.array(errors, pa.string()),
+        ],
+        schema=schema,
+    )
