@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--concurrency", type=int, default=None, help="run at a time (default 50; --quick 10)")
     parser.add_argument("--work", type=float, default=2.0, help="emulated seconds per request (default 2)")
     parser.add_argument("--poll-interval", type=float, default=30.0, help="batch trigger poll interval (30 s)")
-    parser.add_argument("--time-scale", type=float, default=None, help="emulated s per wall s (default 32; quick 8)")
+    parser.add_argument("--time-scale", type=float, default=None, help="emulated s per wall s (default 8; quick 8)")
     args = parse_args(parser, argv)
     if run_as_child(args, FUNCTIONS):
         return None
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         concurrency=args.concurrency or (10 if args.quick else 50),
         work=args.work,
         batch_interval=args.poll_interval,
-        time_scale=args.time_scale or (8.0 if args.quick else 32.0),
+        time_scale=args.time_scale or 8.0,
     )
     runner = ChildRunner(MODULE, FUNCTIONS, inline=args.inline, timeout=max(900.0, 3 * scenario.cap))
     emu = start_emulator(scenario)

@@ -36,8 +36,8 @@ def test_trigger_fanout_quick(tmp_path: Path) -> None:
 
 
 def test_async_batch_quick(tmp_path: Path) -> None:
-    n = 120
-    argv = ["--quick", "--inline", "--n", str(n), "--time-scale", "16", "--poll-interval", "10"]
+    n = 60
+    argv = ["--quick", "--inline", "--n", str(n), "--time-scale", "16", "--poll-interval", "5"]
     out = async_batch.main([*argv, "--results-dir", str(tmp_path)])
 
     table = out["tables"][0]
