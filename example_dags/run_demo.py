@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,7 @@ DAG_IDS: tuple[str, ...] = (
     "baseten_common_ai",
     "baseten_nightly_embeddings",
     "baseten_embeddings_consumer",
+    "baseten_async_batch",
 )
 
 #: Emulated seconds per real second: a 180 s cold start takes 3 s, a 5 s async job a tenth of a second.
@@ -276,6 +277,21 @@ def _waiting_on_trigger(log_text: str) -> bool:
     return log_text.rfind("running trigger in line") > log_text.rfind("Trigger completed")
 
 
+@contextlib.contextmanager
+def _services(dag_id: str, paths: DemoPaths) -> Iterator[dict[str, str]]:
+    """What a DAG needs beside the emulator, as environment: ``baseten_async_batch`` gets a webhook receiver on
+    loopback (signed with the emulator's secret) and its URL and store as Airflow Variables."""
+    if dag_id != "baseten_async_batch":
+        yield {}
+        return
+    from airflow_provider_baseten.emulator import DEMO_WEBHOOK_SECRET
+    from airflow_provider_baseten.webhooks import WebhookReceiver, WebhookServer
+
+    store = (paths.root / "webhook-outputs" / dag_id).as_uri()
+    with WebhookServer(WebhookReceiver(DEMO_WEBHOOK_SECRET, store)) as server:
+        yield {"AIRFLOW_VAR_BASETEN_WEBHOOK_URL": server.url, "AIRFLOW_VAR_BASETEN_WEBHOOK_STORE": store}
+
+
 def run_dag(dag_id: str, paths: DemoPaths, time_scale: float, say: Callable[[str], None]) -> DagResult:
     """Run one DAG with ``airflow dags test`` against its own emulator and database copy."""
     from airflow_provider_baseten.emulator import Emulator, World
@@ -285,12 +301,12 @@ def run_dag(dag_id: str, paths: DemoPaths, time_scale: float, say: Callable[[str
     database = paths.dag_db(dag_id)
     shutil.copyfile(paths.template_db, database)
     started = time.monotonic()
-    with Emulator(world=World.default(), time_scale=time_scale, port=0) as emulator:
+    with Emulator(world=World.default(), time_scale=time_scale, port=0) as emulator, _services(dag_id, paths) as extra:
         say(f"  {dag_id}: started (emulator at {emulator.url})")
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 _airflow_command("dags", "test", dag_id),
-                env=airflow_env(paths, database, emulator.conn_uri()),
+                env=airflow_env(paths, database, emulator.conn_uri()) | extra,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=paths.root,

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import socket
 import struct
@@ -28,6 +27,7 @@ from airflow_provider_baseten.emulator import inference, management, model_apis
 from airflow_provider_baseten.emulator.clock import Stopped
 from airflow_provider_baseten.emulator.faults import RESET_AFTER, RESET_BEFORE, STATUS_BODIES, Fault
 from airflow_provider_baseten.emulator.journal import JournalEntry
+from airflow_provider_baseten.emulator.limits import retry_after_seconds, retry_hint
 from airflow_provider_baseten.emulator.responses import BodyTooLarge, Call, Handler, error, json_response
 from airflow_provider_baseten.emulator.state import EmulatorOptions, EmulatorState
 
@@ -69,18 +69,12 @@ def _authenticate(keys: dict[str, KeyScope], header: str) -> KeyScope | None:
 def _fault_response(fault: Fault) -> Response:
     status = fault.status or 500
     message, code = STATUS_BODIES.get(status, (f"Injected fault {status}", "internal_baseten_error"))
-    headers = {"Retry-After": _seconds(fault.retry_after)} if fault.retry_after is not None else None
+    headers = {"Retry-After": retry_after_seconds(fault.retry_after)} if fault.retry_after is not None else None
     return error(status, message, code, headers=headers)
 
 
-def _seconds(value: float) -> str:
-    return str(max(0, math.ceil(value)))
-
-
 def _rate_limited(call: Call, wait: float) -> Response:
-    mode = call.state.limits.retry_after
-    headers = {"Retry-After": _seconds(wait)} if mode in ("header", "both") else None
-    extra = {"retry_after": max(1, math.ceil(wait))} if mode in ("body", "both") else {}
+    headers, extra = retry_hint(call.state.limits.retry_after, wait)
     return error(429, f"Rate limit exceeded for {call.route}; slow down.", "rate_limited", headers=headers, extra=extra)
 
 

@@ -1,12 +1,18 @@
 """Async inference: per-deployment queues, the run with retries, webhooks, expiry, cancel and status retention.
 
 Each deployment has a queue ordered by ``priority`` (0 first) then arrival. Requests run at most
-``predict_concurrency`` at a time, and only on an ``ACTIVE`` deployment: a queue on a scaled-to-zero deployment
-wakes it. A request still ``QUEUED`` after ``max_time_in_queue_seconds`` (cold-start time counts) is ``EXPIRED``.
-A run answers like a sync predict; a 500/502/503/504 is retried per ``inference_retry_config`` (exponential
-backoff from ``initial_delay_ms`` capped at ``max_delay_ms``); a run over one hour fails with
-``MODEL_PREDICT_TIMEOUT``. With a webhook the request stays ``IN_PROGRESS`` until delivery ends: ``SUCCEEDED``, or
-``WEBHOOK_FAILED`` (the output is lost). Baseten keeps a status one hour after completion; then the id is unknown.
+``async_concurrency`` (a world option; default ``predict_concurrency``) at a time, and only on an ``ACTIVE``
+deployment: a queue on a scaled-to-zero deployment wakes it. A request still ``QUEUED`` after
+``max_time_in_queue_seconds`` (cold-start time counts) is ``EXPIRED``. A run answers like a sync predict; a
+500/502/503/504 is retried per ``inference_retry_config`` (exponential backoff from ``initial_delay_ms`` capped at
+``max_delay_ms``); a run over one hour fails with ``MODEL_PREDICT_TIMEOUT``. With a webhook the request stays
+``IN_PROGRESS`` until delivery ends: ``SUCCEEDED``, or ``WEBHOOK_FAILED`` (the output is lost). Baseten keeps a
+status one hour after completion; then the id is unknown. Submits beyond the organization's ``QUEUED`` +
+``IN_PROGRESS`` cap (``Limits.org_queue_limit``) answer 429.
+
+Built for tens of thousands of requests: a status read is a dict lookup, the queue counts are kept as requests
+move (never recounted), a submit or a start is a heap push or pop, and a canceled or expired request leaves its
+heap entry to be skipped when popped; nothing scans all requests per request or per clock tick.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import heapq
 import itertools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,6 +180,11 @@ class AsyncQueue:
 
     # --- the queue -----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def concurrency(deployment: DeploymentRuntime) -> int:
+        """Async requests a deployment runs at once (``async_concurrency``, else ``predict_concurrency``)."""
+        return deployment.spec.async_concurrency or deployment.spec.predict_concurrency
+
     def _dispatcher(self, deployment: DeploymentRuntime) -> Callable[[], None]:
         key = f"{deployment.target.kind}/{deployment.spec.id}"
         if key not in self._dispatchers:
@@ -189,7 +201,7 @@ class AsyncQueue:
                     return
                 if problem[0] != 503:
                     return  # inactive or failed: requests wait, then expire
-            if deployment.running >= deployment.spec.predict_concurrency:
+            if deployment.running >= self.concurrency(deployment):
                 return
             _, _, request_id = heapq.heappop(deployment.queue)
             record = self.records.get(request_id)
@@ -262,7 +274,7 @@ class AsyncQueue:
             "model_id": record.target_id,
             "deployment_id": record.deployment.spec.id,
             "type": "async_request_completed",
-            "time": iso(self.scheduler.now()),
+            "time": iso(time.time()),  # wall time, as a receiver's replay check expects, however fast the clock runs
             "data": record.output if not record.errors else None,
             "errors": record.errors,
         }

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
+from airflow_provider_baseten.emulator.limits import retry_hint
 from airflow_provider_baseten.emulator.responses import Call, Handler, error, json_response, reply_response
 from airflow_provider_baseten.emulator.routing import parse_target_path
 
@@ -156,13 +157,14 @@ async def async_submit(call: Call) -> Response:
     refused = _unavailable(deployment)
     if refused is not None and refused.status_code != 503:
         return refused
-    if state.queue.pending >= state.limits.org_queue_limit:
-        return error(
-            429,
+    limits = state.limits
+    if state.queue.pending >= limits.org_queue_limit:
+        headers, extra = retry_hint(limits.retry_after, limits.org_queue_retry_after)
+        message = (
             f"Your organization has {state.queue.pending} queued or in-progress async requests, the limit is "
-            f"{state.limits.org_queue_limit}.",
-            "rate_limited",
+            f"{limits.org_queue_limit}."
         )
+        return error(429, message, "rate_limited", headers=headers, extra=extra)
     record = state.queue.submit(deployment, request)
     call.model_ran = True
     return json_response({"request_id": record.request_id}, 201)

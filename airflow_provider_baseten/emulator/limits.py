@@ -7,10 +7,11 @@ the defaults (status and cancel 20 req/s, not the 100 of the newest page), so a 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from airflow_provider_baseten.hooks.models import ASYNC_PAYLOAD_LIMIT_BYTES
 
@@ -29,7 +30,9 @@ class Limits:
     activate_per_minute: float | None = 20.0
     model_apis_per_minute: float | None = None
     org_queue_limit: int = 50_000
-    """``QUEUED`` + ``IN_PROGRESS`` async requests per organization; submits beyond get 429."""
+    """``QUEUED`` + ``IN_PROGRESS`` async requests per organization, across deployments; submits beyond get 429
+    (``rate_limited``, retry hint ``org_queue_retry_after`` seconds, placed as ``retry_after`` says)."""
+    org_queue_retry_after: float = 1.0
     async_payload_bytes: int = ASYNC_PAYLOAD_LIMIT_BYTES
     edge_payload_bytes: int = 100 * 1024 * 1024
     retry_after: RetryAfterMode = "header"
@@ -51,6 +54,18 @@ class Limits:
             for routes, (rate, burst) in groups.items()
             if rate
         }
+
+
+def retry_after_seconds(wait: float) -> str:
+    """A ``Retry-After`` header value: whole seconds, rounded up."""
+    return str(max(0, math.ceil(wait)))
+
+
+def retry_hint(mode: RetryAfterMode, wait: float) -> tuple[dict[str, str] | None, dict[str, Any]]:
+    """``(headers, body fields)`` telling a 429'd client to retry in ``wait`` seconds, the way ``mode`` says."""
+    headers = {"Retry-After": retry_after_seconds(wait)} if mode in ("header", "both") else None
+    extra = {"retry_after": max(1, math.ceil(wait))} if mode in ("body", "both") else {}
+    return headers, extra
 
 
 def _per_minute(limit: float | None) -> tuple[float | None, float | None]:

@@ -53,7 +53,8 @@ class DeploymentSpec:
     seconds. ``min_replicas >= 1`` keeps it up forever; with 0 it scales to zero ``scale_down_delay`` seconds after
     its last request. ``predict_timeout`` bounds both parking on a cold start (500 beyond) and a sync predict's run
     (504 beyond). ``behaviour`` overrides the model's. ``inactive_after``: seconds without traffic after which a
-    deployment with ``min_replicas=0`` becomes ``INACTIVE`` (``None``: never). Promoting this deployment takes
+    deployment with ``min_replicas=0`` becomes ``INACTIVE`` (``None``: never). ``async_concurrency``: async requests
+    it runs at a time, the rest wait ``QUEUED`` (``None``: ``predict_concurrency``). Promoting this deployment takes
     ``promotion_seconds`` once it is ``ACTIVE``, and ends ``FAILED`` with ``promotion_failure`` as Baseten's message
     when that is set.
     """
@@ -75,6 +76,7 @@ class DeploymentSpec:
     inactive_after: float | None = 14 * 86400.0
     promotion_seconds: float = 120.0
     promotion_failure: str | None = None
+    async_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         from airflow_provider_baseten.hooks.addressing import validate_environment, validate_id
@@ -87,6 +89,8 @@ class DeploymentSpec:
             self.behaviour = behaviour_from_spec(self.behaviour)
         if self.predict_concurrency < 1:
             raise ValueError(f"deployment {self.id}: predict_concurrency must be at least 1")
+        if self.async_concurrency is not None and self.async_concurrency < 1:
+            raise ValueError(f"deployment {self.id}: async_concurrency must be at least 1 (or null)")
 
 
 @dataclass

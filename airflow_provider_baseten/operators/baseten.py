@@ -6,6 +6,7 @@ stacks (OpenAI SDK, aiohttp, the emulator): those load on first use.
 
 from __future__ import annotations
 
+from airflow_provider_baseten.operators.async_batch import BasetenAsyncBatchOperator
 from airflow_provider_baseten.operators.async_predict import BasetenAsyncPredictOperator
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 from airflow_provider_baseten.operators.chat import BasetenChatOperator
@@ -21,6 +22,7 @@ from airflow_provider_baseten.operators.predict import BasetenChainRunOperator, 
 from airflow_provider_baseten.operators.wake import BasetenWakeOperator
 
 __all__ = [
+    "BasetenAsyncBatchOperator",
     "BasetenAsyncPredictOperator",
     "BasetenAsyncRequestLink",
     "BasetenBatchPredictOperator",

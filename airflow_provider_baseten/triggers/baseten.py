@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from airflow_provider_baseten.triggers.async_batch import BasetenAsyncBatchTrigger
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
 from airflow_provider_baseten.triggers.promotion import BasetenPromotionTrigger
 
-__all__ = ["BasetenAsyncRequestTrigger", "BasetenDeploymentReadyTrigger", "BasetenPromotionTrigger"]
+__all__ = [
+    "BasetenAsyncBatchTrigger",
+    "BasetenAsyncRequestTrigger",
+    "BasetenDeploymentReadyTrigger",
+    "BasetenPromotionTrigger",
+]

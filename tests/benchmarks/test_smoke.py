@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import batch_predict, embeddings, import_cost, run_all, trigger_fanout
+from benchmarks import async_batch, batch_predict, embeddings, import_cost, run_all, trigger_fanout
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,6 +33,25 @@ def test_trigger_fanout_quick(tmp_path: Path) -> None:
         assert run["fired"] == n
     assert (tmp_path / "trigger_fanout.png").stat().st_size > 10_000
     assert "Fan-out goals" in (tmp_path / "trigger_fanout.md").read_text()
+
+
+def test_async_batch_quick(tmp_path: Path) -> None:
+    n = 60
+    argv = ["--quick", "--inline", "--n", str(n), "--time-scale", "16", "--poll-interval", "5"]
+    out = async_batch.main([*argv, "--results-dir", str(tmp_path)])
+
+    table = out["tables"][0]
+    assert table.column("waiter") == ["1 BasetenAsyncBatchTrigger", "N BasetenAsyncRequestTrigger"]
+    [batch], [single] = out["results"]["batch"], out["results"]["single"]
+    assert batch["events"] == {"done": 1}  # one event for the whole batch
+    assert batch["counts"]["SUCCEEDED"] == n
+    assert single["events"] == {"success": n}
+    for run in (batch, single):
+        assert run["finished"] == {"SUCCEEDED": n}
+        assert run["http_429"] == 0  # the shared status budget kept both sides under the emulator's limit
+        assert run["detection_s"] is not None
+    assert batch["queue_requests"] >= 1  # the batch trigger read the deployment's queue depth
+    assert "Async batch goals" in (tmp_path / "async_batch.md").read_text()
 
 
 def test_batch_predict_quick(tmp_path: Path) -> None:

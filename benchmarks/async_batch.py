@@ -1,0 +1,388 @@
+"""Async at scale: one ``BasetenAsyncBatchTrigger`` against N single ``BasetenAsyncRequestTrigger`` in one process.
+
+Scenario (the same for both sides, one run): N async requests (10,000) are queued on an emulator deployment that
+runs 50 at a time (``async_concurrency=50``), each taking ``--work`` emulated seconds, so the queue drains over
+``N / 50 * work`` seconds. Then, in a fresh child process (a triggerer's event loop), either one batch trigger
+reads the requests from a manifest and waits on all of them, or N single triggers wait on one request each; the
+trigger loops run directly under asyncio until their first event, as ``benchmarks/trigger_fanout.py`` does.
+
+Both sides share one status budget per connection (``status_rate_limit``, 15 req/s, under Baseten's 20 req/s).
+The single triggers poll every ``max(5 s, N / 12 req/s)`` (the fan-out rule: any faster and N triggers exceed the
+budget); the batch trigger polls every ``--poll-interval`` (30 s): its rounds read the running requests, the
+oldest queued ones and the deployment's ``async_queue_status``, never all N.
+
+Time is compressed by ``--time-scale`` k (emulated seconds per wall second) for the emulator, its limits (20 req
+per emulated second), the budget and the triggers' clocks and sleeps; figures are in emulated time. Measured per
+side: CPU seconds and peak RSS growth of the child, status and queue-status reads per emulated second, 429s, and the
+detection delay: from the last request finishing (its ``status_at``) to the event that ends the wait (the batch
+trigger's one event; for the single side, the last trigger's event, i.e. when every task could end).
+
+Submits are not part of this run: the parent queues the requests directly into the emulator (as the operator's
+submit phase would have; its pacing is covered by the operator's tests), so both sides wait on the same queue.
+
+    python -m benchmarks.async_batch                # N = 10,000
+    python -m benchmarks.async_batch --quick        # N = 300, 10 at a time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import (
+    ChildRunner,
+    Goal,
+    Meter,
+    Table,
+    base_parser,
+    goals_table,
+    median,
+    parse_args,
+    publish_results,
+    ratio,
+    run_as_child,
+    wait_for_go,
+)
+
+MODULE = "benchmarks.async_batch"
+MODEL = "asyncbench01"
+SIDES = ("batch", "single")
+LABELS = {"batch": "1 BasetenAsyncBatchTrigger", "single": "N BasetenAsyncRequestTrigger"}
+#: The provider's default status budget and Baseten's (the emulator's) status limit, per (emulated) second.
+BUDGET = 15.0
+SERVER_LIMIT = 20.0
+MIN_INTERVAL = 5.0
+TARGET_RATE = 12.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    n: int
+    concurrency: int
+    work: float
+    """Emulated seconds each request runs."""
+    batch_interval: float
+    time_scale: float
+
+    @property
+    def single_interval(self) -> float:
+        return max(MIN_INTERVAL, self.n / TARGET_RATE)
+
+    @property
+    def drain(self) -> float:
+        """Emulated seconds the deployment needs to run every request."""
+        return self.n / self.concurrency * self.work
+
+    @property
+    def cap(self) -> float:
+        """Emulated seconds after which a side is abandoned (a bug, not a result)."""
+        return self.drain + 6 * max(self.single_interval, self.batch_interval) + 120
+
+
+def bench_world(scenario: Scenario) -> Any:
+    from airflow_provider_baseten.emulator import DeploymentSpec, ModelSpec, World
+    from airflow_provider_baseten.emulator.behaviours import Echo, Sleep
+
+    deployment = DeploymentSpec(f"{MODEL}prod", min_replicas=1, async_concurrency=scenario.concurrency)
+    return World().add(ModelSpec(MODEL, Sleep(scenario.work, Echo()), deployments=[deployment]))
+
+
+def start_emulator(scenario: Scenario) -> Any:
+    from airflow_provider_baseten.emulator import Emulator, Limits
+
+    k = scenario.time_scale
+    limits = Limits(
+        status_per_second=SERVER_LIMIT * k,
+        cancel_per_second=SERVER_LIMIT * k,
+        queue_status_per_second=SERVER_LIMIT * k,
+    )
+    return Emulator(world=bench_world(scenario), time_scale=k, limits=limits).start()
+
+
+# --- the measured child ----------------------------------------------------------------------------------------------
+
+
+def child_wait(params: dict[str, Any]) -> dict[str, Any]:
+    # Everything the first poll imports, so imports are not measured.
+    import httpx_aiohttp  # noqa: F401
+    from airflow.providers.common.compat.connection import get_async_connection  # noqa: F401
+
+    import airflow_provider_baseten.hooks.async_requests
+    import airflow_provider_baseten.hooks.baseten
+    import airflow_provider_baseten.operators._async_manifest  # noqa: F401
+    from airflow_provider_baseten.triggers.baseten import (  # noqa: F401
+        BasetenAsyncBatchTrigger,
+        BasetenAsyncRequestTrigger,
+    )
+
+    go = wait_for_go()
+    return asyncio.run(_wait(params, go))
+
+
+def _triggers(params: dict[str, Any], go: dict[str, Any]) -> list[Any]:
+    from airflow_provider_baseten.triggers.baseten import BasetenAsyncBatchTrigger, BasetenAsyncRequestTrigger
+
+    k, w0, e0 = go["time_scale"], go["w0"], go["e0"]
+
+    def clock() -> float:  # the triggers live in emulated time
+        return e0 + (time.time() - w0) * k
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds / k)
+
+    if params["side"] == "batch":
+        trigger = BasetenAsyncBatchTrigger(
+            manifest_uri=go["manifest_uri"],
+            total=len(go["request_ids"]),
+            model_id=MODEL,
+            poll_interval=params["interval"],
+            clock=clock,
+            sleep=sleep,
+        )
+        return [trigger]
+    return [
+        BasetenAsyncRequestTrigger(
+            request_id=rid, model_id=MODEL, poll_interval=params["interval"], clock=clock, sleep=sleep
+        )
+        for rid in go["request_ids"]
+    ]
+
+
+async def _wait(params: dict[str, Any], go: dict[str, Any]) -> dict[str, Any]:
+    events: list[tuple[float, Any]] = []
+
+    async def watch(trigger: Any) -> None:
+        stream = trigger.run()
+        try:
+            event = await anext(stream)
+        finally:
+            await stream.aclose()
+        await trigger.cleanup()
+        events.append((time.time(), event.payload))
+
+    with Meter() as meter:
+        tasks = [asyncio.create_task(watch(trigger)) for trigger in _triggers(params, go)]
+        _, pending = await asyncio.wait(tasks, timeout=params["cap_wall"])
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    from airflow_provider_baseten.hooks.baseten import close_shared_async_clients
+
+    await close_shared_async_clients()
+    statuses: dict[str, int] = {}
+    for _, payload in events:
+        status = payload.get("status", "?") if isinstance(payload, dict) else str(payload)
+        statuses[status] = statuses.get(status, 0) + 1
+    counts = events[0][1].get("counts") if params["side"] == "batch" and events else None
+    last = max((wall for wall, _ in events), default=None)
+    return {**meter.as_dict(), "events": statuses, "last_event_wall": last, "unfired": len(pending), "counts": counts}
+
+
+FUNCTIONS = {"wait": child_wait}
+
+
+# --- one side, seen from the parent ----------------------------------------------------------------------------------
+
+
+def _write_manifest(folder: Path, request_ids: list[str]) -> str:
+    """A manifest as the operator leaves it after its submits: an intent and an ``accepted`` per input."""
+    from airflow_provider_baseten.hooks.addressing import Target
+    from airflow_provider_baseten.operators._async_manifest import Manifest
+
+    manifest = Manifest(str(folder))
+    now = time.time()
+    records: list[dict[str, Any]] = []
+    for index, rid in enumerate(request_ids):
+        records.append({"event": "intent", "index": index, "attempt": 1, "input_fp": "", "input_id": index, "at": now})
+        records.append({"event": "accepted", "index": index, "attempt": 1, "request_id": rid, "at": now})
+    manifest.write(records)
+    manifest.write_index(target=Target.of(model_id=MODEL).to_kwargs(), total=len(request_ids))
+    return manifest.uri
+
+
+def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> dict[str, Any]:
+    from airflow_provider_baseten.hooks.models import AsyncPredictRequest
+    from airflow_provider_baseten.operators import _async_manifest  # noqa: F401 - imported before the clock starts
+
+    k = scenario.time_scale
+    emu.reset()
+    before: dict[str, Any] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="baseten-bench-async-batch-"))
+
+    def on_ready() -> dict[str, Any]:
+        request = AsyncPredictRequest(model_input={"x": 1}, max_time_in_queue_seconds=259_200)
+
+        def submit(state: Any) -> list[str]:
+            deployment = state.deployment(MODEL)
+            return [state.queue.submit(deployment, request).request_id for _ in range(scenario.n)]
+
+        ids = emu.call(submit)
+        e0, w0 = emu.clock.now(), time.time()
+        uri = _write_manifest(scratch / "manifest", ids) if side == "batch" else ""
+        before.update(emu.counters())
+        go = {"request_ids": ids, "manifest_uri": uri, "e0": e0, "w0": w0, "time_scale": k}
+        before["go"] = go
+        return go
+
+    conn = {"conn_type": "baseten", "host": emu.url, "password": emu.api_key, "extra": {"status_rate_limit": BUDGET}}
+    interval = scenario.batch_interval if side == "batch" else scenario.single_interval
+    params = {"side": side, "interval": interval, "cap_wall": scenario.cap / k}
+    result = runner.run("wait", params, env={"AIRFLOW_CONN_BASETEN_DEFAULT": json.dumps(conn)}, on_ready=on_ready)
+    after = emu.counters()
+    go = before["go"]
+    records = [emu.requests[rid] for rid in go["request_ids"] if rid in emu.requests]
+    finished = dict(Counter(r.status.value for r in records))
+    last_finish = max((r.status_at for r in records), default=None)
+    delay = None
+    if result["last_event_wall"] is not None and last_finish is not None:
+        delay = go["e0"] + (result["last_event_wall"] - go["w0"]) * k - last_finish
+    emulated_s = result["wall_s"] * k
+
+    def diff(group: str, key: str) -> int:
+        return int(after[group].get(key, 0)) - int(before[group].get(key, 0))
+
+    return {
+        "side": side,
+        "n": scenario.n,
+        "interval": interval,
+        "time_scale": k,
+        "wall_s": result["wall_s"],
+        "emulated_s": emulated_s,
+        "cpu_s": result["cpu_s"],
+        "peak_rss_mib": result["peak_rss_mib"],
+        "rss_growth_mib": result["rss_growth_mib"],
+        "status_requests": diff("by_route", "async_status"),
+        "queue_requests": diff("by_route", "async_queue_status"),
+        "status_per_s": diff("by_route", "async_status") / emulated_s,
+        "queue_per_s": diff("by_route", "async_queue_status") / emulated_s,
+        "http_429": diff("by_status", "429"),
+        "events": result["events"],
+        "unfired": result["unfired"],
+        "counts": result["counts"],
+        "finished": finished,
+        "detection_s": delay,
+    }
+
+
+def _progress_line(r: dict[str, Any]) -> str:
+    return (
+        f"  {LABELS[r['side']]:<30} N={r['n']:<6} wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.2f}s "
+        f"rss+{r['rss_growth_mib']:.1f}MiB status {r['status_requests']} ({r['status_per_s']:.1f}/s) "
+        f"queue {r['queue_requests']} 429 {r['http_429']} events {r['events']} detection "
+        f"{r['detection_s'] if r['detection_s'] is None else round(r['detection_s'], 1)}s"
+    )
+
+
+# --- report ----------------------------------------------------------------------------------------------------------
+
+
+def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tuple[list[Table], list[Goal]]:
+    def med(side: str, key: str) -> float | None:
+        return median(r[key] for r in results[side])
+
+    table = Table(
+        f"Waiting on {scenario.n:,} async requests, {scenario.concurrency} at a time (medians; emulated time)",
+        [
+            "waiter",
+            "poll s",
+            "CPU s",
+            "peak RSS growth MiB",
+            "status req/s",
+            "queue req/s",
+            "429s",
+            "events",
+            "detection s",
+            "detection / poll",
+        ],
+    )
+    for side in SIDES:
+        detection = med(side, "detection_s")
+        interval = results[side][0]["interval"]
+        table.add(
+            LABELS[side],
+            interval,
+            med(side, "cpu_s"),
+            med(side, "rss_growth_mib"),
+            med(side, "status_per_s"),
+            med(side, "queue_per_s"),
+            int(med(side, "http_429") or 0),
+            json.dumps(results[side][-1]["events"]),
+            detection,
+            None if detection is None else detection / interval,
+        )
+    table.notes.append(
+        f"k = {scenario.time_scale:g}; each request runs {scenario.work:g} s; the queue drains in "
+        f"{scenario.drain:,.0f} s. Status reads share one budget of {BUDGET:g} req/s per connection."
+    )
+    cpu = ratio(med("batch", "cpu_s"), med("single", "cpu_s")) or 0.0
+    mem = ratio(med("batch", "rss_growth_mib"), med("single", "rss_growth_mib")) or 0.0
+    n429 = sum(r["http_429"] for r in results["batch"])
+    peak = max(r["status_per_s"] + r["queue_per_s"] for r in results["batch"])
+    detection = med("batch", "detection_s")
+    detected = detection is not None and detection <= 2 * scenario.batch_interval
+    done = all(r["events"] == {"done": 1} and r["counts"] for r in results["batch"])
+    goals = [
+        Goal(f"CPU at N={scenario.n:,}", "<= 0.1x N single triggers", f"{cpu:.3f}x", cpu <= 0.1),
+        Goal(f"memory (RSS growth) at N={scenario.n:,}", "<= 0.1x N single triggers", f"{mem:.3f}x", mem <= 0.1),
+        Goal("batch status + queue reads", f"<= {SERVER_LIMIT:g} req/s", f"{peak:.1f} req/s", peak <= SERVER_LIMIT),
+        Goal("429s received by the batch trigger", "0", str(n429), n429 == 0),
+        Goal(
+            "batch detection (last request finished -> event)",
+            f"<= 2 poll intervals ({2 * scenario.batch_interval:g} s)",
+            "none" if detection is None else f"{detection:.0f} s",
+            detected,
+        ),
+        Goal("the batch trigger ended with one done event", "yes", "yes" if done else "no", done),
+    ]
+    return [table, goals_table(goals, "Async batch goals")], goals
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=None, help="async requests (default 10,000; --quick 300)")
+    parser.add_argument("--concurrency", type=int, default=None, help="run at a time (default 50; --quick 10)")
+    parser.add_argument("--work", type=float, default=2.0, help="emulated seconds per request (default 2)")
+    parser.add_argument("--poll-interval", type=float, default=30.0, help="batch trigger poll interval (30 s)")
+    parser.add_argument("--time-scale", type=float, default=None, help="emulated s per wall s (default 8; quick 8)")
+    args = parse_args(parser, argv)
+    if run_as_child(args, FUNCTIONS):
+        return None
+    scenario = Scenario(
+        n=args.n or (300 if args.quick else 10_000),
+        concurrency=args.concurrency or (10 if args.quick else 50),
+        work=args.work,
+        batch_interval=args.poll_interval,
+        time_scale=args.time_scale or 8.0,
+    )
+    runner = ChildRunner(MODULE, FUNCTIONS, inline=args.inline, timeout=max(900.0, 3 * scenario.cap))
+    emu = start_emulator(scenario)
+    try:
+        results: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+        for _ in range(args.repeat or 1):
+            for side in SIDES:
+                results[side].append(run_side(runner, emu, scenario, side))
+                print(_progress_line(results[side][-1]), flush=True)
+    finally:
+        emu.stop()
+    tables, goals = report(scenario, results)
+    publish_results(
+        "async_batch",
+        title="Async batch: one trigger vs one trigger per request",
+        module=MODULE,
+        argv=argv,
+        tables=tables,
+        raw={"scenario": scenario.__dict__, "results": results},
+        method=__doc__.split("\n\n", 1)[1].split("\n\n    python")[0],
+        results_dir=args.results_dir,
+    )
+    return {"tables": tables, "goals": goals, "results": results, "scenario": scenario}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""BasetenAsyncBatchTrigger: serialize round trip, which requests a round polls (the FIFO rule and the queue-depth
+lift), status changes written back to the manifest, and its one event (done, capacity, timeout, error); on_kill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from airflow_testing import FakeClock, set_conn, state
+
+from airflow_provider_baseten.operators._async_manifest import Manifest
+from airflow_provider_baseten.triggers.async_batch import BasetenAsyncBatchTrigger
+
+HOST = "https://model-abc123.api.baseten.co"
+QUEUE_URL = f"{HOST}/production/async_queue_status"
+
+
+@pytest.fixture(autouse=True)
+def _conn(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch)
+
+
+def seeded(tmp_path: Path, statuses: list[str]) -> Manifest:
+    """A manifest with input i accepted as ``req{i:04d}`` (in index order) and last seen with ``statuses[i]``."""
+    manifest = Manifest(str(tmp_path / "manifest"))
+    records: list[dict[str, Any]] = []
+    for index, value in enumerate(statuses):
+        request_id = f"req{index:04d}"
+        records += [
+            {"event": "intent", "index": index, "attempt": 0, "at": 100.0 + index},
+            {"event": "accepted", "index": index, "attempt": 0, "request_id": request_id},
+            {"event": "status", "index": index, "attempt": 0, "request_id": request_id, "status": value},
+        ]
+    manifest.write(records)
+    return manifest
+
+
+class Baseten:
+    """Serves GET /async_request/{id} from a dict of current statuses, counting reads per id."""
+
+    def __init__(self, current: dict[int, str]) -> None:
+        self.current = current
+        self.reads: list[int] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        index = int(request.url.path.rsplit("/", 1)[1][3:])
+        self.reads.append(index)
+        value = self.current.get(index)
+        if value is None:
+            return httpx.Response(404, json={"error": "not found"})
+        return httpx.Response(200, json=state(value, f"req{index:04d}"))
+
+
+def trigger(manifest: Manifest, clock: FakeClock, total: int, **kwargs: Any) -> BasetenAsyncBatchTrigger:
+    return BasetenAsyncBatchTrigger(
+        manifest_uri=manifest.uri,
+        total=total,
+        model_id="abc123",
+        poll_interval=10,
+        clock=clock.time,
+        sleep=clock.asleep,
+        **kwargs,
+    )
+
+
+async def events(t: BasetenAsyncBatchTrigger) -> list[dict[str, Any]]:
+    try:
+        return [event.payload async for event in t.run()]
+    finally:
+        await t.cleanup()
+
+
+def serve(api: respx.MockRouter, baseten: Baseten, queued: int = 5) -> None:
+    api.get(url__regex=rf"{HOST}/async_request/req\d+").mock(side_effect=baseten)
+    api.get(QUEUE_URL).respond(
+        200, json={"model_id": "abc123", "num_queued_requests": queued, "num_in_progress_requests": 2}
+    )
+
+
+def test_serialize_round_trips_and_carries_no_ids(tmp_path: Path, clock: FakeClock) -> None:
+    t = trigger(seeded(tmp_path, ["QUEUED"]), clock, 1, deadline=123.0, refill_below=7)
+    classpath, kwargs = t.serialize()
+    assert classpath == "airflow_provider_baseten.triggers.baseten.BasetenAsyncBatchTrigger"
+    assert BasetenAsyncBatchTrigger(**json.loads(json.dumps(kwargs))).serialize() == (classpath, kwargs)
+    assert "req0000" not in json.dumps(kwargs)
+
+
+async def test_a_round_polls_running_requests_and_queued_ones_up_to_the_first_still_queued(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    statuses = ["IN_PROGRESS", "IN_PROGRESS"] + ["QUEUED"] * 20
+    manifest = seeded(tmp_path, statuses)
+    baseten = Baseten(dict(enumerate(statuses)) | {0: "SUCCEEDED"})
+    serve(api, baseten)
+    t = trigger(manifest, clock, len(statuses))
+    t._manifest = manifest
+    from airflow_provider_baseten.triggers.async_batch import BatchWatcher
+
+    watcher = BatchWatcher(
+        t._get_hook(), t._target(), manifest, total=22, poll_interval=10, deadline=None, refill_below=None,
+        log=t.log, clock=clock.time, sleep=clock.asleep,
+    )  # fmt: skip
+    assert await watcher.round(manifest.in_flight()) is None
+    assert sorted(baseten.reads) == [0, 1, 2, 3, 4, 5]  # both running + the first chunk of four queued
+    assert manifest.entries[0].status == "SUCCEEDED"
+    assert Manifest(manifest.uri).load().entries[0].status == "SUCCEEDED"  # written back as a part
+
+    baseten.reads.clear()
+    baseten.current |= {2: "IN_PROGRESS", 3: "SUCCEEDED", 4: "SUCCEEDED", 5: "SUCCEEDED"}
+    assert await watcher.round(manifest.in_flight()) is None
+    # 1 running; queued from 2: chunk [2..5] all left the queue, so the next chunk [6..9] is read, and it waits.
+    assert sorted(baseten.reads) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+
+async def test_an_empty_deployment_queue_lifts_the_fifo_stop(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    statuses = ["QUEUED"] * 10
+    manifest = seeded(tmp_path, statuses)
+    baseten = Baseten(dict.fromkeys(range(10), "SUCCEEDED"))
+    serve(api, baseten, queued=0)
+    assert await events(trigger(manifest, clock, 10)) == [
+        {
+            "status": "done",
+            "manifest_uri": manifest.uri,
+            "counts": {"SUCCEEDED": 10},
+            "message": "Every submitted request of the batch has finished.",
+            "deadline": None,
+        }
+    ]
+    assert sorted(baseten.reads) == list(range(10))  # one round: every one read once
+
+
+async def test_done_after_every_request_is_terminal_with_404_as_lost(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS", "IN_PROGRESS", "QUEUED"])
+    serve(api, Baseten({0: "SUCCEEDED", 2: "EXPIRED"}), queued=0)
+    [event] = await events(trigger(manifest, clock, 3))
+    assert event["status"] == "done"
+    assert event["counts"] == {"EXPIRED": 1, "LOST": 1, "SUCCEEDED": 1}
+    assert Manifest(manifest.uri).load().counts(3) == event["counts"]
+
+
+async def test_capacity_once_few_enough_are_in_flight(api: respx.MockRouter, tmp_path: Path, clock: FakeClock) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 4)
+    serve(api, Baseten({0: "SUCCEEDED", 1: "SUCCEEDED", 2: "IN_PROGRESS", 3: "IN_PROGRESS"}))
+    [event] = await events(trigger(manifest, clock, 10, refill_below=2))
+    assert event["status"] == "capacity"
+    assert event["counts"] == {"IN_PROGRESS": 2, "NOT_SUBMITTED": 6, "SUCCEEDED": 2}
+
+
+async def test_deadline_is_checked_first_and_reported_on_time(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["QUEUED"])
+    serve(api, Baseten({0: "QUEUED"}))
+    [event] = await events(trigger(manifest, clock, 1, deadline=clock.now + 25))
+    assert event["status"] == "timeout"
+    assert event["deadline"] == clock.now  # it woke exactly at the deadline, not a poll interval later
+
+
+async def test_a_non_retryable_status_error_ends_the_wait(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"])
+    api.get(url__regex=rf"{HOST}/async_request/req\d+").respond(401, json={"error": "bad key"})
+    [event] = await events(trigger(manifest, clock, 1))
+    assert event["status"] == "error"
+    assert "401" in event["message"]
+
+
+async def test_transient_errors_are_retried_within_the_budget(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"])
+    api.get(url__regex=rf"{HOST}/async_request/req\d+").mock(
+        side_effect=[httpx.Response(502, json={"error": "x"})] * 3
+        + [httpx.Response(200, json=state("SUCCEEDED", "req0000"))]
+    )
+    [event] = await events(trigger(manifest, clock, 1))
+    assert event["status"] == "done"
+    assert event["counts"] == {"SUCCEEDED": 1}
+
+
+async def test_an_unreadable_manifest_is_an_error_event(tmp_path: Path, clock: FakeClock) -> None:
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    (folder / "part-000000-aa.jsonl").write_text("garbage\n")
+    t = BasetenAsyncBatchTrigger(manifest_uri=str(folder), total=1, model_id="abc123", clock=clock.time)
+    [event] = await events(t)
+    assert event["status"] == "error"
+    assert "corrupt" in event["message"]
+
+
+async def test_on_kill_cancels_queued_requests_and_records_it(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["QUEUED", "IN_PROGRESS", "QUEUED"])
+    cancels = api.delete(url__regex=rf"{HOST}/async_request/req\d+").mock(
+        side_effect=[
+            httpx.Response(200, json={"request_id": "req0000", "canceled": True}),
+            httpx.Response(200, json={"request_id": "req0002", "canceled": False, "message": "running"}),
+        ]
+    )
+    await trigger(manifest, clock, 3).on_kill()
+    assert [call.request.url.path for call in cancels.calls] == ["/async_request/req0000", "/async_request/req0002"]
+    assert Manifest(manifest.uri).load().counts(3) == {"CANCELED": 1, "IN_PROGRESS": 1, "QUEUED": 1}
