@@ -457,29 +457,41 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             pool.submit(self._send, target, request, bucket): (index, attempt, uri)
             for index, (attempt, request, uri) in requests.items()
         }
-        fatal: BaseException | None = None
+        fatal: list[BaseException] = []
+        handled: set[concurrent.futures.Future[tuple[str, Any]]] = set()
+
+        def record(future: concurrent.futures.Future[tuple[str, Any]]) -> None:
+            handled.add(future)
+            index, attempt, uri = futures[future]
+            event, detail = future.result()
+            if event == "fatal":
+                fatal.append(detail)
+                self._stop.set()
+                event = "released"
+            outcome = _outcome(event, index, attempt)
+            if event == "accepted":
+                outcome["request_id"] = detail
+                if uri:
+                    outcome["output_uri"] = uri
+            elif event != "released":
+                outcome["error"] = _error(detail)
+            outcomes.append(outcome)
+
         try:
             for future in concurrent.futures.as_completed(futures):
-                index, attempt, uri = futures[future]
-                event, detail = future.result()
-                if event == "fatal":
-                    fatal = fatal or detail
-                    self._stop.set()
-                    event = "released"
-                record = _outcome(event, index, attempt)
-                if event == "accepted":
-                    record["request_id"] = detail
-                    if uri:
-                        record["output_uri"] = uri
-                elif event != "released":
-                    record["error"] = _error(detail)
-                outcomes.append(record)
+                record(future)
         finally:
-            # Also when execution_timeout or SIGTERM interrupts the wave: what finished is recorded, the rest
-            # keeps its intent (AMBIGUOUS on the next load, never re-sent).
+            if len(handled) < len(futures):
+                # execution_timeout or SIGTERM interrupted the wave: sends not started are released, those in
+                # flight finish (bounded by the hook's timeouts) and are recorded like the rest.
+                self._stop.set()
+                concurrent.futures.wait(futures)
+                for future in futures:
+                    if future not in handled:
+                        record(future)
             manifest.write(outcomes)
-        if fatal is not None:
-            raise fatal
+        if fatal:
+            raise fatal[0]
         events = [record["event"] for record in outcomes]
         return events.count("accepted"), events.count("released")
 

@@ -302,3 +302,29 @@ def test_importable_from_the_public_paths() -> None:
 
     assert Public is BasetenAsyncBatchOperator
     assert PublicTrigger is BasetenAsyncBatchTrigger
+
+
+class Interrupted(BaseException):
+    """execution_timeout / SIGTERM raised into the main thread while it waits on a wave."""
+
+
+def test_an_interrupted_wave_records_every_send_and_releases_the_rest(
+    api: respx.MockRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import concurrent.futures
+
+    submits = Submits()
+    api.post(SUBMIT_URL).mock(side_effect=submits)
+    real = concurrent.futures.as_completed
+
+    def interrupted_after_one(futures: Any) -> Any:
+        yield next(iter(real(futures)))
+        raise Interrupted
+
+    monkeypatch.setattr(concurrent.futures, "as_completed", interrupted_after_one)
+    with pytest.raises(Interrupted):
+        make(tmp_path, count=5).execute({})
+    found = statuses_of(loaded(tmp_path))
+    assert "AMBIGUOUS" not in found.values()  # every send that ran is recorded, none left to guess about
+    assert sorted(i for i, s in found.items() if s == "QUEUED") == sorted(submits.accepted)
+    assert set(found.values()) == {"QUEUED", "NOT_SUBMITTED"}
