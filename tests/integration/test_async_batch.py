@@ -134,3 +134,19 @@ def test_2000_inputs_with_faults_and_a_worker_killed_mid_submit(
     assert known <= set(emu.requests)
     assert all(entry.terminal for entry in final.entries.values())
     assert emu.journal.count(route="async_status", status=502) > 0  # the status faults were met and outlasted
+
+
+@pytest.mark.baseten_emulator(world=bulk_world)
+def test_deferrable_false_waits_on_the_worker_through_refills(baseten_emulator: Emulator, tmp_path: Path) -> None:
+    op = BasetenAsyncBatchOperator(
+        task_id="score_here",
+        model_id="bulk01",
+        inputs=[{"n": n} for n in range(12)],
+        manifest_location=str(tmp_path / "manifest"),
+        max_in_flight=4,
+        poll_interval=0.05,
+        deferrable=False,
+    )
+    result = op.execute({})
+    assert result["counts"] == {"SUCCEEDED": 12}
+    assert sorted(record.request.model_input["n"] for record in baseten_emulator.requests.values()) == list(range(12))
