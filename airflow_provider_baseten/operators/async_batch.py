@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import math
 import string
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
@@ -219,7 +218,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self._manifest: Manifest | None = None
         self._deadline: float | None = None
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag: operators are deep-copied, an Event (a lock) cannot be
 
     # --- execute ------------------------------------------------------------------------------------------------
 
@@ -271,7 +270,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             remaining = _unsubmitted(manifest, total)
             in_flight = len(manifest.in_flight())
             manifest.write_index(target=self.target.to_kwargs(), total=total)
-            if in_flight == 0 and (remaining == 0 or self._stop.is_set()):
+            if in_flight == 0 and (remaining == 0 or self._stopping):
                 return self._finish(manifest, total)
             if in_flight == 0:
                 raise BasetenRateLimitError(
@@ -279,7 +278,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
                     f"{remaining} inputs are left for a task retry, which continues from {manifest.uri}."
                 )
             refill_below = None
-            if remaining and not self._stop.is_set():
+            if remaining and not self._stopping:
                 refill_below = max(0, self.max_in_flight - min(remaining, max(1, self.max_in_flight // 4)))
             self.log.info(
                 "%d requests in flight, %d inputs not submitted yet; %s.",
@@ -314,7 +313,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self, context: Context, event: dict[str, Any], manifest: Manifest, source: Source, total: int
     ) -> dict[str, Any]:
         status = event["status"]
-        if status in ("capacity", "done") and _unsubmitted(manifest, total) and not self._stop.is_set():
+        if status in ("capacity", "done") and _unsubmitted(manifest, total) and not self._stopping:
             return self._submit_and_wait(context, manifest, source, total, frozenset())
         if status == "timeout":
             self.log.warning("The batch's deadline passed: canceling its queued requests.")
@@ -414,7 +413,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         candidates = self._candidates(manifest, source, again)
         idle, released = 0, False
         with concurrent.futures.ThreadPoolExecutor(self.submit_concurrency, "baseten-submit") as pool:
-            while not self._stop.is_set() and idle < MAX_IDLE_WAVES:
+            while not self._stopping and idle < MAX_IDLE_WAVES:
                 room = self.max_in_flight - len(manifest.in_flight())
                 wave = [item for _, item in zip(range(min(room, wave_size)), candidates, strict=False)]
                 if not wave and room > 0 and released:
@@ -466,7 +465,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             event, detail = future.result()
             if event == "fatal":
                 fatal.append(detail)
-                self._stop.set()
+                self._stopping = True
                 event = "released"
             outcome = _outcome(event, index, attempt)
             if event == "accepted":
@@ -484,7 +483,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             if len(handled) < len(futures):
                 # execution_timeout or SIGTERM interrupted the wave: sends not started are released, those in
                 # flight finish (bounded by the hook's timeouts) and are recorded like the rest.
-                self._stop.set()
+                self._stopping = True
                 concurrent.futures.wait(futures)
                 for future in futures:
                     if future not in handled:
@@ -499,7 +498,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         """One paced submit: ``(event, request id | error)``; the hook already retried what provably never ran."""
         from airflow_provider_baseten.hooks.ratelimit import budget_feedback
 
-        if self._stop.is_set():
+        if self._stopping:
             return "released", None
         granted = bucket.acquire()
         try:
@@ -544,7 +543,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
 
     def on_kill(self) -> None:
         """Stop submitting; cancel the requests still ``QUEUED`` (inside the status budget); record the outcomes."""
-        self._stop.set()
+        self._stopping = True
         manifest = self._manifest
         if manifest is None or not self.cancel_on_kill:
             return

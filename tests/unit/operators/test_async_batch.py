@@ -221,7 +221,7 @@ def test_on_kill_cancels_only_queued_requests_and_records_the_outcome(api: respx
         "/async_request/req0002",
     ]
     assert statuses_of(loaded(tmp_path)) == {0: "CANCELED", 1: "IN_PROGRESS", 2: "CANCELED"}
-    assert op._stop.is_set()
+    assert op._stopping
 
 
 def test_timeout_event_cancels_queued_requests_and_fails(api: respx.MockRouter, tmp_path: Path) -> None:
@@ -294,6 +294,12 @@ def test_output_uri_template_is_recorded_per_input(api: respx.MockRouter, tmp_pa
     entries = loaded(tmp_path).entries
     assert [entries[n].output_uri for n in range(2)] == ["s3://b/doc0.json", "s3://b/doc1.json"]
     assert [entries[n].input_id for n in range(2)] == ["doc0", "doc1"]
+
+
+def test_the_operator_survives_deepcopy(tmp_path: Path) -> None:
+    import copy
+
+    assert copy.deepcopy(make(tmp_path)).inputs == make(tmp_path).inputs  # Airflow copies tasks before running them
 
 
 def test_importable_from_the_public_paths() -> None:
