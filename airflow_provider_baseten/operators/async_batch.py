@@ -106,7 +106,8 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
     :param input_field: key of each record whose value is sent as ``model_input`` (default: the record).
     :param webhook_endpoint: HTTPS URL Baseten posts each output to (templated).
     :param priority: 0 (default; runs first), 1 or 2.
-    :param max_time_in_queue_seconds: 10 to 259200; default: the time left before the deadline, else Baseten's.
+    :param max_time_in_queue_seconds: 10 to 259200; default: the time left before the deadline, else the maximum
+        (the batch bounds its own queue with ``max_in_flight``; Baseten's 600 s would expire later inputs).
     :param inference_retry_config: how Baseten retries the model's 5xx (as the single async operator).
     :param output_uri_template: where the model writes each output, recorded per input in the manifest
         (templated; ``{index}`` and ``{input_id}`` are filled per input), e.g. ``s3://b/out/{input_id}.json``.
@@ -520,11 +521,16 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             return "ambiguous", err
 
     def _request(self, target: Target, item: Item) -> Any:
-        from airflow_provider_baseten.hooks.async_requests import build_async_request, default_queue_seconds
+        from airflow_provider_baseten.hooks.async_requests import (
+            MAX_QUEUE_SECONDS,
+            build_async_request,
+            default_queue_seconds,
+        )
 
         queue_seconds = self.max_time_in_queue_seconds
         if queue_seconds is None:
-            queue_seconds = default_queue_seconds(self._deadline, self._wall())
+            # max_in_flight bounds the queue, not Baseten's 600 s default: a batch's later inputs wait their turn.
+            queue_seconds = default_queue_seconds(self._deadline, self._wall()) or MAX_QUEUE_SECONDS
         return build_async_request(
             target,
             item.payload,

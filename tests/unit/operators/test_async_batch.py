@@ -334,3 +334,16 @@ def test_an_interrupted_wave_records_every_send_and_releases_the_rest(
     assert "AMBIGUOUS" not in found.values()  # every send that ran is recorded, none left to guess about
     assert sorted(i for i, s in found.items() if s == "QUEUED") == sorted(submits.accepted)
     assert set(found.values()) == {"QUEUED", "NOT_SUBMITTED"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"), [({}, 259_200), ({"timeout": 3600}, 3600), ({"max_time_in_queue_seconds": 60}, 60)]
+)
+def test_time_in_queue_defaults_to_the_deadline_else_the_maximum(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock, kwargs: dict[str, Any], expected: int
+) -> None:
+    route = api.post(SUBMIT_URL).respond(201, json={"request_id": "req0000"})
+    op = make(tmp_path, count=1, **kwargs)
+    op._wall = clock.time  # type: ignore[method-assign]
+    deferred(op)
+    assert json.loads(route.calls[0].request.content)["max_time_in_queue_seconds"] == expected
