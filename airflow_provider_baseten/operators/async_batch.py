@@ -275,8 +275,9 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
                 return self._finish(manifest, total)
             if in_flight == 0:
                 raise BasetenRateLimitError(
-                    f"No submit of the batch was accepted in {MAX_IDLE_WAVES} waves (Baseten kept answering 429); "
-                    f"{remaining} inputs are left for a task retry, which continues from {manifest.uri}."
+                    f"No submit of the batch was accepted in {MAX_IDLE_WAVES} waves (every one refused with 429, or "
+                    f"never reached Baseten); {remaining} inputs are left for a task retry, which continues from "
+                    f"{manifest.uri}."
                 )
             refill_below = None
             if remaining and not self._stopping:
