@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import math
 import string
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
@@ -107,7 +106,8 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
     :param input_field: key of each record whose value is sent as ``model_input`` (default: the record).
     :param webhook_endpoint: HTTPS URL Baseten posts each output to (templated).
     :param priority: 0 (default; runs first), 1 or 2.
-    :param max_time_in_queue_seconds: 10 to 259200; default: the time left before the deadline, else Baseten's.
+    :param max_time_in_queue_seconds: 10 to 259200; default: the time left before the deadline, else the maximum
+        (the batch bounds its own queue with ``max_in_flight``; Baseten's 600 s would expire later inputs).
     :param inference_retry_config: how Baseten retries the model's 5xx (as the single async operator).
     :param output_uri_template: where the model writes each output, recorded per input in the manifest
         (templated; ``{index}`` and ``{input_id}`` are filled per input), e.g. ``s3://b/out/{input_id}.json``.
@@ -219,7 +219,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self._manifest: Manifest | None = None
         self._deadline: float | None = None
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag: operators are deep-copied, an Event (a lock) cannot be
 
     # --- execute ------------------------------------------------------------------------------------------------
 
@@ -271,15 +271,16 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             remaining = _unsubmitted(manifest, total)
             in_flight = len(manifest.in_flight())
             manifest.write_index(target=self.target.to_kwargs(), total=total)
-            if in_flight == 0 and (remaining == 0 or self._stop.is_set()):
+            if in_flight == 0 and (remaining == 0 or self._stopping):
                 return self._finish(manifest, total)
             if in_flight == 0:
                 raise BasetenRateLimitError(
-                    f"No submit of the batch was accepted in {MAX_IDLE_WAVES} waves (Baseten kept answering 429); "
-                    f"{remaining} inputs are left for a task retry, which continues from {manifest.uri}."
+                    f"No submit of the batch was accepted in {MAX_IDLE_WAVES} waves (every one refused with 429, or "
+                    f"never reached Baseten); {remaining} inputs are left for a task retry, which continues from "
+                    f"{manifest.uri}."
                 )
             refill_below = None
-            if remaining and not self._stop.is_set():
+            if remaining and not self._stopping:
                 refill_below = max(0, self.max_in_flight - min(remaining, max(1, self.max_in_flight // 4)))
             self.log.info(
                 "%d requests in flight, %d inputs not submitted yet; %s.",
@@ -314,7 +315,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self, context: Context, event: dict[str, Any], manifest: Manifest, source: Source, total: int
     ) -> dict[str, Any]:
         status = event["status"]
-        if status in ("capacity", "done") and _unsubmitted(manifest, total) and not self._stop.is_set():
+        if status in ("capacity", "done") and _unsubmitted(manifest, total) and not self._stopping:
             return self._submit_and_wait(context, manifest, source, total, frozenset())
         if status == "timeout":
             self.log.warning("The batch's deadline passed: canceling its queued requests.")
@@ -414,7 +415,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         candidates = self._candidates(manifest, source, again)
         idle, released = 0, False
         with concurrent.futures.ThreadPoolExecutor(self.submit_concurrency, "baseten-submit") as pool:
-            while not self._stop.is_set() and idle < MAX_IDLE_WAVES:
+            while not self._stopping and idle < MAX_IDLE_WAVES:
                 room = self.max_in_flight - len(manifest.in_flight())
                 wave = [item for _, item in zip(range(min(room, wave_size)), candidates, strict=False)]
                 if not wave and room > 0 and released:
@@ -457,29 +458,41 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             pool.submit(self._send, target, request, bucket): (index, attempt, uri)
             for index, (attempt, request, uri) in requests.items()
         }
-        fatal: BaseException | None = None
+        fatal: list[BaseException] = []
+        handled: set[concurrent.futures.Future[tuple[str, Any]]] = set()
+
+        def record(future: concurrent.futures.Future[tuple[str, Any]]) -> None:
+            handled.add(future)
+            index, attempt, uri = futures[future]
+            event, detail = future.result()
+            if event == "fatal":
+                fatal.append(detail)
+                self._stopping = True
+                event = "released"
+            outcome = _outcome(event, index, attempt)
+            if event == "accepted":
+                outcome["request_id"] = detail
+                if uri:
+                    outcome["output_uri"] = uri
+            elif event != "released":
+                outcome["error"] = _error(detail)
+            outcomes.append(outcome)
+
         try:
             for future in concurrent.futures.as_completed(futures):
-                index, attempt, uri = futures[future]
-                event, detail = future.result()
-                if event == "fatal":
-                    fatal = fatal or detail
-                    self._stop.set()
-                    event = "released"
-                record = _outcome(event, index, attempt)
-                if event == "accepted":
-                    record["request_id"] = detail
-                    if uri:
-                        record["output_uri"] = uri
-                elif event != "released":
-                    record["error"] = _error(detail)
-                outcomes.append(record)
+                record(future)
         finally:
-            # Also when execution_timeout or SIGTERM interrupts the wave: what finished is recorded, the rest
-            # keeps its intent (AMBIGUOUS on the next load, never re-sent).
+            if len(handled) < len(futures):
+                # execution_timeout or SIGTERM interrupted the wave: sends not started are released, those in
+                # flight finish (bounded by the hook's timeouts) and are recorded like the rest.
+                self._stopping = True
+                concurrent.futures.wait(futures)
+                for future in futures:
+                    if future not in handled:
+                        record(future)
             manifest.write(outcomes)
-        if fatal is not None:
-            raise fatal
+        if fatal:
+            raise fatal[0]
         events = [record["event"] for record in outcomes]
         return events.count("accepted"), events.count("released")
 
@@ -487,7 +500,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         """One paced submit: ``(event, request id | error)``; the hook already retried what provably never ran."""
         from airflow_provider_baseten.hooks.ratelimit import budget_feedback
 
-        if self._stop.is_set():
+        if self._stopping:
             return "released", None
         granted = bucket.acquire()
         try:
@@ -509,11 +522,16 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             return "ambiguous", err
 
     def _request(self, target: Target, item: Item) -> Any:
-        from airflow_provider_baseten.hooks.async_requests import build_async_request, default_queue_seconds
+        from airflow_provider_baseten.hooks.async_requests import (
+            MAX_QUEUE_SECONDS,
+            build_async_request,
+            default_queue_seconds,
+        )
 
         queue_seconds = self.max_time_in_queue_seconds
         if queue_seconds is None:
-            queue_seconds = default_queue_seconds(self._deadline, self._wall())
+            # max_in_flight bounds the queue, not Baseten's 600 s default: a batch's later inputs wait their turn.
+            queue_seconds = default_queue_seconds(self._deadline, self._wall()) or MAX_QUEUE_SECONDS
         return build_async_request(
             target,
             item.payload,
@@ -532,7 +550,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
 
     def on_kill(self) -> None:
         """Stop submitting; cancel the requests still ``QUEUED`` (inside the status budget); record the outcomes."""
-        self._stop.set()
+        self._stopping = True
         manifest = self._manifest
         if manifest is None or not self.cancel_on_kill:
             return

@@ -23,9 +23,10 @@ COLD_MODEL = "syscold01"  # woken before a batch window
 HA_MODEL = "sysha01"  # two triggerers on PostgreSQL, one SIGKILLed
 SECRETS_MODEL = "syssecret01"  # the secrets scenario's own sync traffic
 SECRETS_ASYNC_MODEL = "syssecretq01"  # ... and its deferred async request
+ASYNC_BATCH_MODEL = "sysabatch01"  # one async batch task; its triggerer SIGKILLed mid-wait
 WINDOW_MODEL = "syswindow01"  # scaled up for a batch window (setup retried), restored after a failed batch
 
-GATED = (FLEET_MODEL, RETRY_MODEL, CANCEL_MODEL, TIMEOUT_MODEL, HA_MODEL, SECRETS_ASYNC_MODEL)
+GATED = (FLEET_MODEL, RETRY_MODEL, CANCEL_MODEL, TIMEOUT_MODEL, HA_MODEL, SECRETS_ASYNC_MODEL, ASYNC_BATCH_MODEL)
 
 
 def system_world(cold_start_s: float) -> Any:

@@ -221,7 +221,7 @@ def test_on_kill_cancels_only_queued_requests_and_records_the_outcome(api: respx
         "/async_request/req0002",
     ]
     assert statuses_of(loaded(tmp_path)) == {0: "CANCELED", 1: "IN_PROGRESS", 2: "CANCELED"}
-    assert op._stop.is_set()
+    assert op._stopping
 
 
 def test_timeout_event_cancels_queued_requests_and_fails(api: respx.MockRouter, tmp_path: Path) -> None:
@@ -296,9 +296,54 @@ def test_output_uri_template_is_recorded_per_input(api: respx.MockRouter, tmp_pa
     assert [entries[n].input_id for n in range(2)] == ["doc0", "doc1"]
 
 
+def test_the_operator_survives_deepcopy(tmp_path: Path) -> None:
+    import copy
+
+    assert copy.deepcopy(make(tmp_path)).inputs == make(tmp_path).inputs  # Airflow copies tasks before running them
+
+
 def test_importable_from_the_public_paths() -> None:
     from airflow_provider_baseten.operators.baseten import BasetenAsyncBatchOperator as Public
     from airflow_provider_baseten.triggers.baseten import BasetenAsyncBatchTrigger as PublicTrigger
 
     assert Public is BasetenAsyncBatchOperator
     assert PublicTrigger is BasetenAsyncBatchTrigger
+
+
+class Interrupted(BaseException):
+    """execution_timeout / SIGTERM raised into the main thread while it waits on a wave."""
+
+
+def test_an_interrupted_wave_records_every_send_and_releases_the_rest(
+    api: respx.MockRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import concurrent.futures
+
+    submits = Submits()
+    api.post(SUBMIT_URL).mock(side_effect=submits)
+    real = concurrent.futures.as_completed
+
+    def interrupted_after_one(futures: Any) -> Any:
+        yield next(iter(real(futures)))
+        raise Interrupted
+
+    monkeypatch.setattr(concurrent.futures, "as_completed", interrupted_after_one)
+    with pytest.raises(Interrupted):
+        make(tmp_path, count=5).execute({})
+    found = statuses_of(loaded(tmp_path))
+    assert "AMBIGUOUS" not in found.values()  # every send that ran is recorded, none left to guess about
+    assert sorted(i for i, s in found.items() if s == "QUEUED") == sorted(submits.accepted)
+    assert set(found.values()) == {"QUEUED", "NOT_SUBMITTED"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"), [({}, 259_200), ({"timeout": 3600}, 3600), ({"max_time_in_queue_seconds": 60}, 60)]
+)
+def test_time_in_queue_defaults_to_the_deadline_else_the_maximum(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock, kwargs: dict[str, Any], expected: int
+) -> None:
+    route = api.post(SUBMIT_URL).respond(201, json={"request_id": "req0000"})
+    op = make(tmp_path, count=1, **kwargs)
+    op._wall = clock.time  # type: ignore[method-assign]
+    deferred(op)
+    assert json.loads(route.calls[0].request.content)["max_time_in_queue_seconds"] == expected
