@@ -323,9 +323,11 @@ def failed_message(what: str, status: str) -> str:
 
 
 def inactive_message(what: str, status: str) -> str:
+    """Why a task stops at an ``INACTIVE`` deployment: every operator with ``activate_if_inactive`` says this."""
     return (
-        f"{what} is {status}: a wake does not activate a deployment. Activate it in Baseten, or pass "
-        "activate_if_inactive=True."
+        f"{what} is {status} (Baseten deactivates deployments after about two weeks without traffic; a wake does "
+        "not activate them). Pass activate_if_inactive=True to activate it and wait until it is ready, or activate "
+        "it in Baseten; activation starts replicas, which are billed while they run."
     )
 
 
