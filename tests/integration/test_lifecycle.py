@@ -135,6 +135,59 @@ def test_a_deployment_inactive_after_two_idle_weeks_is_activated_then_predicted_
         without.execute({"ti": FakeTI({}, "predict")})
 
 
+def test_after_two_idle_weeks_the_activation_wait_defers_then_the_resumed_task_predicts(baseten_emulator):
+    emu = baseten_emulator
+    emu.advance(15 * 86400)
+    assert emu.status("coldstart01") == "INACTIVE"
+
+    def operator() -> BasetenPredictOperator:
+        op = BasetenPredictOperator(
+            task_id="predict",
+            model_id="coldstart01",
+            model_input={"text": "great"},
+            activate_if_inactive=True,
+            deferrable=True,
+        )
+        op.activation_poll_interval = 0.05
+        return op
+
+    with pytest.raises(TaskDeferred) as caught:
+        operator().execute({"ti": FakeTI({}, "predict")})
+    assert caught.value.method_name == "execute_after_activation"
+
+    async def run_trigger() -> list[Any]:
+        try:
+            return [event.payload async for event in caught.value.trigger.run()]
+        finally:
+            await close_shared_async_clients()
+
+    events = asyncio.run(run_trigger())
+    assert [event["status"] for event in events] == ["success"]
+    assert emu.status("coldstart01") == "ACTIVE"
+    result = operator().execute_after_activation({"ti": FakeTI({}, "predict")}, events[0])
+    assert result["label"] == "positive"
+    assert emu.journal.count(method="POST", path_suffix="/activate") == 1
+    assert emu.journal.count(method="POST", path_suffix="/predict") == 2  # the 404, then the prediction
+
+
+def test_a_batch_on_an_inactive_deployment_fails_before_any_predict(baseten_emulator, tmp_path):
+    from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
+
+    emu = baseten_emulator
+    emu.advance(15 * 86400)
+    batch = BasetenBatchPredictOperator(
+        task_id="batch",
+        model_id="coldstart01",
+        inputs=[{"text": "great"}, {"text": "bad"}],
+        output_path=str(tmp_path / "out.jsonl"),
+    )
+    with pytest.raises(BasetenDeploymentError, match=r"activate_if_inactive=True.*billed"):
+        batch.execute({"ti": FakeTI({}, "batch")})
+    assert emu.journal.count(method="POST", path_suffix="/predict") == 0
+    assert emu.journal.count(method="POST", path_suffix="/activate") == 0
+    assert emu.status("coldstart01") == "INACTIVE"
+
+
 # --- promotion -------------------------------------------------------------------------------------------------------
 
 
