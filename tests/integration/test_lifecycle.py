@@ -58,6 +58,18 @@ def hook(baseten_emulator: Any) -> Any:
     hook.close()
 
 
+def run_trigger(trigger: Any) -> list[dict[str, Any]]:
+    """Every event of one trigger run (as the triggerer would run it), on a fresh loop."""
+
+    async def events() -> list[dict[str, Any]]:
+        try:
+            return [event.payload async for event in trigger.run()]
+        finally:
+            await close_shared_async_clients()
+
+    return asyncio.run(events())
+
+
 def window(**kwargs: Any) -> BasetenBatchWindowOperator:
     return BasetenBatchWindowOperator(
         task_id="setup", model_id="coldstart01", min_replica=3, retries=1, **{"deferrable": False, **FAST, **kwargs}
@@ -101,13 +113,7 @@ def test_window_waits_in_the_trigger_until_the_floor_is_up(baseten_emulator, hoo
     with pytest.raises(TaskDeferred) as caught:
         op.execute(ctx(xcoms, "setup", Store()))
 
-    async def run_trigger() -> list[Any]:
-        try:
-            return [event.payload async for event in caught.value.trigger.run()]
-        finally:
-            await close_shared_async_clients()
-
-    events = asyncio.run(run_trigger())
+    events = run_trigger(caught.value.trigger)
     assert [event["status"] for event in events] == ["success"]
     result = op.execute_complete(ctx(xcoms, "setup", Store()), events[0])
     assert result["deployment"]["active_replica_count"] == 3
@@ -155,13 +161,7 @@ def test_after_two_idle_weeks_the_activation_wait_defers_then_the_resumed_task_p
         operator().execute({"ti": FakeTI({}, "predict")})
     assert caught.value.method_name == "execute_after_activation"
 
-    async def run_trigger() -> list[Any]:
-        try:
-            return [event.payload async for event in caught.value.trigger.run()]
-        finally:
-            await close_shared_async_clients()
-
-    events = asyncio.run(run_trigger())
+    events = run_trigger(caught.value.trigger)
     assert [event["status"] for event in events] == ["success"]
     assert emu.status("coldstart01") == "ACTIVE"
     result = operator().execute_after_activation({"ti": FakeTI({}, "predict")}, events[0])
