@@ -6,6 +6,7 @@ filled from the world and each deployment's live status. Invoke-only keys get 40
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
@@ -105,9 +106,13 @@ def chain_deployment_record(deployment: DeploymentRuntime) -> dict[str, Any]:
     }
 
 
-def chain_environment_record(name: str, deployment: DeploymentRuntime) -> dict[str, Any]:
-    """``ChainEnvironmentV1``."""
+def chain_environment_record(
+    name: str, deployment: DeploymentRuntime, target: TargetRuntime | None = None
+) -> dict[str, Any]:
+    """``ChainEnvironmentV1``; a promotion in progress shows as its ``candidate_deployment`` (the spec has no
+    ``in_progress_promotion`` for chains)."""
     model_form = environment_record(name, deployment)
+    promotion = promotion_of(target, name) if target is not None else None
     chainlet = chain_deployment_record(deployment)["chainlets"][0]
     return {
         "name": name,
@@ -122,7 +127,9 @@ def chain_environment_record(name: str, deployment: DeploymentRuntime) -> dict[s
             }
         ],
         "current_deployment": chain_deployment_record(deployment),
-        "candidate_deployment": None,
+        "candidate_deployment": chain_deployment_record(promotion.candidate)
+        if promotion and promotion.pending
+        else None,
     }
 
 
@@ -177,28 +184,52 @@ def route(call: Call) -> Handler | Response:
     return error(404, f"Not found: /v1/{'/'.join(parts)} (the emulator serves a subset of the management API).")
 
 
-def _target(call: Call, kind: TargetKind = "model") -> TargetRuntime | Response:
+def _kind(call: Call) -> TargetKind:
+    return "chain" if call.path.startswith("/v1/chains/") else "model"
+
+
+def _target(call: Call) -> TargetRuntime | Response:
+    kind = _kind(call)
     target = call.state.targets.get((kind, call.params[0]))
     return target if target is not None else error(404, f"{kind.capitalize()} {call.params[0]} not found.")
 
 
-def _deployment(call: Call) -> DeploymentRuntime | Response:
+def _member(
+    call: Call, what: str, pick: Callable[[TargetRuntime, str], DeploymentRuntime | None]
+) -> DeploymentRuntime | Response:
+    """The deployment (of a model or chain) that ``call.params[1]`` names, or the 404 saying what is missing."""
     target = _target(call)
     if isinstance(target, Response):
         return target
-    which = call.params[1]
-    found = {"production": target.by_environment.get("production"), "development": target.development}.get(
-        which, target.deployments.get(which)
+    name = call.params[1]
+    found = pick(target, name)
+    if found is None:
+        return error(404, f"{target.spec.kind.capitalize()} {target.spec.id} has no {what} {name!r}.")
+    return found
+
+
+def _deployment(call: Call) -> DeploymentRuntime | Response:
+    """By id, or ``production``/``development`` (model deployment routes)."""
+    return _member(
+        call,
+        "deployment",
+        lambda target, which: {
+            "production": target.by_environment.get("production"),
+            "development": target.development,
+        }.get(which, target.deployments.get(which)),
     )
-    return found if found is not None else error(404, f"Model {target.spec.id} has no deployment {which!r}.")
 
 
 def _environment(call: Call) -> DeploymentRuntime | Response:
-    target = _target(call)
-    if isinstance(target, Response):
-        return target
-    found = target.by_environment.get(call.params[1])
-    return found if found is not None else error(404, f"Model {target.spec.id} has no environment {call.params[1]!r}.")
+    return _member(call, "environment", lambda target, name: target.by_environment.get(name))
+
+
+def _records(call: Call) -> tuple[Callable[[DeploymentRuntime], dict[str, Any]], Callable[..., dict[str, Any]]]:
+    """``(deployment record, environment record)`` of the call's kind: ``DeploymentV1``/``EnvironmentV1`` or the
+    chain forms."""
+    if _kind(call) == "chain":
+        return chain_deployment_record, chain_environment_record
+    return deployment_record, environment_record
 
 
 async def get_user(call: Call) -> Response:
@@ -220,37 +251,48 @@ async def list_deployments(call: Call) -> Response:
     target = _target(call)
     if isinstance(target, Response):
         return target
-    return json_response({"deployments": [deployment_record(d) for d in target.deployments.values()]})
+    record = _records(call)[0]
+    return json_response({"deployments": [record(d) for d in target.deployments.values()]})
 
 
 async def get_deployment(call: Call) -> Response:
     found = _deployment(call)
-    return found if isinstance(found, Response) else json_response(deployment_record(found))
+    return found if isinstance(found, Response) else json_response(_records(call)[0](found))
 
 
 async def list_environments(call: Call) -> Response:
     target = _target(call)
     if isinstance(target, Response):
         return target
-    records = [environment_record(name, d, target) for name, d in target.by_environment.items()]
-    return json_response({"environments": records})
+    record = _records(call)[1]
+    return json_response({"environments": [record(name, d, target) for name, d in target.by_environment.items()]})
 
 
 async def get_environment(call: Call) -> Response:
-    target, found = _target(call), _environment(call)
-    if isinstance(found, Response) or isinstance(target, Response):
-        return found if isinstance(found, Response) else target  # type: ignore[return-value]
-    return json_response(environment_record(call.params[1], found, target))
+    found = _environment(call)
+    if isinstance(found, Response):
+        return found
+    target = call.state.targets[(_kind(call), call.params[0])]
+    return json_response(_records(call)[1](call.params[1], found, target))
+
+
+def _invalid_autoscaling(body: Any) -> Response | None:
+    if not isinstance(body, dict) or set(body) - set(_AUTOSCALING_FIELDS):
+        return error(422, f"Invalid autoscaling settings: {body!r} (fields: {', '.join(_AUTOSCALING_FIELDS)}).")
+    return None
+
+
+def _autoscaling_answer(found: DeploymentRuntime, statuses: list[str]) -> Response:
+    """``UpdateAutoscalingSettingsResponseV1``: ``ACCEPTED`` when any field changed, else ``UNCHANGED``."""
+    status = "ACCEPTED" if "ACCEPTED" in statuses else "UNCHANGED"
+    message = "No change." if status == "UNCHANGED" else f"Autoscaling settings of {found.spec.id} updated."
+    return json_response({"status": status, "message": message})
 
 
 async def _update(call: Call, found: DeploymentRuntime | Response, body: Any) -> Response:
     if isinstance(found, Response):
         return found
-    if not isinstance(body, dict) or set(body) - set(_AUTOSCALING_FIELDS):
-        return error(422, f"Invalid autoscaling settings: {body!r} (fields: {', '.join(_AUTOSCALING_FIELDS)}).")
-    status = found.autoscaler.update(body)
-    message = "No change." if status == "UNCHANGED" else f"Autoscaling settings of {found.spec.id} updated."
-    return json_response({"status": status, "message": message})
+    return _invalid_autoscaling(body) or _autoscaling_answer(found, [found.autoscaler.update(body)])
 
 
 async def update_deployment_autoscaling(call: Call) -> Response:
@@ -264,17 +306,38 @@ async def update_environment(call: Call) -> Response:
     return await _update(call, _environment(call), body.get("autoscaling_settings") or {})
 
 
+async def update_chainlet_autoscaling(call: Call) -> Response:
+    """``PATCH .../chainlet_settings/autoscaling_settings``: every update names a chainlet of the environment's
+    deployment (the emulator's chains have one, the entrypoint); all are checked before any applies."""
+    found = _environment(call)
+    if isinstance(found, Response):
+        return found
+    body = await call.json()
+    updates = body.get("updates") if isinstance(body, dict) else None
+    if not isinstance(updates, list) or not updates:
+        return error(422, f"Invalid chainlet autoscaling update: {body!r} (needs a list of updates).")
+    chainlet = found.target.display_name
+    for update in updates:
+        name = update.get("chainlet_name") if isinstance(update, dict) else None
+        if name != chainlet:
+            return error(404, f"Chain {found.target.id} has no chainlet {name!r} (chainlets: {chainlet}).")
+        invalid = _invalid_autoscaling(update.get("autoscaling_settings"))
+        if invalid is not None:
+            return invalid
+    return _autoscaling_answer(found, [found.autoscaler.update(u["autoscaling_settings"]) for u in updates])
+
+
 def _promote(call: Call, environment: str, candidate: DeploymentRuntime | Response, scale_down: Any) -> Response:
     target = _target(call)
     if isinstance(candidate, Response) or isinstance(target, Response):
         return candidate if isinstance(candidate, Response) else target  # type: ignore[return-value]
     if environment not in target.by_environment:
-        return error(404, f"Model {target.spec.id} has no environment {environment!r}.")
+        return error(404, f"{target.spec.kind.capitalize()} {target.spec.id} has no environment {environment!r}.")
     try:
         start_promotion(target, environment, candidate, scale_down_previous=scale_down is not False)
     except PromotionError as err:
         return error(400, str(err))
-    return json_response(deployment_record(candidate))
+    return json_response(_records(call)[0](candidate))
 
 
 async def promote_deployment(call: Call) -> Response:
@@ -291,7 +354,9 @@ async def promote_to_environment(call: Call) -> Response:
         return error(422, "The promote request needs a deployment_id.")
     candidate = target.deployments.get(body["deployment_id"])
     if candidate is None:
-        return error(404, f"Model {target.spec.id} has no deployment {body['deployment_id']!r}.")
+        return error(
+            404, f"{target.spec.kind.capitalize()} {target.spec.id} has no deployment {body['deployment_id']!r}."
+        )
     return _promote(call, call.params[1], candidate, body.get("scale_down_previous_deployment"))
 
 
@@ -338,43 +403,8 @@ async def list_chains(call: Call) -> Response:
 
 
 async def get_chain(call: Call) -> Response:
-    target = _target(call, "chain")
+    target = _target(call)
     return target if isinstance(target, Response) else json_response(chain_record(target, call.state.created_at))
-
-
-async def list_chain_deployments(call: Call) -> Response:
-    target = _target(call, "chain")
-    if isinstance(target, Response):
-        return target
-    return json_response({"deployments": [chain_deployment_record(d) for d in target.deployments.values()]})
-
-
-async def get_chain_deployment(call: Call) -> Response:
-    target = _target(call, "chain")
-    if isinstance(target, Response):
-        return target
-    found = target.deployments.get(call.params[1])
-    if found is None:
-        return error(404, f"Chain {target.spec.id} has no deployment {call.params[1]!r}.")
-    return json_response(chain_deployment_record(found))
-
-
-async def list_chain_environments(call: Call) -> Response:
-    target = _target(call, "chain")
-    if isinstance(target, Response):
-        return target
-    records = [chain_environment_record(name, d) for name, d in target.by_environment.items()]
-    return json_response({"environments": records})
-
-
-async def get_chain_environment(call: Call) -> Response:
-    target = _target(call, "chain")
-    if isinstance(target, Response):
-        return target
-    found = target.by_environment.get(call.params[1])
-    if found is None:
-        return error(404, f"Chain {target.spec.id} has no environment {call.params[1]!r}.")
-    return json_response(chain_environment_record(call.params[1], found))
 
 
 #: ``(path pattern after /v1, method, handler)``; ``*`` captures a segment into ``call.params``.
@@ -399,8 +429,14 @@ _ROUTES: list[tuple[tuple[str, ...], str, Handler]] = [
     (("models", "*", "environments", "*", "resume_promotion"), "POST", signal_promotion),
     (("chains",), "GET", list_chains),
     (("chains", "*"), "GET", get_chain),
-    (("chains", "*", "deployments"), "GET", list_chain_deployments),
-    (("chains", "*", "deployments", "*"), "GET", get_chain_deployment),
-    (("chains", "*", "environments"), "GET", list_chain_environments),
-    (("chains", "*", "environments", "*"), "GET", get_chain_environment),
+    (("chains", "*", "deployments"), "GET", list_deployments),
+    (("chains", "*", "deployments", "*"), "GET", get_deployment),
+    (("chains", "*", "environments"), "GET", list_environments),
+    (("chains", "*", "environments", "*"), "GET", get_environment),
+    (("chains", "*", "environments", "*", "promote"), "POST", promote_to_environment),
+    (
+        ("chains", "*", "environments", "*", "chainlet_settings", "autoscaling_settings"),
+        "PATCH",
+        update_chainlet_autoscaling,
+    ),
 ]

@@ -10,13 +10,18 @@ that cancels the wait stops it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Read", "Sleep", "adrive", "drive", "time_left"]
+__all__ = ["READ", "OneReadWatch", "Read", "Sleep", "adrive", "drive", "time_left"]
 
 R = TypeVar("R")
+#: What a :class:`OneReadWatch` reads on each poll (a deployment record, an environment record, ...).
+RecordT = TypeVar("RecordT")
+#: The key of a :class:`OneReadWatch`'s one read.
+READ = "read"
 
 
 @dataclass(frozen=True)
@@ -80,3 +85,36 @@ async def adrive(
                 reply = await reads[op.key]()
         except Exception as exc:
             reply = exc
+
+
+class OneReadWatch(Generic[RecordT]):
+    """A wait whose loop, :meth:`_steps`, reads one kind of record (``Read(READ)``): run on a worker or a triggerer.
+
+    Subclasses write :meth:`_steps` once; :meth:`run` and :meth:`arun` drive it the two ways.
+    """
+
+    def _steps(self, clock: Callable[[], float]) -> Generator[Read | Sleep, RecordT | Exception | None, dict[str, Any]]:
+        raise NotImplementedError
+
+    def run(
+        self,
+        read: Callable[[float | None], RecordT],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> dict[str, Any]:
+        """Wait on this thread (an operator on a worker); returns the terminal event.
+
+        ``read(time_left)`` must end within ``time_left`` seconds (the hook's ``time_left=`` does that).
+        """
+        return drive(self._steps(clock), {READ: read}, sleep)
+
+    async def arun(
+        self,
+        read: Callable[[], Awaitable[RecordT]],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> dict[str, Any]:
+        """Wait on the event loop (a trigger); returns the terminal event. ``CancelledError`` propagates."""
+        return await adrive(self._steps(clock), {READ: read}, sleep)

@@ -13,15 +13,13 @@ The deadline is checked before every read; transient read errors count against a
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
-from airflow_provider_baseten.hooks._stepper import Read, Sleep, adrive, drive, time_left
+from airflow_provider_baseten.hooks._stepper import READ, OneReadWatch, Read, Sleep, time_left
 from airflow_provider_baseten.hooks.models import Environment, PromotionStatus
 from airflow_provider_baseten.hooks.readiness import EVENT_STATUSES, MAX_CONSECUTIVE_ERRORS, format_duration
 from airflow_provider_baseten.hooks.retries import is_retryable
@@ -30,7 +28,6 @@ __all__ = ["PROMOTION_TRIGGER_FIELDS", "PromotionWatch", "promotion_from_event"]
 
 log = logging.getLogger(__name__)
 
-_READ = "read"
 #: The :class:`PromotionWatch` fields the trigger carries as kwargs of the same names.
 PROMOTION_TRIGGER_FIELDS = ("model_id", "environment", "deployment_id", "started_at", "deadline", "poll_interval")
 #: Seconds after the promote during which "no promotion yet, old deployment still current" is a stale read.
@@ -38,7 +35,7 @@ STALE_READ_GRACE = 30.0
 
 
 @dataclass
-class PromotionWatch:
+class PromotionWatch(OneReadWatch[Environment]):
     """One wait for the promotion of ``deployment_id`` to ``environment``. Times are epoch seconds."""
 
     model_id: str
@@ -123,30 +120,12 @@ class PromotionWatch:
                 return self.event(
                     "timeout", f"{self.what} did not end within {format_duration(now - self.started_at)}.", now
                 )
-            reply = yield Read(_READ, time_left(self.deadline, now))
+            reply = yield Read(READ, time_left(self.deadline, now))
             now = clock()
             done = self.observe_error(reply, now) if isinstance(reply, Exception) else self.observe(reply, now)  # type: ignore[arg-type]
             if done is not None:
                 return done
             yield Sleep(max(0.0, min(self.poll_interval, self.deadline - clock())))
-
-    def run(
-        self,
-        read: Callable[[float | None], Environment],
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], object] = time.sleep,
-    ) -> dict[str, Any]:
-        return drive(self._steps(clock), {_READ: read}, sleep)
-
-    async def arun(
-        self,
-        read: Callable[[], Awaitable[Environment]],
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    ) -> dict[str, Any]:
-        return await adrive(self._steps(clock), {_READ: read}, sleep)
 
 
 def promotion_from_event(event: object) -> dict[str, Any]:

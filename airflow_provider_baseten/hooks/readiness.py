@@ -23,15 +23,13 @@ failures; one blip never ends the wait. Any other error ends it at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
-from airflow_provider_baseten.hooks._stepper import Read, Sleep, adrive, drive, time_left
+from airflow_provider_baseten.hooks._stepper import READ, OneReadWatch, Read, Sleep, time_left
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.models import Deployment, DeploymentStatus, Readiness, readiness_after_wake
 from airflow_provider_baseten.hooks.retries import is_retryable
@@ -56,7 +54,6 @@ EVENT_STATUSES: frozenset[str] = frozenset({"success", "failed", "timeout", "err
 #: Consecutive failed status reads (each already retried by the hook) tolerated before giving up.
 MAX_CONSECUTIVE_ERRORS = 5
 
-_READ = "read"
 #: The :class:`ReadinessWatch` fields the trigger carries (as kwargs of the same names) to continue a wait.
 TRIGGER_FIELDS = (
     "woke_at",
@@ -95,7 +92,7 @@ class Verdict:
 
 
 @dataclass
-class ReadinessWatch:
+class ReadinessWatch(OneReadWatch[Deployment]):
     """The state of one wait for ``ACTIVE`` after a wake. Times are epoch seconds (they survive a triggerer move).
 
     :param target: the woken model deployment.
@@ -254,7 +251,7 @@ class ReadinessWatch:
             verdict = self.check_deadline(clock())
             if verdict is not None:
                 return self.event(verdict, clock())
-            reply = yield Read(_READ, time_left(self.deadline, clock()))
+            reply = yield Read(READ, time_left(self.deadline, clock()))
             if isinstance(reply, Exception):
                 # A read cut off by the deadline (or failing after it) is a timeout, not a read error.
                 verdict = self.check_deadline(clock()) or self.observe_error(reply, clock())
@@ -264,29 +261,6 @@ class ReadinessWatch:
             if verdict.done:
                 return self.event(verdict, clock())
             yield Sleep(self.next_wait(clock()))
-
-    def run(
-        self,
-        read: Callable[[float | None], Deployment],
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], object] = time.sleep,
-    ) -> dict[str, Any]:
-        """Wait on this thread (the operator with ``deferrable=False``); returns the terminal event.
-
-        ``read(time_left)`` must end within ``time_left`` seconds (``BasetenHook.get_deployment(time_left=...)``).
-        """
-        return drive(self._steps(clock), {_READ: read}, sleep)
-
-    async def arun(
-        self,
-        read: Callable[[], Awaitable[Deployment]],
-        *,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    ) -> dict[str, Any]:
-        """Wait on the event loop (the trigger); returns the terminal event. ``CancelledError`` propagates."""
-        return await adrive(self._steps(clock), {_READ: read}, sleep)
 
 
 def _reads_text(reads: int) -> str:
@@ -323,9 +297,11 @@ def failed_message(what: str, status: str) -> str:
 
 
 def inactive_message(what: str, status: str) -> str:
+    """Why a task stops at an ``INACTIVE`` deployment: every operator with ``activate_if_inactive`` says this."""
     return (
-        f"{what} is {status}: a wake does not activate a deployment. Activate it in Baseten, or pass "
-        "activate_if_inactive=True."
+        f"{what} is {status} (Baseten deactivates deployments after about two weeks without traffic; a wake does "
+        "not activate them). Pass activate_if_inactive=True to activate it and wait until it is ready, or activate "
+        "it in Baseten; activation starts replicas, which are billed while they run."
     )
 
 

@@ -10,18 +10,25 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.addressing import Target
 
 if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
     from airflow_provider_baseten.hooks.baseten import BasetenHook
+    from airflow_provider_baseten.hooks.readiness import ReadinessWatch
 
 T = TypeVar("T")
 
 #: Templated addressing fields, so ids can come from Variables, params or XCom.
 ADDRESS_TEMPLATE_FIELDS: tuple[str, ...] = ("baseten_conn_id", "model_id", "chain_id", "environment", "deployment_id")
+#: How long past a wait's deadline Airflow's own deferral timeout fires: a backstop if the trigger never reports.
+DEFER_TIMEOUT_MARGIN = 120.0
+#: Task-state-store key (Airflow 3.3+): the activation this task instance last asked for (target and epoch time).
+ACTIVATION_KEY = "baseten_activation"
 
 
 class BasetenBaseOperator(BaseOperator):
@@ -37,9 +44,12 @@ class BasetenBaseOperator(BaseOperator):
     :param deployment_id: pin one deployment instead of an environment (templated).
     :param regional: use the regional host ``model-{id}-{environment}.api.baseten.co`` with bare paths.
     :param activate_if_inactive: when the deployment is ``INACTIVE`` (Baseten deactivates deployments after about two
-        weeks without traffic), activate it, wait until it is ``ACTIVE`` (on the worker, up to
-        ``activation_timeout``) and then run. Activation starts replicas, which are billed while they run. Without
-        it, the task fails at once with a message naming this option.
+        weeks without traffic), activate it, wait until it is ``ACTIVE`` (up to ``activation_timeout``) and then run.
+        Activation starts replicas, which are billed while they run. Without it, the task fails at once with a
+        message naming this option.
+    :param deferrable: wait in the triggerer instead of on the worker; default from ``[operators]
+        default_deferrable``. On operators that otherwise run on the worker (predict, chain run, chat, batch) it
+        only concerns the activation wait: the task defers while the deployment activates, then resumes and runs.
     """
 
     template_fields: Sequence[str] = ADDRESS_TEMPLATE_FIELDS
@@ -64,10 +74,12 @@ class BasetenBaseOperator(BaseOperator):
         deployment_id: str | None = None,
         regional: bool = False,
         activate_if_inactive: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.activate_if_inactive = bool(activate_if_inactive)
+        self.deferrable = bool(deferrable)
         self.baseten_conn_id = baseten_conn_id
         self.model_id = model_id
         self.chain_id = chain_id
@@ -88,14 +100,19 @@ class BasetenBaseOperator(BaseOperator):
     #: How long an activation may take before the task fails; test seams for its wait on the worker.
     activation_timeout: float = 1200.0
     activation_poll_interval: float = 10.0
+    #: Seconds after an activation during which an ``INACTIVE`` read is taken as stale (not yet showing it).
+    activation_grace: float = 30.0
     _activation_clock = staticmethod(time.time)
     _activation_sleep = staticmethod(time.sleep)
+    #: Set when the task resumes after a deferred activation wait: this try does not activate again.
+    _activation_done: bool = False
 
-    def call_activating(self, target: Target | None, call: Callable[[], T]) -> T:
+    def call_activating(self, target: Target | None, call: Callable[[], T], context: Context | None = None) -> T:
         """Run ``call``; if Baseten answers 404 because the deployment is ``INACTIVE``, activate it (with
         ``activate_if_inactive``) and run ``call`` once more, or fail naming the option.
 
-        The second call is safe: a 404 from an inactive deployment never reached the model.
+        The second call is safe: a 404 from an inactive deployment never reached the model. With ``deferrable`` the
+        wait for the activation defers and the task resumes in :meth:`execute_after_activation` (``execute`` again).
         """
         from airflow_provider_baseten.exceptions import BasetenDeploymentError, BasetenNotFoundError
 
@@ -105,7 +122,7 @@ class BasetenBaseOperator(BaseOperator):
             if target is None:
                 raise
             try:
-                activated = self.ensure_active(target)
+                activated = self.ensure_active(target, context)
             except BasetenDeploymentError:
                 raise
             except Exception as err:
@@ -115,13 +132,36 @@ class BasetenBaseOperator(BaseOperator):
                 raise
         return call()
 
-    def ensure_active(self, target: Target) -> bool:
+    def check_active_before_sending(self, target: Target, context: Context) -> None:
+        """Before a batch sends anything: fail (or activate, with the option) if the deployment is ``INACTIVE``.
+
+        Every input sent to an ``INACTIVE`` deployment would 404. A status read that fails for another reason does
+        not stop the batch unless ``activate_if_inactive`` asked for the check.
+        """
+        from airflow_provider_baseten.exceptions import BasetenDeploymentError
+
+        try:
+            self.ensure_active(target, context)
+        except BasetenDeploymentError:
+            raise
+        except Exception as err:
+            if self.activate_if_inactive:
+                raise
+            self.log.warning(
+                "Could not read the status of %s before sending (%s); sending anyway.", target.describe(), err
+            )
+
+    def ensure_active(self, target: Target, context: Context | None = None) -> bool:
         """Read the deployment's status once; if ``INACTIVE``, activate it and wait (or fail). True if activated.
 
-        A key that may not read the management API skips the check (the call then meets Baseten's own 404).
+        The wait runs on the worker or, with ``deferrable``, in the triggerer (the wake operator's
+        :class:`~airflow_provider_baseten.triggers.deployment.BasetenDeploymentReadyTrigger`); the task then resumes
+        in :meth:`execute_after_activation`. A key that may not read the management API skips the check (the call
+        then meets Baseten's own 404).
         """
         from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenDeploymentError
         from airflow_provider_baseten.hooks.models import DeploymentStatus, Readiness
+        from airflow_provider_baseten.hooks.readiness import ReadinessWatch, inactive_message
 
         try:
             if target.kind == "chain":
@@ -140,35 +180,110 @@ class BasetenBaseOperator(BaseOperator):
             return False
         what = target.describe()
         if not self.activate_if_inactive:
-            raise BasetenDeploymentError(
-                f"{what} is {status} (Baseten deactivates deployments after about two weeks without traffic). Pass "
-                "activate_if_inactive=True to activate it and wait until it is ready; activation starts replicas, "
-                "which are billed while they run."
-            )
+            raise BasetenDeploymentError(inactive_message(what, str(status)))
         if target.kind == "chain":
             raise BasetenDeploymentError(f"{what} is {status}; Baseten's API cannot activate chains: do it in Baseten.")
-        self.log.warning("%s is %s: activating it (activation starts billed replicas) and waiting.", what, status)
-        if not self.hook.activate(target):
-            raise BasetenDeploymentError(f"Baseten did not accept the activation of {what}.")
-        from airflow_provider_baseten.hooks.readiness import ReadinessWatch, deployment_from_event
+        if self._activation_done:
+            raise BasetenDeploymentError(
+                f"{what} is {status} again right after its activation finished; not activating it twice in one try."
+            )
+        activated_at = self.request_activation(target, str(status), context)
+        deadline = activated_at + self.activation_timeout
+        if self.deferrable:
+            from airflow_provider_baseten.hooks.async_requests import task_deadline
 
-        now = self._activation_clock()
+            now = self._activation_clock()
+            timeout = max(0.0, deadline - now)
+            deadline = task_deadline(context or {}, now, timeout=timeout, execution_timeout=self.execution_timeout) or (
+                deadline
+            )
         watch = ReadinessWatch(
             target=Target.of(model_id=target.id, environment=target.environment, deployment_id=target.deployment_id),
-            woke_at=now,
-            deadline=now + self.activation_timeout,
+            woke_at=activated_at,
+            deadline=deadline,
             poll_interval=self.activation_poll_interval,
+            stale_read_grace=self.activation_grace,
             last_status=status,
             activated=True,
             logger=self.log,
         )
-        event = watch.run(
-            lambda left: self.hook.get_deployment(target, time_left=left),
+        self.wait_until_ready(
+            watch,
+            method_name="execute_after_activation",
             clock=self._activation_clock,
             sleep=self._activation_sleep,
         )
-        deployment_from_event(event)
         return True
+
+    def request_activation(self, target: Target, status: str, context: Context | None) -> float:
+        """Ask Baseten to activate ``target`` (20 a minute; the hook honours a 429's ``retry_after``); when it was.
+
+        Retry-safe: an activation this task instance requested less than ``activation_grace`` seconds ago (recorded
+        in the task state store, Airflow 3.3+) is waited on, not requested again. Below 3.3 a retry may ask once more,
+        which is harmless (activation is idempotent).
+        """
+        import json
+
+        from airflow_provider_baseten.exceptions import BasetenDeploymentError
+
+        what = target.describe()
+        store: Any = context.get("task_state_store") if context is not None else None
+        now = self._activation_clock()
+        earlier = _stored_activation(store, what)
+        if earlier is not None and 0 <= now - earlier <= self.activation_grace:
+            self.log.info(
+                "%s is %s; an earlier try asked to activate it %.0f s ago: waiting.", what, status, now - earlier
+            )
+            return earlier
+        self.log.warning("%s is %s: activating it (activation starts billed replicas) and waiting.", what, status)
+        if not self.hook.activate(target):
+            raise BasetenDeploymentError(f"Baseten did not accept the activation of {what}.")
+        if store is not None:
+            try:
+                store.set(ACTIVATION_KEY, json.dumps({"target": what, "at": now}))
+            except Exception as err:
+                self.log.warning("Could not record the activation of %s for a retry: %s", what, err)
+        return now
+
+    def wait_until_ready(
+        self,
+        watch: ReadinessWatch,
+        *,
+        method_name: str = "execute_complete",
+        clock: Callable[[], float],
+        sleep: Callable[[float], object],
+    ) -> dict[str, Any]:
+        """Wait until ``watch`` ends and return the deployment record of its success; anything else raises.
+
+        With ``deferrable`` the wait goes on in :class:`~airflow_provider_baseten.triggers.deployment.
+        BasetenDeploymentReadyTrigger` (reads only) and the task resumes in ``method_name``: this raises
+        ``TaskDeferred``. Airflow's deferral timeout is only a backstop past the watch's own absolute deadline.
+        """
+        if self.deferrable:
+            from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
+
+            self.defer(
+                trigger=BasetenDeploymentReadyTrigger.for_watch(watch, baseten_conn_id=self.baseten_conn_id),
+                method_name=method_name,
+                timeout=timedelta(seconds=max(0.0, watch.deadline - clock()) + DEFER_TIMEOUT_MARGIN),
+            )
+        event = watch.run(lambda left: self.hook.get_deployment(watch.target, time_left=left), clock=clock, sleep=sleep)
+        return self.readiness_result(event)
+
+    def readiness_result(self, event: object) -> dict[str, Any]:
+        """The deployment record of a readiness event; only an explicit ``success`` passes the allow-list."""
+        from airflow_provider_baseten.hooks.readiness import deployment_from_event, describe_transitions
+
+        if isinstance(event, dict) and event.get("transitions"):
+            self.log.info("Status changes: %s", describe_transitions(event["transitions"]))
+        return deployment_from_event(event)["deployment"]  # type: ignore[no-any-return]
+
+    def execute_after_activation(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after a deferred activation wait: a ``success`` event runs ``execute`` (the call) again, which
+        then finds the deployment ready; any other event fails the task."""
+        self.readiness_result(event)
+        self._activation_done = True
+        return self.execute(context)
 
     @property
     def target(self) -> Target:
@@ -272,6 +387,22 @@ def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> floa
     if value < 0 or (value == 0 and not allow_zero):
         raise BasetenConfigError(f"{name} must be {'at least' if allow_zero else 'greater than'} 0, got {value!r}.")
     return float(value)
+
+
+def _stored_activation(store: Any, what: str) -> float | None:
+    """When this task instance asked to activate ``what`` (task state store), or ``None``."""
+    import json
+
+    if store is None:
+        return None
+    try:
+        record = json.loads(store.get(ACTIVATION_KEY) or "null")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("target") != what:
+        return None
+    at = record.get("at")
+    return float(at) if isinstance(at, int | float) else None
 
 
 def _chain_status(environment: Any) -> str | None:

@@ -238,7 +238,7 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
         if self._request is None:
             self._request = self._validated_request(self._clock())
         request = self._request
-        response = self.call_activating(self.target, lambda: self.hook.async_predict(self.target, request))
+        response = self.call_activating(self.target, lambda: self.hook.async_predict(self.target, request), context)
         self.request_id = response.request_id
         self._started_at = self._clock()
         self.log.info("Submitted async request %s to %s.", self.request_id, self.target.describe())

@@ -196,8 +196,7 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
             self.max_concurrency,
             output.uri,
         )
-        if self.activate_if_inactive:
-            self.ensure_active(target)  # one status read; items sent to an INACTIVE deployment would all 404
+        self.check_active_before_sending(target, context)  # INACTIVE: every item would 404; may defer to activate
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
         state = self._run_state = _RunState(existing=existing, total=source.total)
         try:

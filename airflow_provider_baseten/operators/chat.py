@@ -277,10 +277,11 @@ class BasetenChatOperator(BasetenBaseOperator):
                 completion = self.call_activating(
                     target,
                     lambda: self._streamed(hook.stream_chat_completion(request, target=target, timeout=self.timeout)),
+                    context,
                 )
             else:
                 completion = self.call_activating(
-                    target, lambda: hook.chat_completion(request, target=target, timeout=self.timeout)
+                    target, lambda: hook.chat_completion(request, target=target, timeout=self.timeout), context
                 )
         finally:
             hook.close()

@@ -20,6 +20,7 @@ from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenDeplo
 from airflow_provider_baseten.hooks.addressing import Target, validate_environment, validate_id
 from airflow_provider_baseten.operators._base import (
     ADDRESS_TEMPLATE_FIELDS,
+    DEFER_TIMEOUT_MARGIN,
     BasetenBaseOperator,
     check_seconds,
     is_templated,
@@ -36,7 +37,6 @@ WINDOW_XCOM_KEY = "baseten_window"
 ORIGINAL_KEY = "baseten_window_original"
 #: Airflow Variable prefix holding them below 3.3 (no task state store): one Variable per setup task instance.
 FALLBACK_VARIABLE_PREFIX = "baseten_window"
-DEFER_TIMEOUT_MARGIN = 120.0
 
 
 # --- where the original settings are kept ----------------------------------------------------------------------
@@ -227,37 +227,17 @@ class BasetenBatchWindowOperator(BasetenBaseOperator):
             min_replicas=_as_int(self.min_replica, "min_replica"),
             logger=self.log,
         )
-        if self.deferrable:
-            self._defer(watch)
-        event = watch.run(
-            lambda left: self.hook.get_deployment(target, time_left=left), clock=self._clock, sleep=self._sleep
-        )
-        return self._deployment(event)
-
-    def _defer(self, watch: Any) -> NoReturn:
-        from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
-
-        self.defer(
-            trigger=BasetenDeploymentReadyTrigger.for_watch(watch, baseten_conn_id=self.baseten_conn_id),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=max(0.0, watch.deadline - self._clock()) + DEFER_TIMEOUT_MARGIN),
-        )
+        return self.wait_until_ready(watch, clock=self._clock, sleep=self._sleep)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         record = context["ti"].xcom_pull(task_ids=self.task_id, key=WINDOW_XCOM_KEY)
         try:
-            deployment = self._deployment(event)
+            deployment = self.readiness_result(event)
         except Exception:
             if isinstance(record, dict):
                 self._restore_if_last_try(context, record)
             raise
         return {**(record or {}), "deployment": deployment}
-
-    @staticmethod
-    def _deployment(event: object) -> dict[str, Any]:
-        from airflow_provider_baseten.hooks.readiness import deployment_from_event
-
-        return deployment_from_event(event)["deployment"]  # type: ignore[no-any-return]
 
     def _restore_if_last_try(self, context: Context, record: dict[str, Any]) -> None:
         ti = context["ti"]

@@ -66,7 +66,7 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
         as_storage_path(self.result_path)  # a rendered result_path fails here, before the paid call
         self.link_class.persist(context, self)
         try:
-            result = self._call(target, payload)
+            result = self._call(target, payload, context)
         finally:
             self.hook.close()
         self.log.info(
@@ -79,7 +79,7 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
             data = base64.b64encode(data).decode("ascii")
         return store_if_large(data, context, threshold_bytes=self.max_result_bytes, base_path=self.result_path)
 
-    def _call(self, target: Target, payload: Any) -> Any:
+    def _call(self, target: Target, payload: Any, context: Context) -> Any:
         self.log.info(
             "Calling %s (read timeout %s).", target.describe(), f"{self.timeout} s" if self.timeout else "default"
         )
@@ -87,6 +87,7 @@ class _BasetenSyncInferenceOperator(BasetenBaseOperator):
             return self.call_activating(
                 target,
                 lambda: self.hook.predict(target, payload, timeout=self.timeout, response_format=self.response_format),
+                context,
             )
         except BasetenAmbiguousSubmitError as err:
             import httpx

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenDeploymentError
 from airflow_provider_baseten.hooks.models import DeploymentStatus
-from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
+from airflow_provider_baseten.operators._base import (
+    ADDRESS_TEMPLATE_FIELDS,
+    BasetenBaseOperator,
+    check_seconds,
+)
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
@@ -19,11 +23,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.models import Deployment
-    from airflow_provider_baseten.hooks.readiness import ReadinessWatch
 
 DEFAULT_TIMEOUT = timedelta(minutes=20)
-#: How long past the deadline Airflow's own deferral timeout fires: a backstop if the trigger never reports.
-DEFER_TIMEOUT_MARGIN = 120.0
 
 
 class BasetenWakeOperator(BasetenBaseOperator):
@@ -112,7 +113,7 @@ class BasetenWakeOperator(BasetenBaseOperator):
 
     def _wake_and_wait(self, target: Target, context: Context) -> dict[str, Any] | None:
         before = self._read_before_wake(target)
-        activated = self._activate_if_needed(target, before)
+        activated = self._activate_if_needed(target, before, context)
         self.hook.wake(target)
         woke_at = self._now()
         last_status = before.status if before else None
@@ -151,33 +152,11 @@ class BasetenWakeOperator(BasetenBaseOperator):
             activated=activated,
             logger=self.log,
         )
-        if self.deferrable:
-            self._defer(watch)
-        event = watch.run(
-            lambda left: self.hook.get_deployment(target, time_left=left), clock=self._now, sleep=self._pause
-        )
-        return self._finish(event)
-
-    def _defer(self, watch: ReadinessWatch) -> NoReturn:
-        from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
-
-        self.defer(
-            trigger=BasetenDeploymentReadyTrigger.for_watch(watch, baseten_conn_id=self.baseten_conn_id),
-            method_name="execute_complete",
-            # A backstop only: the trigger itself ends at the deadline with a "timeout" event.
-            timeout=timedelta(seconds=max(0.0, watch.deadline - self._now()) + DEFER_TIMEOUT_MARGIN),
-        )
+        return self.wait_until_ready(watch, clock=self._now, sleep=self._pause)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger: only an explicit ``success`` event finishes green."""
-        return self._finish(event)
-
-    def _finish(self, event: object) -> dict[str, Any]:
-        from airflow_provider_baseten.hooks.readiness import deployment_from_event, describe_transitions
-
-        if isinstance(event, dict) and event.get("transitions"):
-            self.log.info("Status changes after the wake: %s", describe_transitions(event["transitions"]))
-        return deployment_from_event(event)["deployment"]
+        return self.readiness_result(event)
 
     def _read_before_wake(self, target: Target) -> Deployment | None:
         try:
@@ -191,7 +170,7 @@ class BasetenWakeOperator(BasetenBaseOperator):
             )
             return None
 
-    def _activate_if_needed(self, target: Target, before: Deployment | None) -> bool:
+    def _activate_if_needed(self, target: Target, before: Deployment | None, context: Context) -> bool:
         """Fail fast on a failed or inactive deployment; activate an inactive one when asked. True if activated."""
         from airflow_provider_baseten.hooks.models import Readiness
         from airflow_provider_baseten.hooks.readiness import failed_message, inactive_message
@@ -205,7 +184,5 @@ class BasetenWakeOperator(BasetenBaseOperator):
             return False
         if not self.activate_if_inactive:
             raise BasetenDeploymentError(inactive_message(what, str(status)))
-        self.log.info("%s is %s; activating it before the wake.", what, status)
-        if not self.hook.activate(target):
-            raise BasetenDeploymentError(f"Baseten did not accept the activation of {what}.")
+        self.request_activation(target, str(status), context)  # before the wake; a retry does not ask twice
         return True

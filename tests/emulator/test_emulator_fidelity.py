@@ -148,9 +148,17 @@ def test_management_answers_validate_against_the_management_spec(baseten_emulato
             "/v1/models/coldstart01/environments/production",
             "/v1/chains",
             "/v1/chains/summarize01",
+            "/v1/chains/summarize01/deployments",
+            "/v1/chains/summarize01/deployments/sumprod01",
+            # Not .../environments: the spec documents the model form (EnvironmentsV1) for it; chains answer theirs.
+            "/v1/chains/summarize01/environments/production",
             "/v1/models/nope01",
         ]:
             http.get(path, headers=management)
+        chainlets = {"updates": [{"chainlet_name": "Summarize", "autoscaling_settings": {"min_replica": 2}}]}
+        environment = "/v1/chains/summarize01/environments/production"
+        http.patch(f"{environment}/chainlet_settings/autoscaling_settings", headers=management, json=chainlets)
+        http.post(f"{environment}/promote", headers=management, json={"deployment_id": "sumprod01"})
         for path in [
             "/v1/models/inactive01/deployments/production/activate",
             "/v1/models/sentiment01/deployments/development/deactivate",

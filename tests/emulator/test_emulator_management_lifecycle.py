@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,60 @@ def test_chain_deployment_and_environments(baseten_emulator, hook):
     current = hook.get_chain_environment("summarize01", "production").current_deployment
     assert current is not None
     assert current.id == "sumprod01"
+
+
+def chain_world() -> World:
+    from airflow_provider_baseten.emulator import ChainSpec
+
+    return World().add(
+        ChainSpec(
+            "chain01",
+            "echo",
+            name="Entry",
+            deployments=[
+                DeploymentSpec("chainprod01", "production", min_replicas=1, cold_start_seconds=60),
+                DeploymentSpec(
+                    "chainnew01", None, status="SCALED_TO_ZERO", cold_start_seconds=60, promotion_seconds=120
+                ),
+            ],
+        )
+    )
+
+
+@pytest.mark.baseten_emulator(manual_clock=True, world=chain_world)
+def test_chain_promotion_runs_on_the_clock_and_swaps_the_environment(baseten_emulator, hook):
+    emu = baseten_emulator
+    assert hook.promote_chain("chain01", "chainnew01").id == "chainnew01"
+    env = hook.get_chain_environment("chain01", "production")
+    assert env.candidate_deployment is not None
+    assert env.candidate_deployment.id == "chainnew01"
+    assert env.current_deployment.id == "chainprod01"  # type: ignore[union-attr]
+    with pytest.raises(BasetenAPIError, match="already has a promotion in progress"):
+        hook.promote_chain("chain01", "chainnew01")
+    emu.advance(60 + 120 + 1)  # the candidate's cold start, then its ramp
+    env = hook.get_chain_environment("chain01", "production")
+    assert env.current_deployment.id == "chainnew01"  # type: ignore[union-attr]
+    assert env.candidate_deployment is None
+    assert hook.get_chain_deployment("chain01", "chainprod01").chainlets[0].autoscaling_settings.min_replica == 0  # type: ignore[union-attr]
+    with pytest.raises(BasetenNotFoundError, match="no deployment 'nope01'"):
+        hook.promote_chain("chain01", "nope01")
+
+
+@pytest.mark.baseten_emulator(manual_clock=True, world=chain_world)
+def test_chainlet_autoscaling_brings_replicas_up_over_the_cold_start(baseten_emulator, hook):
+    emu = baseten_emulator
+
+    def chainlet() -> tuple[int | None, Any]:  # (active replicas, AutoscalingSettings)
+        found = hook.get_chain_deployment("chain01", "chainprod01").chainlets[0]
+        return found.active_replica_count, found.autoscaling_settings
+
+    assert hook.update_chainlet_autoscaling("chain01", "production", {"Entry": {"min_replica": 3}}).status == "ACCEPTED"
+    assert chainlet()[0] == 1
+    emu.advance(61)
+    count, settings = chainlet()
+    assert (count, settings.min_replica, settings.max_replica) == (3, 3, 3)
+    assert (
+        hook.update_chainlet_autoscaling("chain01", "production", {"Entry": {"min_replica": 3}}).status == "UNCHANGED"
+    )
+    with pytest.raises(BasetenNotFoundError, match="no chainlet 'Other'"):
+        hook.update_chainlet_autoscaling("chain01", "production", {"Other": {"min_replica": 1}})

@@ -58,6 +58,18 @@ def hook(baseten_emulator: Any) -> Any:
     hook.close()
 
 
+def run_trigger(trigger: Any) -> list[dict[str, Any]]:
+    """Every event of one trigger run (as the triggerer would run it), on a fresh loop."""
+
+    async def events() -> list[dict[str, Any]]:
+        try:
+            return [event.payload async for event in trigger.run()]
+        finally:
+            await close_shared_async_clients()
+
+    return asyncio.run(events())
+
+
 def window(**kwargs: Any) -> BasetenBatchWindowOperator:
     return BasetenBatchWindowOperator(
         task_id="setup", model_id="coldstart01", min_replica=3, retries=1, **{"deferrable": False, **FAST, **kwargs}
@@ -101,13 +113,7 @@ def test_window_waits_in_the_trigger_until_the_floor_is_up(baseten_emulator, hoo
     with pytest.raises(TaskDeferred) as caught:
         op.execute(ctx(xcoms, "setup", Store()))
 
-    async def run_trigger() -> list[Any]:
-        try:
-            return [event.payload async for event in caught.value.trigger.run()]
-        finally:
-            await close_shared_async_clients()
-
-    events = asyncio.run(run_trigger())
+    events = run_trigger(caught.value.trigger)
     assert [event["status"] for event in events] == ["success"]
     result = op.execute_complete(ctx(xcoms, "setup", Store()), events[0])
     assert result["deployment"]["active_replica_count"] == 3
@@ -133,6 +139,53 @@ def test_a_deployment_inactive_after_two_idle_weeks_is_activated_then_predicted_
     without = BasetenPredictOperator(task_id="predict", model_id="coldstart01", model_input={"text": "great"})
     with pytest.raises(BasetenDeploymentError, match="activate_if_inactive"):
         without.execute({"ti": FakeTI({}, "predict")})
+
+
+def test_after_two_idle_weeks_the_activation_wait_defers_then_the_resumed_task_predicts(baseten_emulator):
+    emu = baseten_emulator
+    emu.advance(15 * 86400)
+    assert emu.status("coldstart01") == "INACTIVE"
+
+    def operator() -> BasetenPredictOperator:
+        op = BasetenPredictOperator(
+            task_id="predict",
+            model_id="coldstart01",
+            model_input={"text": "great"},
+            activate_if_inactive=True,
+            deferrable=True,
+        )
+        op.activation_poll_interval = 0.05
+        return op
+
+    with pytest.raises(TaskDeferred) as caught:
+        operator().execute({"ti": FakeTI({}, "predict")})
+    assert caught.value.method_name == "execute_after_activation"
+
+    events = run_trigger(caught.value.trigger)
+    assert [event["status"] for event in events] == ["success"]
+    assert emu.status("coldstart01") == "ACTIVE"
+    result = operator().execute_after_activation({"ti": FakeTI({}, "predict")}, events[0])
+    assert result["label"] == "positive"
+    assert emu.journal.count(method="POST", path_suffix="/activate") == 1
+    assert emu.journal.count(method="POST", path_suffix="/predict") == 2  # the 404, then the prediction
+
+
+def test_a_batch_on_an_inactive_deployment_fails_before_any_predict(baseten_emulator, tmp_path):
+    from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
+
+    emu = baseten_emulator
+    emu.advance(15 * 86400)
+    batch = BasetenBatchPredictOperator(
+        task_id="batch",
+        model_id="coldstart01",
+        inputs=[{"text": "great"}, {"text": "bad"}],
+        output_path=str(tmp_path / "out.jsonl"),
+    )
+    with pytest.raises(BasetenDeploymentError, match=r"activate_if_inactive=True.*billed"):
+        batch.execute({"ti": FakeTI({}, "batch")})
+    assert emu.journal.count(method="POST", path_suffix="/predict") == 0
+    assert emu.journal.count(method="POST", path_suffix="/activate") == 0
+    assert emu.status("coldstart01") == "INACTIVE"
 
 
 # --- promotion -------------------------------------------------------------------------------------------------------

@@ -133,3 +133,107 @@ def test_async_predict_submit_activates_first(api: respx.MockRouter, clock: Fake
     )
     assert op.submit_job({}) == "req1"
     assert submit.call_count == 2
+
+
+# --- the activation wait deferred (one path: the wake's readiness trigger) ----------------------------------------
+
+
+class Store(dict):  # type: ignore[type-arg]
+    """The task state store (Airflow 3.3+): survives retries of one task instance."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def test_deferred_activation_runs_the_trigger_then_predicts_after_resuming(api: respx.MockRouter, clock: FakeClock):
+    import asyncio
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
+
+    predict = api.post(PREDICT_URL).mock(side_effect=[NOT_FOUND, httpx.Response(200, json={"y": 2})])
+    api.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("WAKING_UP"), status("ACTIVE")])
+    activate = api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    op = predict_op(clock, activate_if_inactive=True, deferrable=True)
+    with pytest.raises(TaskDeferred) as caught:
+        op.execute(ctx())
+    deferral = caught.value
+    assert deferral.method_name == "execute_after_activation"
+    assert isinstance(deferral.trigger, BasetenDeploymentReadyTrigger)
+    kwargs = deferral.trigger.serialize()[1]
+    assert (kwargs["activated"], kwargs["last_status"], kwargs["woke_at"]) == (True, "INACTIVE", clock.now)
+    assert predict.call_count == 1  # only the 404: nothing waits on the worker
+    trigger = BasetenDeploymentReadyTrigger(**kwargs, clock=clock.time, sleep=clock.asleep)
+    events = asyncio.run(_events(trigger))
+    assert [event["status"] for event in events] == ["success"]
+    resumed = predict_op(clock, activate_if_inactive=True, deferrable=True)  # Airflow resumes a fresh instance
+    assert resumed.execute_after_activation(ctx(), events[0]) == {"y": 2}
+    assert activate.call_count == 1
+    assert predict.call_count == 2
+
+
+async def _events(trigger: Any) -> list[dict[str, Any]]:
+    from airflow_provider_baseten.hooks.baseten import close_shared_async_clients
+
+    try:
+        return [event.payload async for event in trigger.run()]
+    finally:
+        await close_shared_async_clients()
+
+
+@pytest.mark.parametrize("event", [None, {"status": "timeout", "message": "not ACTIVE in time"}, {"status": "odd"}])
+def test_resuming_on_anything_but_success_fails_without_predicting(api: respx.MockRouter, clock: FakeClock, event: Any):
+    predict = api.post(PREDICT_URL).mock(return_value=httpx.Response(200, json={"y": 2}))
+    with pytest.raises(BasetenDeploymentError):
+        predict_op(clock, activate_if_inactive=True, deferrable=True).execute_after_activation(ctx(), event)
+    assert predict.call_count == 0
+
+
+def test_after_resuming_an_inactive_read_is_not_activated_again(api: respx.MockRouter, clock: FakeClock):
+    api.post(PREDICT_URL).mock(return_value=NOT_FOUND)
+    api.get(STATUS_URL).mock(return_value=status("INACTIVE"))
+    activate = api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    success = {"status": "success", "message": "ACTIVE", "deployment": {"id": "dep1", "status": "ACTIVE"}}
+    with pytest.raises(BasetenDeploymentError, match="not activating it twice"):
+        predict_op(clock, activate_if_inactive=True, deferrable=True).execute_after_activation(ctx(), success)
+    assert activate.call_count == 0
+
+
+def test_a_retry_right_after_an_activation_waits_on_it_instead_of_asking_again(api: respx.MockRouter, clock: FakeClock):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    api.post(PREDICT_URL).mock(return_value=NOT_FOUND)
+    api.get(STATUS_URL).mock(return_value=status("INACTIVE"))  # Baseten's record may lag the activation
+    activate = api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
+    store = Store()
+    with pytest.raises(TaskDeferred):
+        predict_op(clock, activate_if_inactive=True, deferrable=True).execute({**ctx(), "task_state_store": store})
+    asked_at = clock.now
+    clock.sleep(5)  # the try died (worker lost) before the trigger reported; the retry starts 5 s later
+    with pytest.raises(TaskDeferred) as caught:
+        predict_op(clock, activate_if_inactive=True, deferrable=True).execute({**ctx(), "task_state_store": store})
+    assert activate.call_count == 1
+    assert caught.value.trigger.serialize()[1]["woke_at"] == asked_at  # the stale-read grace counts from the ask
+    clock.sleep(60)  # past the grace, an INACTIVE deployment did not take the activation: ask again
+    with pytest.raises(TaskDeferred):
+        predict_op(clock, activate_if_inactive=True, deferrable=True).execute({**ctx(), "task_state_store": store})
+    assert activate.call_count == 2
+
+
+def test_a_rate_limited_activation_waits_as_baseten_says(
+    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+):
+    set_conn(monkeypatch, max_retries=2)
+    api.post(PREDICT_URL).mock(side_effect=[NOT_FOUND, httpx.Response(200, json={"y": 2})])
+    api.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("ACTIVE")])
+    limited = httpx.Response(429, headers={"Retry-After": "3"}, json={"error": "rate limited"})
+    activate = api.post(f"{STATUS_URL}/activate").mock(
+        side_effect=[limited, httpx.Response(200, json={"success": True})]
+    )
+    op = predict_op(clock, activate_if_inactive=True)
+    slept: list[float] = []
+    op.hook._sleep = slept.append  # type: ignore[attr-defined]
+    assert op.execute(ctx()) == {"y": 2}
+    assert activate.call_count == 2
+    assert slept[:1] == [3.0]

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenConfigError, BasetenError
 from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.hooks.clients import build_client
 from airflow_provider_baseten.operators import batch as batch_module
 from airflow_provider_baseten.operators._batch_inputs import FileSource, ListSource
 from airflow_provider_baseten.operators._batch_journal import Existing, IndexSet, LocalSink
@@ -47,6 +48,8 @@ class FakeModel:
         self.max_in_flight = 0
         self.hang: Callable[[Any], bool] = lambda _body: False
         self.on_call: Callable[[Any], None] | None = None
+        self.status = "ACTIVE"  # what the management API reports for the deployment
+        self.management: list[str] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -82,6 +85,20 @@ def model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
         return httpx.AsyncClient(transport=httpx.MockTransport(fake))
 
     monkeypatch.setattr("airflow_provider_baseten.hooks.baseten.build_async_client", build)
+
+    def management(request: httpx.Request) -> httpx.Response:  # the sync status read before the first input
+        fake.management.append(f"{request.method} {request.url.path}")
+        if request.method == "POST":  # activate
+            return httpx.Response(200, json={"success": True})
+        record = {"id": "dep1", "status": fake.status, "active_replica_count": 1, "chainlets": []}
+        if "/chains/" in request.url.path:
+            return httpx.Response(200, json={"name": "production", "current_deployment": record})
+        return httpx.Response(200, json=record)
+
+    monkeypatch.setattr(
+        "airflow_provider_baseten.hooks.baseten.build_client",
+        lambda settings, **_kwargs: build_client(settings, transport=httpx.MockTransport(management)),
+    )
     return fake
 
 
