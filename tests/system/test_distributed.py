@@ -10,7 +10,7 @@
 The module has its own emulator on 127.0.0.2 (so ``NO_PROXY=127.0.0.1`` exempts only Airflow's own traffic) and its
 own installation (``celery``); it runs after the other system scenarios and skips with the reason when PostgreSQL or
 ``redis-server`` is missing. Sizes: ``SYSTEST_DIST_SHARDS`` x ``SYSTEST_DIST_SHARD_SIZE`` (default 4 x 40) and
-``SYSTEST_DIST_RATE_SIZE`` (default 100; the DAG file reads the same variables).
+``SYSTEST_DIST_RATE_SIZE`` (default 36; the DAG file reads the same variables).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ Phase = Callable[[str], None]
 
 SHARDS = int(os.environ.get("SYSTEST_DIST_SHARDS", "4"))
 SHARD_SIZE = int(os.environ.get("SYSTEST_DIST_SHARD_SIZE", "40"))
-RATE_SIZE = int(os.environ.get("SYSTEST_DIST_RATE_SIZE", "100"))
+RATE_SIZE = int(os.environ.get("SYSTEST_DIST_RATE_SIZE", "36"))
 #: Scenarios B and C are not green yet (B peaked at 23 req/s over 5 s with the adaptive budget; C was never seen to
 #: reach its check): they run only when asked, and the skip names why, so CI never counts them as passing.
 not_yet_green = pytest.mark.skipif(
@@ -53,6 +53,8 @@ EMULATOR_HOST = "127.0.0.2"
 TIME_SCALE = float(os.environ.get("BASETEN_SYSTEM_TIME_SCALE", "15"))  # as conftest.py
 STATUS_LIMIT = 20.0  # the emulator's (and Baseten's documented) async status limit, req/s per organization
 WINDOW_S = 5.0
+QUIET_S = float(os.environ.get("SYSTEST_DIST_QUIET_S", "10"))
+MEASURE_S = float(os.environ.get("SYSTEST_DIST_MEASURE_S", "30"))
 
 
 def _dist_world() -> Any:
@@ -238,6 +240,12 @@ def test_batch_shards_resume_on_the_other_worker_after_sigkill(
 def test_three_triggerers_hold_the_status_limit_together(
     celery_cluster: AirflowCluster, backends: Backends, dist_emulator: Any, phase: Phase
 ) -> None:
+    """Three triggerers, one key, the emulator's 20 req/s status limit: every 5 s window once converged <= 20.
+
+    N = 36 mapped tasks, not the issue's 600: deferring a task through two Celery workers costs 1-4 s of a worker
+    slot on the 2-core machine (600 would take 10-40 minutes; this test has about 2). 36 triggers at
+    ``poll_interval=1`` still ask for 1.8 x the limit, 12 per triggerer, so the three budgets must meet it.
+    """
     api, dag_id, emu = celery_cluster.api, "systest_dist_rate", dist_emulator
     api.wait_dag(dag_id)
     started = time.monotonic()
@@ -259,13 +267,22 @@ def test_three_triggerers_hold_the_status_limit_together(
 
     per_triggerer = wait_for(spread, timeout=120, what="the triggers spread over three triggerers")
     phase(f"triggers per triggerer {sorted(per_triggerer.values())}")
-    settle, measure = (
-        float(os.environ.get("SYSTEST_DIST_SETTLE_S", "20")),
-        float(os.environ.get("SYSTEST_DIST_MEASURE_S", "30")),
-    )
-    time.sleep(settle)  # a measurement window, not a timeout: the budgets converge, then the traffic is counted
-    t0 = time.time()
-    time.sleep(measure)
+
+    # "Once converged": the budgets have met the limit (the first 429s) and then seen none for QUIET_S (a budget
+    # that met a 429 climbs back to its aim within seconds and holds it for minutes). Measured from then on.
+    def converged() -> float | None:
+        statuses = [(e.time, e.status) for e in journal(emu, RATE_MODEL, "async_status", "GET")]
+        throttled = [t for t, status in statuses if status == 429]
+        if not throttled and len(statuses) < 40 * STATUS_LIMIT:
+            return None  # not at the limit yet (nor long past it without a 429)
+        last = max(throttled, default=statuses[0][0])
+        return last if time.time() - last >= QUIET_S else None
+
+    last_429 = wait_for(converged, timeout=180, interval=1, what=f"{QUIET_S:.0f} s without a 429")
+    first_poll = journal(emu, RATE_MODEL, "async_status", "GET")[0].time
+    phase(f"converged {last_429 - first_poll:.0f} s after the first status poll")
+    t0 = last_429 + QUIET_S
+    time.sleep(max(0.0, t0 + MEASURE_S - time.time()))  # a measurement window, not a timeout
     t1 = time.time()
     polls = [e for e in journal(emu, RATE_MODEL, "async_status", "GET") if t0 <= e.time < t1]
     rates = window_rates([e.time for e in polls], t0, t1, WINDOW_S)
@@ -273,7 +290,8 @@ def test_three_triggerers_hold_the_status_limit_together(
     peak = max(rates)
     figure = (
         f"{len(polls) / (t1 - t0):.1f} req/s mean, {peak:.1f} req/s peak {WINDOW_S:.0f} s window, "
-        f"{throttled} x 429 of {len(polls)} in {t1 - t0:.0f} s"
+        f"{throttled} x 429 of {len(polls)} in {t1 - t0:.0f} s, converged {last_429 - first_poll:.0f} s "
+        "after the first poll"
     )
     phase(figure)
     print(f"three-triggerer status traffic once converged: {figure}")
