@@ -139,7 +139,11 @@ def run_processes(emu: Any, runner: ChildRunner, *, n: int, processes: int, sett
     polls = [e for e in emu.journal.entries() if e.host == host and e.route == "async_status" and t0 <= e.time < t1]
     rates = window_rates([e.time for e in polls], t0, t1)
     throttled = sum(1 for e in polls if e.status == 429)
+    start = max(started)
+    early = [e.time for e in emu.journal.entries() if e.host == host and e.status == 429 and start <= e.time < t0]
     return {
+        "settling_429s": len(early),
+        "converged_s": max(early) - start if early else 0.0,
         "processes": processes,
         "n": n,
         "requests": len(polls),
@@ -199,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "200 req/s",
             "429s",
             "429 share",
+            "429s while settling",
+            "last 429 (s after start)",
         ],
     )
     goals: list[Goal] = []
@@ -209,7 +215,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             value = median(r[key] for r in rows)
             return float(value or 0.0)
 
-        table.add(p, med("mean_rate"), med("peak_rate"), med("ok_rate"), int(med("throttled")), med("throttled_share"))
+        table.add(
+            p,
+            med("mean_rate"),
+            med("peak_rate"),
+            med("ok_rate"),
+            int(med("throttled")),
+            med("throttled_share"),
+            int(med("settling_429s")),
+            med("converged_s"),
+        )
         goals.append(
             Goal(
                 f"{p} triggerer(s) converge under the limit",
