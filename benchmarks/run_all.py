@@ -1,6 +1,6 @@
 """Run the benchmarks of issue 8 in one go (``make bench``) and refresh the results section of ``benchmarks/README.md``.
 
-    python -m benchmarks.run_all                      # import cost, batch throughput, triggerer fan-out, async batch
+    python -m benchmarks.run_all                      # every benchmark in BENCHMARKS (about an hour)
     python -m benchmarks.run_all --quick              # the smoke sizes
     python -m benchmarks.run_all --only import_cost   # one of them
     python -m benchmarks.run_all --with-emulator      # also benchmarks.emulator_throughput (needs wrk)
@@ -30,7 +30,14 @@ from benchmarks._common import (
     machine_line,
 )
 
-BENCHMARKS = ("import_cost", "batch_predict", "embeddings", "trigger_fanout", "async_batch")
+BENCHMARKS = (
+    "import_cost",
+    "batch_predict",
+    "embeddings",
+    "trigger_fanout",
+    "triggerer_convergence",
+    "async_batch",
+)
 ORDER = (*BENCHMARKS, "emulator_throughput")
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -1,4 +1,4 @@
-"""The status-poll budget: a token bucket whose rate adapts to Baseten's 429s (AIMD), in an async and a sync twin.
+"""The status-poll budget: a token bucket whose rate adapts to Baseten's 429s, in an async and a sync twin.
 
 Baseten answers 429 past 20 status requests per second and key. Every status, queue-depth and cancel attempt of a
 process (retries included) takes a token from one budget per connection: the async twin is shared by every trigger
@@ -7,8 +7,15 @@ of a triggerer's event loop, the sync twin by every worker-side wait and poke of
 The budget starts at the connection's ``status_rate_limit``. A 429 halves the rate (multiplicative decrease, at most
 once per round of requests: a 429 for a request sent before the last decrease does not shrink it again) and no token
 is handed out before its ``Retry-After`` passes; tokens granted earlier but not yet used are re-queued behind it.
-The rate then grows back additively (``max_rate / 30`` per second, so from half to full in about 15 s). Several
-processes on one key thus converge under Baseten's limit with no coordination, as TCP flows share a link.
+The rate at that 429 (or the rate really used, if lower) is the ceiling. The rate then grows back
+additively (``max_rate / 30`` per second) to ``AIM`` (0.7) of the ceiling, holds there for ``HOLD_S`` (5 minutes)
+and only then probes upwards, slowly (``max_rate / 300`` per second), until the next 429 sets a new ceiling.
+
+Why not plain AIMD: a limit with a burst (the emulator's is a 20-token bucket) answers the first 429 only once a
+probe above the limit has spent the burst, so an AIMD sawtooth runs above the limit for several seconds of every
+cycle (23 req/s over 5 s with three triggerers). Aiming below the last ceiling keeps several processes on one key
+under the limit with no coordination; the cost is that a process whose peers went away regains its full rate
+only after the hold and a slow probe (minutes, not seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = ["AsyncTokenBucket", "TokenBucket", "budget_feedback", "shared_sync_bucket", "status_burst"]
@@ -26,8 +34,17 @@ __all__ = ["AsyncTokenBucket", "TokenBucket", "budget_feedback", "shared_sync_bu
 DECREASE = 0.5
 #: The rate never drops below ``max_rate / MIN_RATE_DIVISOR``, so a wait stays bounded.
 MIN_RATE_DIVISOR = 16.0
-#: Seconds for additive increase to regain ``max_rate`` from zero.
+#: Seconds for additive increase to regain ``max_rate`` from zero (the climb back to the aim after a 429).
 RECOVERY_S = 30.0
+#: After a 429 the rate climbs back to this share of the rate it had when the 429 came (the ceiling) ...
+AIM = 0.7
+#: ... stays there this many seconds ...
+HOLD_S = 300.0
+#: ... then probes upwards this slowly: seconds to gain ``max_rate`` from zero.
+PROBE_S = 300.0
+#: The rate a process really used (tokens granted over this many seconds) caps the ceiling a 429 sets: a process
+#: that polls less than its budget allows must not aim at the budget.
+USED_WINDOW_S = 2.0
 #: A ``Retry-After`` longer than this blocks the budget only this long (a bad header must not stall every poll).
 MAX_BLOCK_S = 120.0
 
@@ -45,11 +62,17 @@ class _AdaptiveBucket:
         self.recovery = self.max_rate / RECOVERY_S
         self._clock = clock
         self._tokens = self.burst
-        self._updated = clock()
+        self._updated = self._created = clock()
+        self.probe = self.max_rate / PROBE_S
         self._base_rate = self.max_rate
+        #: The rate the climb after a 429 aims at (``AIM`` x the rate at that 429).
+        self._aim = self.max_rate
         self._recover_from = -math.inf
         self._blocked_until = -math.inf
         self._decreased_at = -math.inf
+        #: When recent tokens were granted (the last ``USED_WINDOW_S``, voided ones too: an upper
+        #: bound): the rate really used.
+        self._grants: deque[float] = deque()
         #: Bumped by every 429: a waiter whose reservation is from an older generation queues again.
         self.generation = 0
         self._mutex = threading.Lock()
@@ -63,7 +86,13 @@ class _AdaptiveBucket:
         return self._clock()
 
     def _rate_at(self, now: float) -> float:
-        return min(self.max_rate, self._base_rate + self.recovery * max(0.0, now - self._recover_from))
+        """Climb from the base to the aim, hold, then probe (see the module docstring)."""
+        since = max(0.0, now - self._recover_from)
+        climbed = self._base_rate + self.recovery * since
+        if climbed <= self._aim:
+            return climbed
+        probing = since - (self._aim - self._base_rate) / self.recovery - HOLD_S
+        return min(self.max_rate, self._aim + self.probe * max(0.0, probing))
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._updated
@@ -77,17 +106,33 @@ class _AdaptiveBucket:
             self._refill(now)
             self._tokens -= 1
             wait = max(0.0, self._updated - now) + max(0.0, -self._tokens) / self._rate_at(now)
+            self._grants.append(now + wait)
             return wait, self.generation
 
+    def _used_rate(self, now: float) -> float | None:
+        """Tokens per second granted over the last ``USED_WINDOW_S`` (since the last block ended, if later);
+        ``None`` when that span or the count is too small to tell."""
+        start = max(now - USED_WINDOW_S, self._recover_from, self._created)
+        grants = self._grants
+        while grants and grants[0] < now - USED_WINDOW_S:
+            grants.popleft()
+        span = now - start
+        used = sum(1 for t in grants if start <= t <= now)
+        return used / span if span >= USED_WINDOW_S / 4 and used >= 2 else None
+
     def rate_limited(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
-        """Baseten answered 429: halve the rate (once per round) and hand out no token before ``retry_after``."""
+        """Baseten answered 429: halve the rate (once per round), aim the climb back below the rate it had, and hand
+        out no token before ``retry_after``."""
         with self._mutex:
             now = self._clock()
             self._refill(now)
             block = min(MAX_BLOCK_S, retry_after) if retry_after else 0.0
             self._blocked_until = max(self._blocked_until, now + block)
             if sent_at is None or sent_at > self._decreased_at:
-                self._base_rate = max(self.min_rate, self._rate_at(now) * DECREASE)
+                used = self._used_rate(now)
+                ceiling = self._rate_at(now) if used is None else min(self._rate_at(now), used)
+                self._base_rate = max(self.min_rate, ceiling * DECREASE)
+                self._aim = max(self._base_rate, ceiling * AIM)
                 self._decreased_at = now
             self._recover_from = self._blocked_until
             # Promised tokens are void (their waiters queue again); one is free when the block ends, no burst.

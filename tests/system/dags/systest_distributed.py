@@ -21,7 +21,7 @@ from airflow_provider_baseten.operators.baseten import (
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 SHARDS = int(os.environ.get("SYSTEST_DIST_SHARDS", "4"))
 SHARD_SIZE = int(os.environ.get("SYSTEST_DIST_SHARD_SIZE", "40"))
-RATE_SIZE = int(os.environ.get("SYSTEST_DIST_RATE_SIZE", "100"))
+RATE_SIZE = int(os.environ.get("SYSTEST_DIST_RATE_SIZE", "36"))
 
 
 def shard_inputs(shard: int) -> list[dict[str, object]]:

@@ -9,7 +9,16 @@ from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 from airflow_provider_baseten.hooks.baseten import shared_status_bucket
 from airflow_provider_baseten.hooks.connection import ClientSettings
-from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket, TokenBucket
+from airflow_provider_baseten.hooks.ratelimit import (
+    AIM,
+    DECREASE,
+    HOLD_S,
+    PROBE_S,
+    RECOVERY_S,
+    AsyncTokenBucket,
+    TokenBucket,
+    status_burst,
+)
 
 
 class FakeClock:
@@ -109,14 +118,31 @@ async def test_shared_status_bucket_is_per_settings_and_uses_their_rate() -> Non
 # --- adapting to 429s (AIMD) -----------------------------------------------------------------------------------
 
 
-def test_a_429_halves_the_rate_and_it_recovers_additively(clock: FakeClock) -> None:
+def test_a_429_halves_the_rate_climbs_back_below_it_holds_then_probes(clock: FakeClock) -> None:
     b = bucket(clock, rate=15)
     b.rate_limited(None, sent_at=clock.now)
     assert b.rate == pytest.approx(7.5)
     clock.now += 3
-    assert b.rate == pytest.approx(7.5 + 3 * 15 / 30)
-    clock.now += 60
+    assert b.rate == pytest.approx(7.5 + 3 * 15 / RECOVERY_S)  # the additive climb ...
+    clock.now += 10
+    assert b.rate == pytest.approx(AIM * 15)  # ... stops below the rate the 429 came at
+    clock.now += HOLD_S - 20
+    assert b.rate == pytest.approx(AIM * 15)  # and holds there
+    clock.now += 20
+    assert AIM * 15 < b.rate < AIM * 15 + 20 * 15 / PROBE_S + 0.01  # then probes upwards, slowly
+    clock.now += 10 * PROBE_S
     assert b.rate == 15  # never above the configured rate
+
+
+async def test_a_process_polling_below_its_budget_aims_at_what_it_used(clock: FakeClock) -> None:
+    b = bucket(clock, rate=15)
+    for _ in range(8):  # 4 polls a second, well under the budget of 15
+        await b.acquire()
+        clock.now += 0.25
+    b.rate_limited(None, sent_at=clock.now - 0.1)
+    assert b.rate == pytest.approx(4 * DECREASE, rel=0.15)
+    clock.now += 60
+    assert b.rate == pytest.approx(4 * AIM, rel=0.15)
 
 
 def test_429s_of_one_round_shrink_the_rate_once(clock: FakeClock) -> None:
@@ -240,3 +266,44 @@ def test_three_processes_on_one_key_converge_under_the_limit() -> None:
     assert per_5s >= 5 * limit * 0.5  # and the budgets did not collapse
     late_429s = [t for t in rejected if t >= 60]
     assert len(late_429s) <= 0.05 * len(converged)
+
+
+def test_three_processes_stay_under_a_bursting_limit_once_converged() -> None:
+    """The emulator's own limit (a 20-token bucket: a probe above it is answered 429 only once the burst is spent)
+    against three budgets whose triggers arrive over 30 s, as tasks defer: after the first 429s every 5 s window,
+    429s included, stays at or under 20 req/s for as long as the budgets hold (``HOLD_S``)."""
+    from airflow_provider_baseten.emulator.limits import RouteBucket
+
+    sent: list[float] = []
+    rejected: list[float] = []
+    end = 180.0
+
+    async def main(loop: VirtualTimeLoop) -> None:
+        limit = RouteBucket(20, 20, clock=loop.time)
+        budgets = [AsyncTokenBucket(15, burst=status_burst(15), clock=loop.time) for _ in range(3)]
+
+        async def trigger(i: int) -> None:
+            budget = budgets[i % 3]
+            await asyncio.sleep(30 * i / 150)
+            while loop.time() < end:
+                granted = await budget.acquire()
+                await asyncio.sleep(0.005 + 0.01 * (i % 7) / 7)  # the round trip
+                sent.append(loop.time())
+                wait = limit.try_acquire()
+                if wait:
+                    rejected.append(loop.time())
+                    budget.rate_limited(1.0, sent_at=granted)  # Retry-After: 1, as the emulator answers
+                    await asyncio.sleep(1.0)
+                    continue
+                await asyncio.sleep(1.0)  # poll_interval
+
+        await asyncio.gather(*(trigger(i) for i in range(150)))
+
+    run_virtual(main)
+    assert rejected, "the limit was never reached: the test proves nothing"
+    converged = max(rejected) + 1
+    assert converged < 100, f"the budgets took {converged:.0f} s to converge"
+    late = [t for t in sent if converged <= t < end]
+    peak = max_in_window(late, 5.0) / 5
+    assert peak <= 20, f"{peak} req/s over 5 s"  # aggregate at most 20 req/s over every 5 s window (429s too)
+    assert len(late) / (end - converged) >= 0.7 * 20  # and the budgets did not collapse
