@@ -1,6 +1,6 @@
 """Run the benchmarks of issue 8 in one go (``make bench``) and refresh the results section of ``benchmarks/README.md``.
 
-    python -m benchmarks.run_all                      # every benchmark in BENCHMARKS (about an hour)
+    python -m benchmarks.run_all                      # every benchmark in BENCHMARKS below
     python -m benchmarks.run_all --quick              # the smoke sizes
     python -m benchmarks.run_all --only import_cost   # one of them
     python -m benchmarks.run_all --with-emulator      # also benchmarks.emulator_throughput (needs wrk)
