@@ -245,8 +245,7 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
             self.max_concurrency,
             storage_uri(path),
         )
-        if self.activate_if_inactive:
-            self.ensure_active(target)
+        self.check_active_before_sending(target, context)  # INACTIVE: every pack would 404; may defer to activate
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
         state = self._run_state = _EmbedState(existing=existing, total=source.total, now=self._clock())
         if "ti" in context:

@@ -21,6 +21,7 @@ import pytest
 from airflow_provider_baseten.exceptions import (
     BasetenAuthError,
     BasetenConfigError,
+    BasetenDeploymentError,
     BasetenError,
     BasetenModelError,
     BasetenRateLimitError,
@@ -52,6 +53,10 @@ class FakeHook:
         self.settings = object()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.status = "ACTIVE"
+
+    def get_deployment(self, target: Any) -> Any:
+        return SimpleNamespace(status=self.status)
 
     async def aget_settings(self) -> object:
         return self.settings
@@ -113,6 +118,14 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 TEXTS = [f"text number {n}" for n in range(10)]
+
+
+def test_an_inactive_deployment_fails_before_any_text_is_sent(hook: FakeHook, tmp_path: Path) -> None:
+    hook.status = "INACTIVE"
+    op = make_op(hook, tmp_path, texts=TEXTS)
+    with pytest.raises(BasetenDeploymentError, match="activate_if_inactive=True"):
+        op.execute({})
+    assert hook.calls == []
 
 
 # --- parameters ---------------------------------------------------------------------------------------------------
