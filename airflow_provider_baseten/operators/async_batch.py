@@ -264,8 +264,8 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self, context: Context, manifest: Manifest, source: Source, total: int, again: set[int] | frozenset[int]
     ) -> dict[str, Any]:
         while True:
-            if self.activate_if_inactive and not manifest.entries:
-                self.ensure_active(self.target)
+            if not manifest.entries:  # INACTIVE: every submit would 404; fails naming the option, or activates
+                self.check_active_before_sending(self.target, context)
             self._submit(manifest, source, total, again)
             again = frozenset()
             remaining = _unsubmitted(manifest, total)

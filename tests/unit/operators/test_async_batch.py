@@ -13,7 +13,7 @@ import respx
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow_testing import FakeClock, set_conn
 
-from airflow_provider_baseten.exceptions import BasetenAsyncRequestError, BasetenConfigError
+from airflow_provider_baseten.exceptions import BasetenAsyncRequestError, BasetenConfigError, BasetenDeploymentError
 from airflow_provider_baseten.operators._async_manifest import BasetenManifestError, Manifest
 from airflow_provider_baseten.operators.async_batch import BasetenAsyncBatchOperator
 from airflow_provider_baseten.triggers.async_batch import BasetenAsyncBatchTrigger
@@ -347,3 +347,15 @@ def test_time_in_queue_defaults_to_the_deadline_else_the_maximum(
     op._wall = clock.time  # type: ignore[method-assign]
     deferred(op)
     assert json.loads(route.calls[0].request.content)["max_time_in_queue_seconds"] == expected
+
+
+def test_an_inactive_deployment_fails_before_any_submit(api: respx.MockRouter, tmp_path: Path) -> None:
+    submits = Submits()
+    api.post(SUBMIT_URL).mock(side_effect=submits)
+    status = api.get("https://api.baseten.co/v1/models/abc123/deployments/production").mock(
+        return_value=httpx.Response(200, json={"id": "dep1", "status": "INACTIVE"})
+    )
+    with pytest.raises(BasetenDeploymentError, match=r"activate_if_inactive=True.*billed"):
+        make(tmp_path).execute({})
+    assert status.call_count == 1
+    assert submits.seen == []
