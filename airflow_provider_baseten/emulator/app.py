@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-baseten-request-id"
+CUSTOMER_REQUEST_ID_HEADER = b"x-baseten-customer-request-id"
 #: Journal status of a request answered with a connection reset.
 RESET_STATUS = 0
 
@@ -181,7 +182,11 @@ class EmulatorApp:
         else:
             status = answer.status_code
             await answer(scope, receive, send)
-        state.journal.record(JournalEntry(time.time(), call.method, host, path, status, call.model_ran, call.route))
+        customer_id = call.header(CUSTOMER_REQUEST_ID_HEADER)
+        entry = JournalEntry(
+            time.time(), call.method, host, path, status, call.model_ran, call.route, call.inputs, customer_id
+        )
+        state.journal.record(entry)
 
     async def _answer(self, call: Call, auth: str) -> Response | _Reset:
         parsed = _parse_host(call.host)

@@ -389,13 +389,16 @@ def _import_callable(path: str) -> Callable[..., Any]:
 def behaviour_from_spec(spec: Any) -> Behaviour:
     """A behaviour from its world-file form, a :class:`Behaviour`, or a plain callable.
 
-    Names: ``echo``, ``sentiment``, ``textstats``, ``summarize``, ``chat``. Objects (``kind`` plus parameters, ``then``
-    for the wrapped behaviour): ``sleep {seconds}``, ``fail {status, after, body}``, ``flaky {probability, status,
-    seed}``, ``text {body, status, content_type}``, ``stream {chunks, interval}``, ``chat {model_name}``,
+    Names: ``echo``, ``sentiment``, ``textstats``, ``summarize``, ``chat``, ``bei``. Objects (``kind`` plus parameters,
+    ``then`` for the wrapped behaviour): ``sleep {seconds}``, ``fail {status, after, body}``, ``flaky {probability,
+    status, seed}``, ``text {body, status, content_type}``, ``stream {chunks, interval}``, ``chat {model_name}``,
+    ``bei {dimensions, base_ms, per_input_ms, max_inputs, model_name}`` (also the name ``bei``; see :mod:`.bei`),
     ``python {callable: "module:function"}``.
     """
     if isinstance(spec, Behaviour):
         return spec
+    if spec == "bei":
+        return behaviour_from_spec({"kind": "bei"})
     if isinstance(spec, str):
         if spec not in _NAMED:
             raise ValueError(f"unknown behaviour {spec!r}; expected one of {sorted(_NAMED)} or an object with 'kind'")
@@ -423,6 +426,10 @@ def behaviour_from_spec(spec: Any) -> Behaviour:
             return Stream(chunks=tuple(options.pop("chunks", ())), **options)
         if kind == "chat":
             return Chat(**options)
+        if kind == "bei":
+            from airflow_provider_baseten.emulator.bei import Bei
+
+            return Bei(**options)
         if kind == "python":
             path = options.pop("callable")
             return Python(_import_callable(path), name=path, **options)

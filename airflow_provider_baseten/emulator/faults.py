@@ -30,12 +30,16 @@ ROUTES = frozenset(
         "async_queue_status",
         "wake",
         "sync",
+        "embeddings",
+        "rerank",
+        "classify",
         "management",
         "activate",
         "chat",
         "model_apis_models",
     }
 )
+_BEI_ROUTES = frozenset({"embeddings", "rerank", "classify"})
 RESET_BEFORE, RESET_AFTER, SLOW, OK = "reset_before", "reset_after", "slow", "ok"
 _NAMED_ACTIONS = frozenset({RESET_BEFORE, RESET_AFTER, SLOW, OK})
 
@@ -114,7 +118,9 @@ class _Running:
         self.random = random.Random(plan.seed)
 
     def matches(self, route: str, target_id: str | None) -> bool:
-        return (self.plan.route in ("*", route)) and (self.plan.target_id in (None, target_id))
+        # A plan for "sync" also covers the BEI routes served under /sync/ (embeddings, rerank, classify).
+        routes = ("*", route, "sync") if route in _BEI_ROUTES else ("*", route)
+        return self.plan.route in routes and self.plan.target_id in (None, target_id)
 
     def next_action(self) -> FaultAction | None:
         plan = self.plan

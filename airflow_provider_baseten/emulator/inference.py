@@ -55,6 +55,10 @@ def route(call: Call, host: ParsedHost) -> Handler | Response:
     if isinstance(selected, str):
         return error(404, selected, NOT_FOUND)
     call.deployment = selected
+    if name == "sync":
+        from airflow_provider_baseten.emulator import bei
+
+        return bei.routed(call) or handler
     return handler
 
 

@@ -27,6 +27,10 @@ class JournalEntry(NamedTuple):
     model_ran: bool
     route: str
     """The route key (``predict``, ``async_predict``, ``async_status``, ``management``, ...; see ``faults.ROUTES``)."""
+    inputs: int = 0
+    """Inputs the request carried (the texts of a BEI ``embeddings``/``rerank``/``classify`` request), else 0."""
+    customer_request_id: str | None = None
+    """The ``x-baseten-customer-request-id`` header the client sent, if any."""
 
 
 class Journal:

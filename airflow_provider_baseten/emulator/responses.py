@@ -39,6 +39,8 @@ class Call:
     target: TargetRuntime | None = None
     deployment: DeploymentRuntime | None = None
     params: tuple[str, ...] = ()
+    inputs: int = 0
+    """Inputs the request carried (texts of a BEI request), for the journal."""
     _body: bytes | None = field(default=None, repr=False)
 
     def header(self, name: bytes) -> str | None:

@@ -264,6 +264,12 @@ class World:
                 name="Deployed LLM",
                 deployments=[DeploymentSpec("llmprod01", **always_on)],
             ),
+            ModelSpec(
+                "embed01",
+                "bei",
+                name="Embeddings (BEI)",
+                deployments=[DeploymentSpec("embedprod01", min_replicas=1, predict_concurrency=32)],
+            ),
             ChainSpec(
                 "summarize01",
                 behaviour="summarize",

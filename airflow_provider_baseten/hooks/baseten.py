@@ -72,6 +72,7 @@ from airflow_provider_baseten.hooks.connection import (
     ClientSettings,
     settings_from_connection,
 )
+from airflow_provider_baseten.hooks.engine import EngineMixin
 from airflow_provider_baseten.hooks.management import BasetenManagementMixin
 from airflow_provider_baseten.hooks.models import (
     ASYNC_PAYLOAD_LIMIT_BYTES,
@@ -139,7 +140,7 @@ def _error_class(status: int, host: str) -> type[BasetenAPIError]:
     return BasetenModelError
 
 
-class BasetenHook(ChatMixin, BasetenManagementMixin, BaseHook):
+class BasetenHook(ChatMixin, EngineMixin, BasetenManagementMixin, BaseHook):
     """Call Baseten: models, chains, async requests, wake and readiness, Model APIs and the management API.
 
     :param baseten_conn_id: the ``baseten`` connection (API key in the password; optional gateway host).
@@ -286,7 +287,7 @@ class BasetenHook(ChatMixin, BasetenManagementMixin, BaseHook):
         if settings.gateway:
             headers["Host"] = call.endpoint.host
         customer_id = self._customer_id()
-        if customer_id:
+        if customer_id and CUSTOMER_REQUEST_ID_HEADER not in call.extra_headers:  # a per-call id wins
             headers[CUSTOMER_REQUEST_ID_HEADER] = customer_id
         content = None
         if call.json_body is not None:
@@ -439,6 +440,8 @@ class BasetenHook(ChatMixin, BasetenManagementMixin, BaseHook):
         retry (sync and async alike)."""
         policy = self.retry_policy
         kwargs = policy.tenacity_kwargs(idempotent=call.idempotent)
+        if call.retry_budget is not None:
+            kwargs["retry"] = call.retry_budget.gate(kwargs["retry"])
         if end is not None:
             kwargs.update(deadline_bounded(kwargs, end, self._clock))
         kwargs["before_sleep"] = lambda state: self._log_retry(call, state, policy.max_retries + 1)

@@ -15,6 +15,8 @@ from airflow_provider_baseten.hooks.addressing import Endpoint
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from airflow_provider_baseten.hooks.retry_budget import RetryBudget
+
 ModelT = TypeVar("ModelT", bound="BaseModel")
 #: How a predict or chain run returns the model's answer: parsed JSON (strict), text, or bytes.
 ResponseFormat = Literal["json", "text", "bytes"]
@@ -44,6 +46,8 @@ class _Call:
     json_body: Any = None
     read_timeout: float | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    retry_budget: RetryBudget | None = None
+    """A batch-wide budget every retry of this call (but rate-limit ones) must take from."""
 
 
 def check_response_format(value: object) -> ResponseFormat:

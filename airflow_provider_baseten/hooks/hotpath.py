@@ -42,7 +42,7 @@ from airflow_provider_baseten.hooks.clients import (
     shared_aiohttp_session,
 )
 from airflow_provider_baseten.hooks.ratelimit import budget_feedback
-from airflow_provider_baseten.hooks.retries import is_retryable
+from airflow_provider_baseten.hooks.retries import ALWAYS_RETRIED_STATUSES, is_retryable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -285,7 +285,7 @@ class HotSender:
         policy = self._policy
         retry_budget = self.retry_budget
         if retry_budget is not None:
-            retry_budget.record_call()
+            retry_budget.record_request()
         started = self._clock()
         attempt = 0
         while True:
@@ -312,14 +312,17 @@ class HotSender:
             return False
         if attempt > policy.max_retries or self._clock() - started >= policy.total_budget:
             return False
-        if self.retry_budget is None or self.retry_budget.try_retry():
+        # As RetryBudget.gate rules for the hook: 429/529 (refused cheaply, with a time to come back) spend none.
+        if self.retry_budget is None or getattr(exc, "status_code", None) in ALWAYS_RETRIED_STATUSES:
+            return True
+        if self.retry_budget.try_spend():
             return True
         if not self._budget_warned:
             self._budget_warned = True
             self.hook.log.warning(
-                "The batch's retry budget is spent (%d retries for %d calls): failed calls are no longer retried.",
+                "The batch's retry budget is spent (%d retries for %d requests): failed calls are no longer retried.",
                 self.retry_budget.retries,
-                self.retry_budget.calls,
+                self.retry_budget.requests,
             )
         return False
 

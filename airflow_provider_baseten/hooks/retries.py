@@ -14,6 +14,7 @@ own ``error_code`` saying the request was refused before any replica took it (``
 | 500, 503 with a never-reached ``error_code``   | retry      | retry                                            |
 | 502; 503 otherwise (a crash, the model's own)  | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
 | 500, 504 otherwise (the model raised, timeout) | retry      | raise                                            |
+| 408 (the server timed out reading the request) | retry      | raise                                            |
 | read timeout, reset after the request          | retry      | raise :class:`BasetenAmbiguousSubmitError`       |
 | any other status                               | raise      | raise                                            |
 """
@@ -34,7 +35,7 @@ from tenacity import RetryCallState
 from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenAPIError, BasetenConnectionError
 
 ALWAYS_RETRIED_STATUSES = frozenset({429, 529})
-IDEMPOTENT_ONLY_STATUSES = frozenset({500, 502, 503, 504})
+IDEMPOTENT_ONLY_STATUSES = frozenset({408, 500, 502, 503, 504})
 #: Baseten's ``error_code`` values that say a request was refused before it reached the model.
 NEVER_REACHED_ERROR_CODES = frozenset({"model_not_ready", "model_unavailable", "rate_limited"})
 #: Statuses that, without such a code, leave open whether a POST ran (the model's own answer, or a crash).

@@ -1,48 +1,73 @@
-"""One retry budget for many calls: a failure storm cannot multiply the load a batch puts on Baseten.
+"""A retry allowance shared by every request of one batch, so a failure storm cannot multiply the load.
 
-Per-call retries alone let a batch of N items send up to ``N x (max_retries + 1)`` requests when everything fails
-(a 429 or 503 storm). A :class:`RetryBudget` shared by every call of a batch allows retries only in proportion to
-the calls made (``ratio`` of them, plus a small ``minimum`` so a short batch can still ride out a blip), as
-Baseten's own ``baseten-performance-client`` and Finagle's retry budgets do. A call refused a retry fails with its
-last error (for a batch item: an error line that a task retry re-sends only if the model never ran).
+Each request still follows its own retry rule (:mod:`airflow_provider_baseten.hooks.retries`); the budget only says
+whether the batch may afford one more retry: at most ``max(minimum, fraction * requests)`` retries, counted over the
+requests sent so far (Baseten's performance client uses 5 %). Thread- and task-safe (a lock, no awaits).
 """
 
 from __future__ import annotations
 
-__all__ = ["RetryBudget"]
+import threading
+from typing import Any
+
+from tenacity import RetryCallState
+from tenacity.retry import retry_base
+
+from airflow_provider_baseten.hooks.retries import ALWAYS_RETRIED_STATUSES
 
 
 class RetryBudget:
-    """Retries allowed across many calls: ``minimum + ratio x calls`` in all, never more.
+    """``RetryBudget(fraction=0.05, minimum=10)``: pass one object to every call of a batch (``retry_budget=``)."""
 
-    Not thread-safe: one event loop (the batch operator's) uses it.
-
-    :param ratio: retries earned per call made (0.2: one retry per five calls).
-    :param minimum: retries allowed before any call earned one.
-    """
-
-    def __init__(self, *, ratio: float = 0.2, minimum: int = 10) -> None:
-        if ratio < 0 or minimum < 0:
-            raise ValueError("ratio and minimum must not be negative")
-        self.ratio = float(ratio)
-        self.minimum = int(minimum)
-        self.calls = 0
+    def __init__(self, fraction: float = 0.05, minimum: int = 10) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"RetryBudget fraction must be between 0 and 1, got {fraction!r}")
+        if minimum < 0:
+            raise ValueError(f"RetryBudget minimum must be at least 0, got {minimum!r}")
+        self.fraction = fraction
+        self.minimum = minimum
+        self.requests = 0
         self.retries = 0
-        #: Retries refused because the budget was spent.
         self.refused = 0
-
-    def record_call(self) -> None:
-        """A new call (its first attempt): earns ``ratio`` of a retry."""
-        self.calls += 1
+        self._lock = threading.Lock()
 
     @property
-    def available(self) -> float:
-        return self.minimum + self.ratio * self.calls - self.retries
+    def allowance(self) -> int:
+        """How many retries the batch may have made by now."""
+        return max(self.minimum, int(self.fraction * self.requests))
 
-    def try_retry(self) -> bool:
-        """Take one retry if the budget has one left; ``False`` (counted in :attr:`refused`) otherwise."""
-        if self.available >= 1:
-            self.retries += 1
-            return True
-        self.refused += 1
-        return False
+    def record_request(self) -> None:
+        """Count one logical request (its first attempt); retries are counted by :meth:`try_spend`."""
+        with self._lock:
+            self.requests += 1
+
+    def try_spend(self) -> bool:
+        """Take one retry if the budget has one left (``True``); otherwise count the refusal and return ``False``."""
+        with self._lock:
+            if self.retries < self.allowance:
+                self.retries += 1
+                return True
+            self.refused += 1
+            return False
+
+    def gate(self, retry: Any) -> retry_base:
+        """A tenacity ``retry`` that retries only what ``retry`` retries and the budget affords.
+
+        Rate-limit answers (429, 529) do not spend it: Baseten refused them cheaply and said when to come back, and
+        each request's own retry limit and backoff bound them.
+        """
+        budget = self
+
+        class _Gated(retry_base):  # type: ignore[misc]
+            def __call__(self, state: RetryCallState) -> bool:
+                if not retry(state):
+                    return False
+                exc = state.outcome.exception() if state.outcome else None
+                if getattr(exc, "status_code", None) in ALWAYS_RETRIED_STATUSES:
+                    return True
+                return budget.try_spend()
+
+        return _Gated()
+
+    def __repr__(self) -> str:
+        return f"RetryBudget(retries={self.retries}/{self.allowance}, requests={self.requests}, refused={self.refused})"

@@ -126,8 +126,9 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
     **Tracing and retry budget.** Each item is sent with ``x-baseten-customer-request-id``
     ``{dag_id}.{task_id}.{run_id}.{map_index}.{try}:{index}`` (characters outside ``[A-Za-z0-9._:+~-]`` become
     ``_``; a long prefix is shortened with a hash), also written in its line as ``customer_request_id``, so one item
-    can be found in Baseten's logs. All items share one retry budget (retries at most 50 plus half the items
-    sent), so a storm of 429s or 503s cannot multiply the load; once it is spent, a failing item is written as an
+    can be found in Baseten's logs. All items share one retry budget (at most 10 retries or 5% of the items
+    sent, whichever is more; 429 and 529 answers, which say when to come back, spend none), so a storm of 5xx or
+    connection errors cannot multiply the load; once it is spent, a failing item is written as an
     error (re-sent by a task retry only if it never reached the model). Items go out on the hot path
     (:mod:`~airflow_provider_baseten.hooks.hotpath`): one ``aiohttp`` session, the hook's retry and error rules.
     """
@@ -137,9 +138,9 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
     operator_extra_links = (BasetenModelLink(), BasetenChainLink())
     ui_color = "#e5fff0"
 
-    #: Retries earned per item sent, on top of a floor of 50 (one :class:`~airflow_provider_baseten.hooks.
-    #: retry_budget.RetryBudget` for the whole batch).
-    retry_budget_ratio = 0.5
+    #: Retries the batch affords per item sent, at least 10 (one :class:`~airflow_provider_baseten.hooks.
+    #: retry_budget.RetryBudget` for the whole batch; 429/529 spend none). Baseten's performance client uses 5%.
+    retry_budget_fraction = 0.05
 
     #: Injectable for tests: a monotonic clock and an async sleep (progress reporting and the kill grace period).
     _clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -364,7 +365,7 @@ class BasetenBatchPredictOperator(BasetenBaseOperator):
         sender = await HotSender.open(
             hook,
             max_connections=self.max_concurrency,
-            retry_budget=RetryBudget(ratio=self.retry_budget_ratio, minimum=50),
+            retry_budget=RetryBudget(self.retry_budget_fraction),
         )
         send = _Send(sender, self._call(hook, target), state.request_prefix, customer_request_id)
         progress = _Progress(self, state)

@@ -38,6 +38,7 @@ def test_default_world_has_the_contract_ids():
         "inactive01",
         "buildfail01",
         "unhealthy01",
+        "embed01",
         "slow01",
         "flaky01",
         "llm01",

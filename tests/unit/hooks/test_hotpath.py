@@ -25,7 +25,6 @@ from airflow_provider_baseten.exceptions import (
     BasetenAuthError,
     BasetenConnectionError,
     BasetenModelError,
-    BasetenRateLimitError,
 )
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.baseten import BasetenHook
@@ -233,26 +232,28 @@ def test_sync_route_retry_rule(route: str, idempotent: bool) -> None:
 # --- the batch-wide retry budget --------------------------------------------------------------------------------
 
 
-def test_retry_budget_earns_retries_per_call() -> None:
-    budget = RetryBudget(ratio=0.5, minimum=1)
-    assert budget.try_retry() is True  # the floor
-    assert budget.try_retry() is False
-    budget.record_call()
-    budget.record_call()
-    assert budget.try_retry() is True
-    assert (budget.retries, budget.refused) == (2, 1)
-
-
 async def test_a_spent_retry_budget_stops_retries_across_calls(
     app: Script, make_hook: Callable[..., BasetenHook], sleeps: list[float]
 ) -> None:
-    app.answer((429, {"error": "busy"}, {}))
-    sender = await sender_of(make_hook, retry_budget=RetryBudget(ratio=0.0, minimum=1))
+    app.answer((503, {"error": "busy", "error_code": "model_unavailable"}, {}))
+    budget = RetryBudget(fraction=0.0, minimum=1)
+    sender = await sender_of(make_hook, retry_budget=budget)
     for _ in range(3):
-        with pytest.raises(BasetenRateLimitError):
+        with pytest.raises(BasetenAPIError, match="503"):
             await predict(sender)
     assert len(app.seen) == 4  # 3 calls, one retry in all (max_retries=1 would have allowed three)
     assert len(sleeps) == 1
+    assert (budget.requests, budget.retries, budget.refused) == (3, 1, 2)
+
+
+async def test_rate_limits_spend_no_retry_budget(
+    app: Script, make_hook: Callable[..., BasetenHook], sleeps: list[float]
+) -> None:
+    app.answer((429, {"error": "busy"}, {}), (200, {"ok": True}, {}))
+    budget = RetryBudget(fraction=0.0, minimum=0)
+    sender = await sender_of(make_hook, retry_budget=budget)
+    assert (await predict(sender)).data == {"ok": True}  # as RetryBudget.gate rules for the hook
+    assert (len(app.seen), budget.retries) == (2, 0)
 
 
 # --- transport failures: named as the hook names them -------------------------------------------------------------
