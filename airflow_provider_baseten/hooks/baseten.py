@@ -458,6 +458,11 @@ class BasetenHook(ChatMixin, EngineMixin, BasetenManagementMixin, BaseHook):
 
     def _log_retry(self, call: _Call, state: RetryCallState, max_attempts: int) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        self.log_retry(call, exc, state.attempt_number, max_attempts, wait)
+
+    def log_retry(self, call: _Call, exc: BaseException | None, attempt: int, max_attempts: int, wait: float) -> None:
+        """The WARNING line before a retry (the hook's tenacity loop and the hot path's loop alike)."""
         if isinstance(exc, BasetenAPIError):
             reason = f"answered {exc.status_code}" + (f" [{exc.error_code}]" if exc.error_code else "")
         elif isinstance(exc, httpx.TransportError):
@@ -470,9 +475,9 @@ class BasetenHook(ChatMixin, EngineMixin, BasetenManagementMixin, BaseHook):
             call.method,
             self._where(call),
             reason,
-            state.attempt_number,
+            attempt,
             max_attempts,
-            state.next_action.sleep if state.next_action else 0.0,
+            wait,
         )
 
     def _connection_error(self, exc: httpx.TransportError, call: _Call, attempts: int) -> BasetenConnectionError:

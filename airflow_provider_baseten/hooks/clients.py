@@ -25,15 +25,19 @@ from airflow_provider_baseten.hooks.connection import ClientSettings
 from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket, status_burst
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from airflow_provider_baseten.hooks.addressing import Endpoint
     from airflow_provider_baseten.hooks.models import AsyncQueueStatus
 
 TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 __all__ = [
+    "build_aiohttp_session",
     "build_async_client",
     "build_client",
     "close_shared_async_clients",
+    "shared_aiohttp_session",
     "shared_async_client",
     "shared_status_bucket",
     "ssl_context",
@@ -132,6 +136,30 @@ def build_async_client(
     return httpx.AsyncClient(**_client_kwargs(settings, transport, _aiohttp_transport, max(256, max_connections)))
 
 
+def httpx_error_class(cause: BaseException) -> type[httpx.TransportError] | None:
+    """The httpx error class httpx's own transport raises for the aiohttp error ``cause`` (``None``: not one).
+
+    Shared by the renaming transport below and the hot path (:mod:`~airflow_provider_baseten.hooks.hotpath`), so
+    both name a failure alike and :mod:`~airflow_provider_baseten.hooks.retries` classifies it once.
+    """
+    import aiohttp
+
+    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", ())
+    if isinstance(cause, aiohttp.ClientHttpProxyError):  # the proxy answered; httpx calls a dead proxy ConnectError
+        return httpx.ProxyError
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError
+    if isinstance(cause, connect_timeout):
+        return httpx.ConnectTimeout
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError
+    if isinstance(cause, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return httpx.ReadError
+    return None
+
+
 def _renamed(exc: httpx.TransportError) -> httpx.TransportError | None:
     """The httpx error httpx's own transport raises for the aiohttp error behind ``exc`` (``None``: keep ``exc``).
 
@@ -143,23 +171,8 @@ def _renamed(exc: httpx.TransportError) -> httpx.TransportError | None:
     cause = exc.__cause__
     if not isinstance(cause, aiohttp.ClientError):
         return None
-    renamed: type[httpx.TransportError]
-    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", ())
-    if isinstance(cause, aiohttp.ClientHttpProxyError):  # the proxy answered; httpx calls a dead proxy ConnectError
-        renamed = httpx.ProxyError
-    elif isinstance(cause, aiohttp.ClientConnectorError):
-        renamed = httpx.ConnectError
-    elif isinstance(cause, connect_timeout):
-        renamed = httpx.ConnectTimeout
-    elif isinstance(cause, aiohttp.ServerTimeoutError):
-        renamed = httpx.ReadTimeout
-    elif isinstance(cause, aiohttp.ServerDisconnectedError):
-        renamed = httpx.RemoteProtocolError
-    elif isinstance(cause, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        renamed = httpx.ReadError
-    else:
-        return None
-    if type(exc) is renamed:
+    renamed = httpx_error_class(cause)
+    if renamed is None or type(exc) is renamed:
         return None
     return renamed(str(exc), request=exc._request)
 
@@ -250,6 +263,8 @@ class _LoopResources:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.clients: dict[ClientSettings, httpx.AsyncClient] = {}
+        #: The hot path's aiohttp sessions (trigger status polls), one per connection settings.
+        self.sessions: dict[ClientSettings, aiohttp.ClientSession] = {}
         self.buckets: dict[ClientSettings, AsyncTokenBucket] = {}
         #: Recent queue depths per deployment: many triggers waiting on one deployment share one read.
         self.queue_depths: dict[tuple[ClientSettings, Endpoint], tuple[float, AsyncQueueStatus]] = {}
@@ -273,6 +288,9 @@ class _LoopResources:
         clients, self.clients = list(self.clients.values()), {}
         for client in clients:
             await client.aclose()
+        sessions, self.sessions = list(self.sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
 
 _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
@@ -296,6 +314,39 @@ def shared_async_client(settings: ClientSettings) -> httpx.AsyncClient:
     if client is None or client.is_closed:
         client = resources.clients[settings] = build_async_client(settings)
     return client
+
+
+def build_aiohttp_session(settings: ClientSettings, *, max_connections: int = 256) -> aiohttp.ClientSession:
+    """The hot path's ``aiohttp.ClientSession`` (call inside the event loop that will use it).
+
+    Built from the same settings as the httpx clients: TLS context, pool size (at least 256, as
+    :func:`build_async_client`), keep-alive, default timeouts; ``trust_env`` off because the proxies (connection,
+    else ``HTTP(S)_PROXY``/``NO_PROXY``) were resolved into the settings and are chosen per URL by the sender
+    (:func:`proxy_for`). Headers are the sender's (pre-built per endpoint), so the session adds none of its own.
+    """
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(
+        limit=max(256, max_connections),
+        ssl=ssl_context(settings.verify),
+        keepalive_timeout=_limits(max_connections).keepalive_expiry or 5.0,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=settings.timeout),
+        raise_for_status=False,
+    )
+
+
+def shared_aiohttp_session(settings: ClientSettings) -> aiohttp.ClientSession:
+    """The one hot-path session for these settings in the running event loop (created on first use, closed with
+    the loop like :func:`shared_async_client`)."""
+    resources = _loop_resources()
+    session = resources.sessions.get(settings)
+    if session is None or session.closed:
+        session = resources.sessions[settings] = build_aiohttp_session(settings)
+    return session
 
 
 def shared_status_bucket(

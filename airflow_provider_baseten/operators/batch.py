@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -26,6 +27,7 @@ from airflow_provider_baseten.exceptions import (
     BasetenConnectionError,
     BasetenError,
 )
+from airflow_provider_baseten.hooks.calls import encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
 from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, LineWriter, Sink, find_stale
@@ -36,11 +38,12 @@ from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenMo
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import httpx
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
+    from airflow_provider_baseten.hooks.calls import _Call
+    from airflow_provider_baseten.hooks.hotpath import HotSender
 
 __all__ = ["BasetenBatchPredictOperator", "model_may_have_run"]
 
@@ -116,12 +119,29 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
     :param kill_grace_period: on ``on_kill``, seconds to let in-flight predicts finish (and be written) before
         they are cancelled and written as errors with ``model_may_have_run: true``.
     :param timeout: read timeout in seconds of each predict (default: the connection's).
+    :param route: send each input to the model's ``/sync/{route}`` (e.g. ``v1/chat/completions``) instead of
+        ``/predict`` (templated; models only). Engine routes that only compute (``v1/embeddings``, ``rerank``,
+        ``classify``) are retried like reads (5xx and timeouts too); any other route is billed like a predict and
+        retried only when it provably never reached the model.
+
+    **Tracing and retry budget.** Each item is sent with ``x-baseten-customer-request-id``
+    ``{dag_id}.{task_id}.{run_id}.{map_index}.{try}:{index}`` (characters outside ``[A-Za-z0-9._:+~-]`` become
+    ``_``; a long prefix is shortened with a hash), also written in its line as ``customer_request_id``, so one item
+    can be found in Baseten's logs. All items share one retry budget (at most 10 retries or 5% of the items
+    sent, whichever is more; 429 and 529 answers, which say when to come back, spend none), so a storm of 5xx or
+    connection errors cannot multiply the load; once it is spent, a failing item is written as an
+    error (re-sent by a task retry only if it never reached the model). Items go out on the hot path
+    (:mod:`~airflow_provider_baseten.hooks.hotpath`): one ``aiohttp`` session, the hook's retry and error rules.
     """
 
-    template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "inputs", "input_path", "output_path")
+    template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "inputs", "input_path", "output_path", "route")
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (BasetenModelLink(), BasetenChainLink())
     ui_color = "#e5fff0"
+
+    #: Retries the batch affords per item sent, at least 10 (one :class:`~airflow_provider_baseten.hooks.
+    #: retry_budget.RetryBudget` for the whole batch; 429/529 spend none). Baseten's performance client uses 5%.
+    retry_budget_fraction = 0.05
 
     #: Injectable for tests: a monotonic clock and an async sleep (progress reporting and the kill grace period).
     _clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -143,6 +163,7 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         progress_interval: float = 10.0,
         kill_grace_period: float = 10.0,
         timeout: float | None = None,
+        route: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -172,6 +193,14 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         self.progress_interval = check_seconds(progress_interval, "progress_interval", allow_zero=True)
         self.kill_grace_period = check_seconds(kill_grace_period, "kill_grace_period", allow_zero=True)
         self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
+        self.route = route
+        if route is not None:
+            from airflow_provider_baseten.hooks.addressing import validate_route
+
+            if "{{" not in str(route):
+                validate_route(route)  # a literal route fails here; a templated one when the call is built
+            if self.chain_id is not None:
+                raise BasetenConfigError("route= sends to a deployed model's /sync/{route}; chains have none.")
         for name, key in (("id_field", id_field), ("input_field", input_field)):
             if key is not None and (not isinstance(key, str) or not key):
                 raise BasetenConfigError(f"{name} must be a non-empty string (a key of each record).")
@@ -199,6 +228,7 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         self.check_active_before_sending(target, context)  # INACTIVE: every item would 404; may defer to activate
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
         state = self._run_state = _RunState(existing=existing, total=source.total)
+        state.request_prefix = self._request_prefix(context)
         try:
             with output.open_sink(self._clock) as sink:
                 asyncio.run(self._run(target, source.items(skip=existing.done), sink, state))
@@ -320,7 +350,8 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         However it ends (also cancelled by ``asyncio.run`` after an ``execution_timeout`` or SIGTERM raised into
         the loop), the items still in flight are written as ``model_may_have_run`` errors before it returns.
         """
-        from airflow_provider_baseten.hooks import baseten as hook_module
+        from airflow_provider_baseten.hooks.hotpath import HotSender, customer_request_id
+        from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
         hook = self.hook
         loop = asyncio.get_running_loop()
@@ -331,11 +362,15 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         for intent in state.existing.stranded.values():
             writer.add(_in_flight_line(intent, "was in flight when an earlier try ended"))
             state.failed += 1
-        client = hook_module.build_async_client(await hook.aget_settings(), max_connections=self.max_concurrency)
+        sender = await HotSender.open(
+            hook,
+            max_connections=self.max_concurrency,
+            retry_budget=RetryBudget(self.retry_budget_fraction),
+        )
+        send = _Send(sender, self._call(hook, target), state.request_prefix, customer_request_id)
         progress = _Progress(self, state)
         workers = [
-            asyncio.create_task(self._worker(hook, client, target, items, writer, state, progress))
-            for _ in range(self.max_concurrency)
+            asyncio.create_task(self._worker(send, items, writer, state, progress)) for _ in range(self.max_concurrency)
         ]
         reporter = asyncio.create_task(self._report(progress))
         stopper = asyncio.create_task(state.stopped.wait())
@@ -363,18 +398,32 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
                 with contextlib.suppress(BaseException):
                     await asyncio.gather(writer.syncing, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await sender.aclose()
         progress.log_now(final=True)
 
+    def _request_prefix(self, context: Context) -> str:
+        """``dag.task.run.map_index.try`` of the running task (``dag.task`` outside one): the items'
+        ``x-baseten-customer-request-id`` is ``{prefix}:{index}``, so one item can be found in Baseten's logs."""
+        from airflow_provider_baseten.hooks.hotpath import task_request_prefix
+
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is None:
+            return task_request_prefix(getattr(self, "dag_id", None) or "-", self.task_id)
+        return task_request_prefix(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), ti.try_number)
+
+    def _call(self, hook: BasetenHook, target: Target) -> _Call:
+        """What every item is sent as: the predict (run_remote) of ``target``, or its ``/sync/{route}``."""
+        if self.route is None:
+            return hook._inference_call(target, None, self.timeout, "json")
+        from airflow_provider_baseten.hooks.calls import _Call
+        from airflow_provider_baseten.hooks.hotpath import sync_route_idempotent
+
+        endpoint = target.sync_endpoint(self.route)
+        idempotent = sync_route_idempotent(self.route)
+        return _Call("POST", endpoint, f"sync {self.route} on {target.describe()}", idempotent, None, self.timeout)
+
     async def _worker(
-        self,
-        hook: BasetenHook,
-        client: httpx.AsyncClient,
-        target: Target,
-        items: Iterator[Item],
-        writer: LineWriter,
-        state: _RunState,
-        progress: _Progress,
+        self, send: _Send, items: Iterator[Item], writer: LineWriter, state: _RunState, progress: _Progress
     ) -> None:
         while not state.stop_reason:
             item = next(items, None)
@@ -384,15 +433,15 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
             if item.error is not None:
                 line["error"] = item.error
             else:
+                line["customer_request_id"] = request_id = send.request_id(send.prefix, item.index)
                 if not writer.intend(line):
                     return  # the intent could not be recorded: the item is not sent (a stop is requested)
                 # In flight until its line is added: if this coroutine is cancelled or a BaseException (an
                 # execution_timeout) lands here, _run writes the item as model_may_have_run.
                 state.in_flight[item.index] = line
                 try:
-                    line["output"] = (
-                        await hook.apredict(target, item.payload, client=client, timeout=self.timeout)
-                    ).data
+                    body = encode_json(item.payload)  # NaN and the like fail here, as an error line
+                    line["output"] = (await send.sender.predict(send.call, body, request_id=request_id)).data
                 except Exception as err:
                     if _is_fatal(err):  # the same for every input: leave them all for a retry
                         state.in_flight.pop(item.index, None)
@@ -432,6 +481,16 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
             progress.maybe_log()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Send:
+    """How the workers send: the hot-path sender, the one call every item is, and the items' request ids."""
+
+    sender: HotSender
+    call: _Call
+    prefix: str
+    request_id: Callable[[str, int], str]
+
+
 def _in_flight_line(intent: dict[str, Any], when: str) -> dict[str, Any]:
     return {
         "index": intent["index"],
@@ -460,6 +519,8 @@ class _RunState:
         self.failed = 0
         self.in_flight: dict[int, dict[str, Any]] = {}  # index: its line so far
         self.stop_reason: str | None = None
+        #: ``x-baseten-customer-request-id`` of item ``i`` is ``{request_prefix}:{i}`` (journaled with the item).
+        self.request_prefix = ""
         self.stopped = asyncio.Event()
         self.writer: LineWriter | None = None
         self.fatal: BaseException | None = None

@@ -1,7 +1,8 @@
-"""The worker's client (httpx) and the triggerer's (aiohttp transport) behave alike: one scenario, both paths.
+"""The worker's client (httpx), the triggerer's (aiohttp transport) and the hot path (bare aiohttp) behave alike.
 
-Every scenario runs the same call through ``predict`` (sync) and ``apredict`` (async, under ``asyncio.run`` as user
-code and ``airflow dags test`` run it) against loopback servers: an origin that records what reaches it, and a real
+Every scenario runs the same call through ``predict`` (sync), ``apredict`` (async, under ``asyncio.run`` as user
+code and ``airflow dags test`` run it) and ``HotSender.predict`` (batch items, trigger polls) against loopback
+servers: an origin that records what reaches it, and a real
 recording forward proxy (plain-HTTP forwarding of absolute-URI requests). Nothing leaves 127.0.0.0/8: DNS failures
 come from a patched resolver.
 """
@@ -25,11 +26,13 @@ import pytest
 from airflow_provider_baseten.exceptions import BasetenAmbiguousSubmitError, BasetenConnectionError
 from airflow_provider_baseten.hooks.addressing import Target
 from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.hooks.calls import encode_json
+from airflow_provider_baseten.hooks.hotpath import HotSender
 
 MODEL = Target.of(model_id="abc123")
 API_KEY = "parity-secret-key"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-PATHS = ["sync", "async"]
+PATHS = ["sync", "async", "hot"]
 
 
 @dataclass
@@ -168,7 +171,12 @@ def predict(path: str, payload: Any = None, **kwargs: Any) -> Any:
     async def run() -> Any:
         return (await hook.apredict(MODEL, payload or {"x": 1}, **kwargs)).data
 
-    return asyncio.run(run())
+    async def run_hot() -> Any:
+        sender = await HotSender.shared(hook)
+        call = hook._inference_call(MODEL, None, kwargs.get("timeout"), "json")
+        return (await sender.predict(call, encode_json(payload or {"x": 1}))).data
+
+    return asyncio.run(run_hot() if path == "hot" else run())
 
 
 def failure(path: str, **kwargs: Any) -> BaseException:
@@ -188,17 +196,18 @@ def closed_port() -> int:
 
 def test_both_paths_send_the_same_request(set_conn: Callable[..., None], origin: Recording) -> None:
     set_conn(origin.url, headers={"X-Team": "ml", "User-Agent": "team-ml/1"})
-    assert [predict(path, {"n": i}) for i, path in enumerate(PATHS)] == [{"echo": {"n": 0}}, {"echo": {"n": 1}}]
+    assert [predict(path, {"n": i}) for i, path in enumerate(PATHS)] == [{"echo": {"n": i}} for i in range(3)]
 
-    sync, asynchronous = origin.seen
+    sync, asynchronous, hot = origin.seen
     assert (sync.method, sync.target) == (asynchronous.method, asynchronous.target) == ("POST", "/production/predict")
+    assert (hot.method, hot.target) == ("POST", "/production/predict")
     assert sync.headers["host"] == "model-abc123.api.baseten.co"
     assert sync.headers["authorization"] == f"Api-Key {API_KEY}"
     assert sync.headers["x-team"] == "ml"
     assert sync.headers["user-agent"] == "team-ml/1"
     assert sync.headers["x-baseten-customer-request-id"] == "dag/task/run/-1/1"
     # Every header, not a chosen few (only the body length differs: {"n":0} vs {"n":1} have the same length).
-    assert sync.headers == asynchronous.headers
+    assert sync.headers == asynchronous.headers == hot.headers
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -261,10 +270,12 @@ def test_the_connection_proxy_wins_over_no_proxy(
 
 
 def both(**kwargs: Any) -> tuple[BaseException, BaseException]:
-    sync, asynchronous = (failure(path, **kwargs) for path in PATHS)
-    assert type(sync) is type(asynchronous)
-    assert type(sync.__cause__) is type(asynchronous.__cause__)
-    assert str(sync) == str(asynchronous)
+    """The failure of every path (sync, async, hot): the same type, cause type and message; the first two."""
+    sync, asynchronous, hot = (failure(path, **kwargs) for path in PATHS)
+    for other in (asynchronous, hot):
+        assert type(sync) is type(other)
+        assert type(sync.__cause__) is type(other.__cause__)
+        assert str(sync) == str(other)
     assert API_KEY not in str(sync)
     return sync, asynchronous
 
@@ -367,8 +378,8 @@ def test_fifty_event_loops_leave_no_socket_and_no_warning(
     before = client_sockets_to(port)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i in range(50):
-            assert predict("async", {"i": i}) == {"echo": {"i": i}}
+        for i in range(50):  # the shared httpx client and the hot path's shared session alike
+            assert predict("async" if i % 2 else "hot", {"i": i}) == {"echo": {"i": i}}
         gc.collect()
     assert len(origin.seen) == 51
     assert client_sockets_to(port) == before == 0  # each loop's shared client was closed when its loop ended

@@ -84,7 +84,7 @@ def model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
     def build(settings: Any, **_kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.MockTransport(fake))
 
-    monkeypatch.setattr("airflow_provider_baseten.hooks.baseten.build_async_client", build)
+    monkeypatch.setattr("airflow_provider_baseten.hooks.hotpath.build_aiohttp_session", build)
 
     def management(request: httpx.Request) -> httpx.Response:  # the sync status read before the first input
         fake.management.append(f"{request.method} {request.url.path}")
@@ -271,12 +271,14 @@ def test_jsonl_input_file_with_id_and_input_fields(model: FakeModel, waits: list
         "index": 0,
         "input_id": "a",
         "input_fp": None,
+        "customer_request_id": "dag.score.manual__2026-01-01T00:00:00+00:00.-1.1:0",
         "output": {"echo": {"text": "first"}},
     }
     assert lines[1] | {"input_fp": None} == {
         "index": 1,
         "input_id": "b",
         "input_fp": None,
+        "customer_request_id": "dag.score.manual__2026-01-01T00:00:00+00:00.-1.1:1",
         "output": {"echo": {"text": "second"}},
     }
     assert lines[2]["error"]["type"] == "InvalidInput"
