@@ -22,7 +22,9 @@ DOC_MD = """
 `baseten_nightly_embeddings` declares its output file as an Airflow asset; this DAG is scheduled on that asset.
 `nearest_neighbours` reads the vectors (Parquet, or JSONL without pyarrow) and logs, for each document, the most
 similar other document by cosine similarity: the shape of a duplicate-article report or a "related articles" table.
-Replace it with your own step (load the vectors into a vector store, refresh a search index, ...).
+`search` embeds the `query` param on the same Baseten model (one `BasetenHook.embed` call) and logs the three
+closest documents: a smoke test that the index answers. Replace them with your own steps (load the vectors into a
+vector store, refresh a search index, ...).
 
 Run by hand before the first embeddings exist (`airflow dags test`), it waits up to `wait_s` seconds for the file.
 """
@@ -71,7 +73,11 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params={"wait_s": Param(240, type="integer", minimum=0, description="Seconds to wait for the vectors file.")},
+    params={
+        "wait_s": Param(240, type="integer", minimum=0, description="Seconds to wait for the vectors file."),
+        "query": Param("how do I schedule inference?", type="string", description="Search smoke-test query."),
+        "embeddings_model_id": Param("embed01", type="string", description="The BEI model that made the vectors."),
+    },
     tags=["baseten", "example", "embeddings"],
     doc_md=DOC_MD,
 ) as dag:
@@ -93,4 +99,19 @@ with DAG(
             print(f"{doc_id}: nearest {best} (cosine {cosine(vector, vectors[best]):.3f})")
         return {"documents": len(vectors), "nearest": pairs}
 
-    nearest_neighbours()
+    @task
+    def search(params: dict | None = None) -> list[str]:
+        """The query embedded on the model that made the vectors (same space), then the three closest documents."""
+        from airflow_provider_baseten.hooks.addressing import Target
+        from airflow_provider_baseten.hooks.baseten import BasetenHook
+
+        params = params or {}
+        vectors = read_vectors(EMBEDDINGS.uri)
+        dimensions = len(next(iter(vectors.values())))
+        target = Target.of(model_id=params.get("embeddings_model_id", "embed01"))
+        query = BasetenHook().embed(target, [params["query"]], dimensions=dimensions).data[0].embedding
+        top = sorted(vectors, key=lambda doc_id: cosine(query, vectors[doc_id]), reverse=True)[:3]
+        print(f"{params['query']!r}: {top}")
+        return top
+
+    nearest_neighbours() >> search()
