@@ -15,7 +15,9 @@ Time is compressed by ``--time-scale`` k (emulated seconds per wall second) for 
 per emulated second), the budget and the triggers' clocks and sleeps; figures are in emulated time. Measured per
 side: CPU seconds and peak RSS growth of the child, status and queue-status reads per emulated second, 429s, and the
 detection delay: from the last request finishing (its ``status_at``) to the event that ends the wait (the batch
-trigger's one event; for the single side, the last trigger's event, i.e. when every task could end).
+trigger's one event; for the single side, the last trigger's event, i.e. when every task could end), and that
+event's time over the budget's own bound ``max(last finish, first finish + N / budget)`` (every request needs one
+read after it ends).
 
 Submits are not part of this run: the parent queues the requests directly into the emulator (as the operator's
 submit phase would have; its pacing is covered by the operator's tests), so both sides wait on the same queue.
@@ -239,9 +241,13 @@ def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> di
     records = [emu.requests[rid] for rid in go["request_ids"] if rid in emu.requests]
     finished = dict(Counter(r.status.value for r in records))
     last_finish = max((r.status_at for r in records), default=None)
-    delay = None
-    if result["last_event_wall"] is not None and last_finish is not None:
-        delay = go["e0"] + (result["last_event_wall"] - go["w0"]) * k - last_finish
+    first_finish = min((r.status_at for r in records), default=None)
+    delay = over_bound = None
+    if result["last_event_wall"] is not None and last_finish is not None and first_finish is not None:
+        ended = go["e0"] + (result["last_event_wall"] - go["w0"]) * k
+        delay = ended - last_finish
+        # Every request needs one read after it ends: the budget cannot end the wait sooner than this.
+        over_bound = ended - max(last_finish, first_finish + scenario.n / BUDGET)
     emulated_s = result["wall_s"] * k
 
     def diff(group: str, key: str) -> int:
@@ -267,6 +273,7 @@ def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> di
         "counts": result["counts"],
         "finished": finished,
         "detection_s": delay,
+        "over_bound_s": over_bound,
     }
 
 
@@ -298,11 +305,13 @@ def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tupl
             "429s",
             "events",
             "detection s",
-            "detection / poll",
+            "over budget bound s",
+            "over bound / poll",
         ],
     )
     for side in SIDES:
         detection = med(side, "detection_s")
+        over = med(side, "over_bound_s")
         interval = results[side][0]["interval"]
         table.add(
             LABELS[side],
@@ -314,7 +323,8 @@ def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tupl
             int(med(side, "http_429") or 0),
             json.dumps(results[side][-1]["events"]),
             detection,
-            None if detection is None else detection / interval,
+            over,
+            None if over is None else over / interval,
         )
     table.notes.append(
         f"k = {scenario.time_scale:g}; each request runs {scenario.work:g} s; the queue drains in "
@@ -324,8 +334,8 @@ def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tupl
     mem = ratio(med("batch", "rss_growth_mib"), med("single", "rss_growth_mib")) or 0.0
     n429 = sum(r["http_429"] for r in results["batch"])
     peak = max(r["status_per_s"] + r["queue_per_s"] for r in results["batch"])
-    detection = med("batch", "detection_s")
-    detected = detection is not None and detection <= 2 * scenario.batch_interval
+    over = med("batch", "over_bound_s")
+    detected = over is not None and over <= 2 * scenario.batch_interval
     done = all(r["events"] == {"done": 1} and r["counts"] for r in results["batch"])
     goals = [
         Goal(f"CPU at N={scenario.n:,}", "<= 0.1x N single triggers", f"{cpu:.3f}x", cpu <= 0.1),
@@ -333,9 +343,9 @@ def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tupl
         Goal("batch status + queue reads", f"<= {SERVER_LIMIT:g} req/s", f"{peak:.1f} req/s", peak <= SERVER_LIMIT),
         Goal("429s received by the batch trigger", "0", str(n429), n429 == 0),
         Goal(
-            "batch detection (last request finished -> event)",
+            "batch event after the budget's bound, max(last finish, first finish + N / budget)",
             f"<= 2 poll intervals ({2 * scenario.batch_interval:g} s)",
-            "none" if detection is None else f"{detection:.0f} s",
+            "none" if over is None else f"{over:.0f} s",
             detected,
         ),
         Goal("the batch trigger ended with one done event", "yes", "yes" if done else "no", done),

@@ -117,6 +117,7 @@ class Manifest:
         self.parts: list[str] = []
         self.writer = secrets.token_hex(4)
         self._next = 0
+        self._buffer: list[dict[str, Any]] = []
 
     # --- reading ------------------------------------------------------------------------------------------------
 
@@ -197,19 +198,34 @@ class Manifest:
 
     def write(self, records: Iterable[dict[str, Any]]) -> str | None:
         """Apply ``records`` and store them as one new part (a whole object); its name, or ``None`` if empty."""
-        records = list(records)
+        for record in records:
+            self.record(record)
+        return self.flush()
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Apply one record now; it is stored with the others recorded since the last :meth:`flush`."""
+        record.setdefault("at", _now())
+        self.apply(record)
+        self._buffer.append(record)
+
+    def pending_records(self) -> int:
+        """Records applied but not stored yet."""
+        return len(self._buffer)
+
+    def flush(self) -> str | None:
+        """Store the records applied since the last flush as one new part; its name, or ``None`` if none."""
+        records, self._buffer = self._buffer, []
         if not records:
             return None
-        at = _now()
-        lines = []
-        for record in records:
-            record.setdefault("at", at)
-            self.apply(record)
-            lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str))
-        data = ("\n".join(lines) + "\n").encode()
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+        data = ("\n".join(map(dumps, records)) + "\n").encode()
         name = f"{PART_PREFIX}{self._next:06d}-{self.writer}{PART_SUFFIX}"
+        try:
+            _write_whole(self.folder, name, data)
+        except BaseException:
+            self._buffer[:0] = records  # kept for the next flush
+            raise
         self._next += 1
-        _write_whole(self.folder, name, data)
         self.parts.append(name)
         return name
 

@@ -1,16 +1,22 @@
 """``BasetenAsyncBatchTrigger``: one trigger waits on every request of an async batch, reading them from its manifest.
 
-Which requests are polled each round (the rule that keeps thousands of waits inside a 20 req/s status limit):
+Which requests are read, and when (the rule that keeps thousands of waits inside a 20 req/s status limit while
+seeing each finish as soon as the budget allows):
 
-1. ``IN_PROGRESS`` requests are polled every round: they may finish at any moment.
-2. ``QUEUED`` requests are polled oldest first (the order they were accepted), a few at a time, and the round stops
-   at the first chunk holding one that is still ``QUEUED``: Baseten starts a deployment's requests of one priority
-   in arrival order, so while an earlier request of this batch waits, a later one (same priority, submitted after
-   it, expiring no sooner) cannot have started, let alone finished.
-3. The deployment's ``async_queue_status`` is read once a round (shared by every trigger of the triggerer): when it
-   reports nothing queued, rule 2's stop is lifted, since every request of the batch has left the queue.
-4. Every ``FULL_SWEEP_S`` every request is polled, whatever rules 2 and 3 say: requests canceled from outside or
-   expired out of order are then seen within that time.
+1. ``IN_PROGRESS`` requests may finish at any moment: each is read again ``poll_interval`` after its last read.
+2. ``QUEUED`` requests are read oldest first (the order they were accepted), in chunks, continuously while the reads
+   find requests that left the queue (a backlog of finished requests is read at the budget's pace, not a chunk per
+   ``poll_interval``). At the first chunk holding one still ``QUEUED`` the frontier pauses ``poll_interval``:
+   Baseten starts a deployment's requests of one priority in arrival order, so while an earlier request of this
+   batch waits, a later one (same priority, submitted after it, expiring no sooner) cannot have started.
+3. Before reading a paused frontier again, the deployment's ``async_queue_status`` is read (shared by every trigger
+   of the triggerer, at most every ``poll_interval / 2``): when it reports nothing queued, every request of the
+   batch left the queue, so all become due at once.
+4. ``FULL_SWEEP_S`` after the last sweep ended, every request past a paused frontier is read once (a round's
+   worth at a time): requests canceled from outside or expired out of order are seen within that time.
+
+Nothing due: the trigger sleeps until the next read is (at most ``poll_interval``), so an idle batch costs a read
+per running request and one at the frontier per interval.
 
 Every poll takes a token of the triggerer's shared status budget (``hooks.ratelimit``), so this trigger and the
 single-request triggers of the same key share Baseten's limit. Status changes go to the manifest as one new part
@@ -21,6 +27,7 @@ finished that the task should submit more: only the worker submits), ``timeout``
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -38,6 +45,10 @@ BATCH_EVENT_STATUSES = frozenset({"done", "capacity", "timeout", "error"})
 FULL_SWEEP_S = 600.0
 #: Polls in flight at once within a round (the status budget paces them anyway).
 POLL_CONCURRENCY = 16
+#: Status reads per round at most; each round's changes are one manifest part, so a crash re-reads at most this many.
+ROUND_READS = 256
+#: Statuses after which a request may still change.
+_PENDING = frozenset({"QUEUED", "IN_PROGRESS"})
 #: ``on_kill`` is bounded by the triggerer (``[triggerer] on_kill_timeout``, 30 s); cancels get less than that.
 CANCEL_TIMEOUT_S = 20.0
 #: Seconds between progress lines.
@@ -57,7 +68,14 @@ def batch_event(
 
 
 class BatchWatcher:
-    """The waiting loop over a batch's in-flight requests (used by the trigger and by ``deferrable=False``)."""
+    """The waiting loop over a batch's in-flight requests (used by the trigger and by ``deferrable=False``).
+
+    It keeps, from one pass over the manifest at start: the requests last seen running (a heap by next read
+    time: each read at most once per ``poll_interval``), the ones last seen queued in arrival order (the FIFO
+    frontier: read continuously while the reads find requests that left the queue, paused ``poll_interval`` at
+    one still queued) and the sweep's cursor. A round reads what is due, at most :data:`ROUND_READS`, records the
+    changes as one part, and the next round starts at once while anything is due: the budget paces the reads.
+    """
 
     def __init__(
         self,
@@ -75,6 +93,7 @@ class BatchWatcher:
         error_budget: float | None = None,
     ) -> None:
         from airflow_provider_baseten.hooks.async_requests import DEFAULT_ERROR_BUDGET_S
+        from airflow_provider_baseten.hooks.models import AsyncRequestStatus
 
         self.hook, self.target, self.manifest = hook, target, manifest
         self.total = total
@@ -86,9 +105,24 @@ class BatchWatcher:
         self.error_budget = DEFAULT_ERROR_BUDGET_S if error_budget is None else error_budget
         self.polls = 0
         self._chunk = 4
-        self._last_sweep = clock()
-        self._last_progress = clock()
+        now = clock()
+        self._last_progress = now
         self._failing_since: float | None = None
+        in_flight = manifest.in_flight()
+        self._pending = len(in_flight)
+        #: (due, sequence, entry) of the requests last seen running (or out of the queue).
+        self._running: list[tuple[float, int, Entry]] = []
+        self._seq = 0
+        for entry in in_flight:
+            if entry.status == AsyncRequestStatus.IN_PROGRESS:
+                self._push(entry, now)
+        #: Requests last seen queued, oldest first; ``_head`` is the frontier (earlier ones left the queue).
+        self._queued = [entry for entry in in_flight if entry.status != AsyncRequestStatus.IN_PROGRESS]
+        self._head = 0
+        self._frontier_due = now
+        self._frontier_stuck = False
+        self._sweep_due = now + FULL_SWEEP_S
+        self._sweep_at: int | None = None
 
     async def run(self) -> dict[str, Any]:
         """Rounds until every request is terminal, capacity frees up, the deadline passes or polls keep failing."""
@@ -96,55 +130,156 @@ class BatchWatcher:
             now = self.clock()
             if self.deadline is not None and now >= self.deadline:
                 return self._event("timeout", "The batch's deadline passed before every request finished.")
-            in_flight = self.manifest.in_flight()
-            if not in_flight:
+            if self._pending <= 0:
                 return self._event("done", "Every submitted request of the batch has finished.")
-            if self.refill_below is not None and len(in_flight) <= self.refill_below:
-                return self._event("capacity", f"{len(in_flight)} requests in flight: room to submit more.")
-            delay = self.poll_interval * (0.75 + 0.5 * _random())
-            if self.deadline is not None:
-                delay = min(delay, max(0.0, self.deadline - now))
-            await self.sleep(delay)
-            error = await self.round(self.manifest.in_flight())
+            if self.refill_below is not None and self._pending <= self.refill_below:
+                return self._event("capacity", f"{self._pending} requests in flight: room to submit more.")
+            wait = self._next_due() - now
+            if wait > 0:
+                if self.deadline is not None:
+                    wait = min(wait, max(0.0, self.deadline - now))
+                await self.sleep(wait)
+                continue
+            error = await self.round()
             if error is not None:
                 return self._event("error", error)
 
     def _event(self, status: str, message: str) -> dict[str, Any]:
         return batch_event(status, self.manifest, self.total, message, self.deadline)
 
-    async def round(self, in_flight: list[Entry]) -> str | None:
-        """Poll what rules 1-4 select, record the changes as one part; an error message ends the wait."""
+    def _interval(self) -> float:
+        return self.poll_interval * (0.75 + 0.5 * _random())
+
+    def _push(self, entry: Entry, due: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._running, (due, self._seq, entry))
+
+    def _skip_left(self) -> None:
+        """Move the frontier past requests that left the queue (read by the sweep or an earlier chunk)."""
         from airflow_provider_baseten.hooks.models import AsyncRequestStatus
 
-        records: list[dict[str, Any]] = []
+        queued, head = self._queued, self._head
+        while head < len(queued) and queued[head].status != AsyncRequestStatus.QUEUED:
+            head += 1
+        if head > 1024 and head * 2 > len(queued):  # compact now and then: O(1) per request overall
+            del queued[:head]
+            if self._sweep_at is not None:
+                self._sweep_at = max(0, self._sweep_at - head)
+            head = 0
+        self._head = head
+
+    def _next_due(self) -> float:
+        """When the next read is worth making: the earliest running request's, the frontier's or the sweep's."""
+        self._skip_left()
+        due = self._running[0][0] if self._running else float("inf")
+        if self._head < len(self._queued):
+            due = min(due, self._frontier_due, self._sweep_due)
+        return due
+
+    async def round(self) -> str | None:
+        """Read what is due (rules 1-4), at most :data:`ROUND_READS`; record the changes as one part.
+
+        Returns an error message that ends the wait, else ``None``.
+        """
         failures: list[BaseException] = []
         polled = 0
         now = self.clock()
-        sweep = now - self._last_sweep >= FULL_SWEEP_S
-        running = [entry for entry in in_flight if entry.status == AsyncRequestStatus.IN_PROGRESS]
-        queued = [entry for entry in in_flight if entry.status != AsyncRequestStatus.IN_PROGRESS]
-        if sweep:
-            self._last_sweep = now
-            running, queued = in_flight, []
-        elif queued and await self._queue_empty():
-            running, queued = running + queued, []
-        polled += await self._poll(running, records, failures)
-        started = 0
-        while queued:
-            chunk, queued = queued[: self._chunk], queued[self._chunk :]
-            before = len(records)
-            polled += await self._poll(chunk, records, failures)
-            left = [r for r in records[before:] if r.get("status") != AsyncRequestStatus.QUEUED]
-            started += len(left)
-            if len(left) < len(chunk):
-                break  # rule 2: one of this chunk still waits, so the later ones cannot have started
-        self._chunk = max(4, min(64, started + 1))
-        changes = [record for record in records if record.pop("_changed", True)]
-        if changes:
-            await asyncio.to_thread(self.manifest.write, changes)
-            await asyncio.to_thread(self.manifest.write_index, target=self.target.to_kwargs(), total=self.total)
+        # Rule 1: running requests whose read is due.
+        due: list[Entry] = []
+        while self._running and self._running[0][0] <= now and len(due) < ROUND_READS:
+            entry = heapq.heappop(self._running)[2]
+            if entry.in_flight:
+                due.append(entry)
+        if due:
+            results = await self._poll(due, failures)
+            polled += len(due)
+            after = self.clock()
+            for entry, status in zip(due, results, strict=True):
+                if status is None or status in _PENDING:
+                    self._push(entry, after + self._interval())
+        # Rule 2: the frontier, oldest first, in chunks, while the reads find requests that left the queue.
+        self._skip_left()
+        if self._head < len(self._queued) and self._frontier_due <= now and polled < ROUND_READS:
+            if self._frontier_stuck and await self._queue_empty():
+                self._lift()  # rule 3
+            else:
+                polled += await self._frontier(ROUND_READS - polled, failures)
+        # Rule 4: the sweep, past a paused frontier (a flowing one reads them anyway).
+        if self._head < len(self._queued) and self._sweep_due <= now and self._frontier_stuck and polled < ROUND_READS:
+            polled += await self._sweep(ROUND_READS - polled, failures)
+        if self.manifest.pending_records():
+            await asyncio.to_thread(self._write)
         self._progress()
         return self._judge(failures, polled)
+
+    async def _frontier(self, limit: int, failures: list[BaseException]) -> int:
+        from airflow_provider_baseten.hooks.models import AsyncRequestStatus
+
+        polled, started = 0, 0
+        self._frontier_stuck = False
+        while polled < limit:
+            self._skip_left()
+            end = self._head + min(self._chunk, limit - polled)
+            chunk = [entry for entry in self._queued[self._head : end] if entry.status == AsyncRequestStatus.QUEUED]
+            if not chunk:
+                break
+            results = await self._poll(chunk, failures)
+            polled += len(chunk)
+            after = self.clock()
+            left = 0
+            for entry, status in zip(chunk, results, strict=True):
+                if status is not None and status != AsyncRequestStatus.QUEUED:
+                    left += 1
+                    if status in _PENDING:
+                        self._push(entry, after + self._interval())
+            started += left
+            if left < len(chunk):
+                # Rule 2: one of this chunk still waits (or could not be read): later ones cannot have started.
+                self._frontier_stuck = True
+                self._frontier_due = after + self._interval()
+                break
+            self._chunk = min(64, self._chunk * 2)
+        if self._frontier_stuck:
+            self._chunk = max(4, min(64, started + 1))
+        return polled
+
+    async def _sweep(self, limit: int, failures: list[BaseException]) -> int:
+        """Rule 4: read every queued request past the frontier once, a round's worth at a time."""
+        from airflow_provider_baseten.hooks.models import AsyncRequestStatus
+
+        if self._sweep_at is None:
+            self._sweep_at = self._head + 1
+        start = max(self._sweep_at, self._head + 1)
+        chunk = [entry for entry in self._queued[start : start + limit] if entry.status == AsyncRequestStatus.QUEUED]
+        self._sweep_at = start + limit
+        polled = 0
+        if chunk:
+            results = await self._poll(chunk, failures)
+            polled = len(chunk)
+            after = self.clock()
+            for entry, status in zip(chunk, results, strict=True):
+                if status == AsyncRequestStatus.IN_PROGRESS:
+                    self._push(entry, after + self._interval())
+        if self._sweep_at >= len(self._queued):
+            # Due again FULL_SWEEP_S after this sweep ended: a sweep longer than that is not followed by another.
+            self._sweep_at = None
+            self._sweep_due = self.clock() + FULL_SWEEP_S
+        return polled
+
+    def _lift(self) -> None:
+        """Rule 3: the deployment queues nothing, so every request of the batch left the queue: all are due."""
+        from airflow_provider_baseten.hooks.models import AsyncRequestStatus
+
+        now = self.clock()
+        for entry in self._queued[self._head :]:
+            if entry.status == AsyncRequestStatus.QUEUED:  # the others are in the running heap already
+                self._push(entry, now)
+        self._queued, self._head, self._sweep_at = [], 0, None
+        self._frontier_stuck = False
+
+    def _write(self) -> None:
+        self.manifest.flush()
+        self.manifest.write_index(target=self.target.to_kwargs(), total=self.total)
 
     async def _queue_empty(self) -> bool:
         try:
@@ -156,31 +291,37 @@ class BatchWatcher:
             return False
         return queue.num_queued_requests == 0
 
-    async def _poll(self, entries: list[Entry], records: list[dict[str, Any]], failures: list[BaseException]) -> int:
+    async def _poll(self, entries: list[Entry], failures: list[BaseException]) -> list[str | None]:
+        """Read ``entries`` (each read takes a budget token); record what changed; their statuses (``None``: failed)."""
         from airflow_provider_baseten.exceptions import BasetenNotFoundError
         from airflow_provider_baseten.operators._async_manifest import LOST
 
         semaphore = asyncio.Semaphore(POLL_CONCURRENCY)
+        manifest = self.manifest
 
-        async def one(entry: Entry) -> None:
+        async def one(entry: Entry) -> str | None:
             assert entry.request_id is not None
             async with semaphore:
                 try:
                     state = await self.hook.aget_async_request(self.target, entry.request_id)
                 except BasetenNotFoundError:
-                    records.append(_status_record(entry, LOST, None, []))
-                    return
+                    status, status_at, errors = LOST, None, []
                 except Exception as err:
                     failures.append(err)
-                    return
-            errors = [error.model_dump(mode="json") for error in state.errors]
-            record = _status_record(entry, state.status, state.status_at, errors)
-            record["_changed"] = state.status != entry.status
-            records.append(record)
+                    return None
+                else:
+                    status, status_at = str(state.status), state.status_at
+                    errors = [error.model_dump(mode="json") for error in state.errors] if state.errors else []
+            if status != entry.status:
+                was_pending = entry.in_flight
+                manifest.record(_status_record(entry, status, status_at, errors))
+                if was_pending and not entry.in_flight:
+                    self._pending -= 1
+            return status
 
-        await asyncio.gather(*(one(entry) for entry in entries))
+        results = await asyncio.gather(*(one(entry) for entry in entries))
         self.polls += len(entries)
-        return len(entries)
+        return list(results)
 
     def _judge(self, failures: list[BaseException], polled: int) -> str | None:
         from airflow_provider_baseten.hooks.retries import is_retryable

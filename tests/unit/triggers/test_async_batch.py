@@ -89,31 +89,70 @@ def test_serialize_round_trips_and_carries_no_ids(tmp_path: Path, clock: FakeClo
     assert "req0000" not in json.dumps(kwargs)
 
 
-async def test_a_round_polls_running_requests_and_queued_ones_up_to_the_first_still_queued(
+def watcher_for(t: BasetenAsyncBatchTrigger, manifest: Manifest, clock: FakeClock, total: int) -> Any:
+    from airflow_provider_baseten.triggers.async_batch import BatchWatcher
+
+    return BatchWatcher(
+        t._get_hook(), t._target(), manifest, total=total, poll_interval=10, deadline=None, refill_below=None,
+        log=t.log, clock=clock.time, sleep=clock.asleep,
+    )  # fmt: skip
+
+
+async def test_a_round_reads_running_requests_and_queued_ones_up_to_the_first_still_queued(
     api: respx.MockRouter, tmp_path: Path, clock: FakeClock
 ) -> None:
     statuses = ["IN_PROGRESS", "IN_PROGRESS"] + ["QUEUED"] * 20
     manifest = seeded(tmp_path, statuses)
     baseten = Baseten(dict(enumerate(statuses)) | {0: "SUCCEEDED"})
     serve(api, baseten)
-    t = trigger(manifest, clock, len(statuses))
-    t._manifest = manifest
-    from airflow_provider_baseten.triggers.async_batch import BatchWatcher
-
-    watcher = BatchWatcher(
-        t._get_hook(), t._target(), manifest, total=22, poll_interval=10, deadline=None, refill_below=None,
-        log=t.log, clock=clock.time, sleep=clock.asleep,
-    )  # fmt: skip
-    assert await watcher.round(manifest.in_flight()) is None
+    watcher = watcher_for(trigger(manifest, clock, 22), manifest, clock, 22)
+    assert await watcher.round() is None
     assert sorted(baseten.reads) == [0, 1, 2, 3, 4, 5]  # both running + the first chunk of four queued
     assert manifest.entries[0].status == "SUCCEEDED"
     assert Manifest(manifest.uri).load().entries[0].status == "SUCCEEDED"  # written back as a part
 
     baseten.reads.clear()
+    assert await watcher.round() is None
+    assert baseten.reads == []  # nothing is due before a poll interval: the running one and the paused frontier
+
+    clock.now += 13  # past the longest jittered interval
     baseten.current |= {2: "IN_PROGRESS", 3: "SUCCEEDED", 4: "SUCCEEDED", 5: "SUCCEEDED"}
-    assert await watcher.round(manifest.in_flight()) is None
-    # 1 running; queued from 2: chunk [2..5] all left the queue, so the next chunk [6..9] is read, and it waits.
-    assert sorted(baseten.reads) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert await watcher.round() is None
+    # 1 running; queued from 2: chunk [2..5] all left the queue, so the next (twice as big) is read, and it waits.
+    assert sorted(baseten.reads) == [1, 2, 3, 4, 5, *range(6, 14)]
+    assert sum(call.request.url == QUEUE_URL for call in api.calls) == 1  # read once, when the frontier had paused
+
+
+async def test_a_backlog_of_finished_requests_is_read_at_once_each_once(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["QUEUED"] * 300)
+    baseten = Baseten(dict.fromkeys(range(300), "SUCCEEDED"))
+    serve(api, baseten)
+    [event] = await events(trigger(manifest, clock, 300))
+    assert event["counts"] == {"SUCCEEDED": 300}
+    assert sorted(baseten.reads) == list(range(300))  # one read each
+    assert clock.sleeps == []  # never a poll interval's sleep while the reads found finished requests
+    assert len(Manifest(manifest.uri).load().parts) == 3  # the seed, then one part per round of at most 256 reads
+
+
+async def test_the_sweep_reads_every_queued_request_once_per_full_sweep(
+    api: respx.MockRouter, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_baseten.triggers import async_batch
+
+    monkeypatch.setattr(async_batch, "FULL_SWEEP_S", 100.0)
+    manifest = seeded(tmp_path, ["QUEUED"] * 10)
+    baseten = Baseten(dict.fromkeys(range(10), "QUEUED") | {7: "CANCELED"})
+    serve(api, baseten)
+    start = clock.now
+    [event] = await events(trigger(manifest, clock, 10, deadline=start + 150))
+    assert event["status"] == "timeout"
+    assert event["counts"] == {"CANCELED": 1, "QUEUED": 9}  # seen by the sweep, out of FIFO order
+    assert baseten.reads.count(9) == 1  # past the frontier's chunk: read only by the one sweep
+    baseten.reads.clear()
+    [event] = await events(trigger(Manifest(manifest.uri).load(), clock, 10, deadline=clock.now + 250))
+    assert baseten.reads.count(9) == 2  # 100 s after each sweep ended, not back to back
 
 
 async def test_an_empty_deployment_queue_lifts_the_fifo_stop(
