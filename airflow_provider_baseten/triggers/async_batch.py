@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_baseten.triggers._addressed import AddressedTrigger
+
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
@@ -395,7 +397,7 @@ async def acancel_queued(hook: BasetenHook, target: Target, manifest: Manifest, 
     return canceled
 
 
-class BasetenAsyncBatchTrigger(BaseTrigger):
+class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
     """Wait in the triggerer for every request of an async batch; the request ids live in the manifest, not here.
 
     All keyword arguments are JSON primitives; new ones are optional. The trigger only reads Baseten (and writes
@@ -471,26 +473,6 @@ class BasetenAsyncBatchTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
             },
         )
-
-    def _target(self) -> Target:
-        from airflow_provider_baseten.hooks.addressing import Target
-
-        return Target.of(
-            model_id=self.model_id,
-            chain_id=self.chain_id,
-            environment=self.environment,
-            deployment_id=self.deployment_id,
-            regional=self.regional,
-        )
-
-    def _get_hook(self) -> BasetenHook:
-        if self._hook is None:
-            from airflow_provider_baseten.hooks.baseten import BasetenHook
-
-            self._hook = BasetenHook(
-                self.baseten_conn_id, customer_request_id="", async_sleep=self._sleep, clock=self._hook_clock
-            )
-        return self._hook
 
     async def _load(self) -> Manifest:
         from airflow_provider_baseten.operators._async_manifest import Manifest

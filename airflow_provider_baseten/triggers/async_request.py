@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_baseten.triggers._addressed import AddressedTrigger
+
 if TYPE_CHECKING:
-    from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.async_requests import AsyncRequestWatch
     from airflow_provider_baseten.hooks.baseten import BasetenHook
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 CANCEL_TIMEOUT_S = 20.0
 
 
-class BasetenAsyncRequestTrigger(BaseTrigger):
+class BasetenAsyncRequestTrigger(AddressedTrigger, BaseTrigger):
     """Poll ``GET /async_request/{id}`` until the request ends, then yield exactly one event and return.
 
     The trigger only reads: it never submits (a triggerer may restart it, move it or run it twice). Every trigger
@@ -122,30 +123,6 @@ class BasetenAsyncRequestTrigger(BaseTrigger):
                 "last_status": self.last_status,
             },
         )
-
-    def _target(self) -> Target:
-        from airflow_provider_baseten.hooks.addressing import Target
-
-        return Target.of(
-            model_id=self.model_id,
-            chain_id=self.chain_id,
-            environment=self.environment,
-            deployment_id=self.deployment_id,
-            regional=self.regional,
-        )
-
-    def _get_hook(self) -> BasetenHook:
-        if self._hook is None:
-            from airflow_provider_baseten.hooks.baseten import BasetenHook
-
-            # customer_request_id="" : there is no task context to build one from in the triggerer.
-            self._hook = BasetenHook(
-                self.baseten_conn_id,
-                customer_request_id="",
-                async_sleep=self._sleep,
-                clock=self._hook_clock,
-            )
-        return self._hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_baseten.hooks.async_requests import (
