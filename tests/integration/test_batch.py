@@ -43,11 +43,14 @@ def predicts_that_ran(emulator: Any) -> int:
 def test_thousand_inputs_with_rate_limits_and_unavailability_written_exactly_once(
     baseten_emulator: Any, tmp_path: Path
 ) -> None:
-    # One predict in five is refused before the model runs: 429 or 503 (no Retry-After: the backoff's own
-    # 0.25-0.5 s; a Retry-After is whole seconds, which only slows the test; its handling has unit tests).
-    baseten_emulator.faults.set(
-        FaultPlan(route="predict", sequence=[429, "ok", "ok", 503, "ok", "ok", "ok", "ok", "ok", "ok"], repeat=True)
-    )
+    # One predict in eight is refused before the model runs: 429s (one in ten) and 503s (one in forty; each 503 retry
+    # spends the batch's retry budget of 5 %, which a 503 rate above it would exhaust: unit-tested in test_hotpath).
+    # No Retry-After: the backoff's own 0.25-0.5 s; a Retry-After is whole seconds, which only slows the test.
+    plan: list[int | str] = ["ok"] * 40
+    for at in (0, 10, 20, 30):
+        plan[at] = 429
+    plan[5] = 503
+    baseten_emulator.faults.set(FaultPlan(route="predict", sequence=plan, repeat=True))
     inputs = [{"text": f"input {n}", "n": n} for n in range(1000)]
     out = tmp_path / "out.jsonl"
     manifest = make_op(out, inputs=inputs, max_concurrency=64).execute({"ti": ti(1)})

@@ -383,5 +383,9 @@ def test_fifty_event_loops_leave_no_socket_and_no_warning(
         gc.collect()
     assert len(origin.seen) == 51
     assert client_sockets_to(port) == before == 0  # each loop's shared client was closed when its loop ended
-    assert not [str(w.message) for w in caught if "nclosed" in str(w.message)]
+    # Only this test's own sockets (to the origin's port) count: the garbage collector may finalise an earlier test's
+    # socket to another server while this one records warnings.
+    assert not [str(w.message) for w in caught if "nclosed" in str(w.message) and f"{port})" in str(w.message)] + [
+        str(w.message) for w in caught if "nclosed client session" in str(w.message)
+    ]
     assert "nclosed" not in caplog.text
