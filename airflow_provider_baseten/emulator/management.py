@@ -236,15 +236,31 @@ async def get_user(call: Call) -> Response:
     return json_response(call.state.world.user)
 
 
-async def list_models(call: Call) -> Response:
-    state = call.state
-    models = [model_record(t, state.created_at) for (kind, _), t in state.targets.items() if kind == "model"]
-    return json_response({"models": models})
+def _list_targets(kind: TargetKind, record: Callable[[TargetRuntime, float], dict[str, Any]]) -> Handler:
+    """``GET /v1/{kind}s``: every model (or chain) as ``{"{kind}s": [record, ...]}``."""
+
+    async def handler(call: Call) -> Response:
+        state = call.state
+        found = [record(t, state.created_at) for (k, _), t in state.targets.items() if k == kind]
+        return json_response({f"{kind}s": found})
+
+    return handler
 
 
-async def get_model(call: Call) -> Response:
-    target = _target(call)
-    return target if isinstance(target, Response) else json_response(model_record(target, call.state.created_at))
+def _get_target(record: Callable[[TargetRuntime, float], dict[str, Any]]) -> Handler:
+    """``GET /v1/{kind}s/{id}``: one record, or the 404 naming the missing id."""
+
+    async def handler(call: Call) -> Response:
+        target = _target(call)
+        return target if isinstance(target, Response) else json_response(record(target, call.state.created_at))
+
+    return handler
+
+
+list_models = _list_targets("model", model_record)
+get_model = _get_target(model_record)
+list_chains = _list_targets("chain", chain_record)
+get_chain = _get_target(chain_record)
 
 
 async def list_deployments(call: Call) -> Response:
@@ -394,17 +410,6 @@ async def activate_deployment(call: Call) -> Response:
 
 async def activate_environment(call: Call) -> Response:
     return _switch(_environment(call), call.path.endswith("/activate"))
-
-
-async def list_chains(call: Call) -> Response:
-    state = call.state
-    chains = [chain_record(t, state.created_at) for (kind, _), t in state.targets.items() if kind == "chain"]
-    return json_response({"chains": chains})
-
-
-async def get_chain(call: Call) -> Response:
-    target = _target(call)
-    return target if isinstance(target, Response) else json_response(chain_record(target, call.state.created_at))
 
 
 #: ``(path pattern after /v1, method, handler)``; ``*`` captures a segment into ``call.params``.

@@ -42,34 +42,12 @@ def time_left(deadline: float | None, now: float) -> float | None:
     return None if deadline is None else max(0.0, deadline - now)
 
 
-def drive(
+async def _drive(
     steps: Generator[Any, Any, R],
-    reads: Mapping[str, Callable[[float | None], object]],
-    sleep: Callable[[float], object],
-) -> R:
-    """Run ``steps`` with blocking reads and sleeps (the worker)."""
-    reply: Any = None
-    while True:
-        try:
-            op = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        reply = None
-        if isinstance(op, Sleep):
-            sleep(op.seconds)
-            continue
-        try:
-            reply = reads[op.key](op.time_left)
-        except Exception as exc:
-            reply = exc
-
-
-async def adrive(
-    steps: Generator[Any, Any, R],
-    reads: Mapping[str, Callable[[], Awaitable[object]]],
+    read: Callable[[str, float | None], Awaitable[object]],
     sleep: Callable[[float], Awaitable[object]],
 ) -> R:
-    """Run ``steps`` with awaited reads and sleeps (the triggerer); a read is cancelled when its time is up."""
+    """The one loop behind :func:`drive` and :func:`adrive`."""
     reply: Any = None
     while True:
         try:
@@ -81,10 +59,45 @@ async def adrive(
             await sleep(op.seconds)
             continue
         try:
-            async with asyncio.timeout(op.time_left):
-                reply = await reads[op.key]()
+            reply = await read(op.key, op.time_left)
         except Exception as exc:
             reply = exc
+
+
+def drive(
+    steps: Generator[Any, Any, R],
+    reads: Mapping[str, Callable[[float | None], object]],
+    sleep: Callable[[float], object],
+) -> R:
+    """Run ``steps`` with blocking reads and sleeps (the worker); no event loop is involved."""
+
+    async def read(key: str, left: float | None) -> object:
+        return reads[key](left)
+
+    async def blocking_sleep(seconds: float) -> None:
+        sleep(seconds)
+
+    # Nothing in the loop suspends, so one send() runs the coroutine to its end.
+    coro = _drive(steps, read, blocking_sleep)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    raise AssertionError("unreachable: the sync reads and sleep never suspend")
+
+
+async def adrive(
+    steps: Generator[Any, Any, R],
+    reads: Mapping[str, Callable[[], Awaitable[object]]],
+    sleep: Callable[[float], Awaitable[object]],
+) -> R:
+    """Run ``steps`` with awaited reads and sleeps (the triggerer); a read is cancelled when its time is up."""
+
+    async def read(key: str, left: float | None) -> object:
+        async with asyncio.timeout(left):
+            return await reads[key]()
+
+    return await _drive(steps, read, sleep)
 
 
 class OneReadWatch(Generic[RecordT]):

@@ -131,25 +131,8 @@ class BasetenPredictOperator(_BasetenSyncInferenceOperator):
     input_field = "model_input"
     link_class = BasetenModelLink
 
-    def __init__(
-        self,
-        *,
-        model_input: Any,
-        model_id: str | None = None,
-        timeout: float | None = None,
-        max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
-        result_path: str | ObjectStoragePath | None = None,
-        response_format: ResponseFormat = "json",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            model_id=model_id,
-            timeout=timeout,
-            max_result_bytes=max_result_bytes,
-            result_path=result_path,
-            response_format=response_format,
-            **kwargs,
-        )
+    def __init__(self, *, model_input: Any, model_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(model_id=model_id, **kwargs)
         self.model_input = model_input
         check_json_value(model_input, "model_input")
 
@@ -185,24 +168,7 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
     input_field = "chain_input"
     link_class = BasetenChainLink
 
-    def __init__(
-        self,
-        *,
-        chain_input: Any,
-        chain_id: str | None = None,
-        timeout: float | None = None,
-        max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
-        result_path: str | ObjectStoragePath | None = None,
-        response_format: ResponseFormat = "json",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            chain_id=chain_id,
-            timeout=timeout,
-            max_result_bytes=max_result_bytes,
-            result_path=result_path,
-            response_format=response_format,
-            **kwargs,
-        )
+    def __init__(self, *, chain_input: Any, chain_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(chain_id=chain_id, **kwargs)
         self.chain_input = chain_input
         check_json_value(chain_input, "chain_input")
