@@ -378,6 +378,22 @@ def check_json_value(value: Any, name: str) -> None:
     walk(value, name)
 
 
+def check_literal_async_options(op: Any) -> None:
+    """Check ``op``'s async submission options when the DAG is parsed (a templated webhook waits for rendering).
+
+    ``op`` has ``webhook_endpoint``, ``priority``, ``max_time_in_queue_seconds`` and ``inference_retry_config``.
+    """
+    from airflow_provider_baseten.hooks.async_requests import check_async_options
+
+    webhook = op.webhook_endpoint
+    check_async_options(
+        webhook_endpoint=None if is_templated(webhook) else webhook,
+        priority=op.priority,
+        max_time_in_queue_seconds=op.max_time_in_queue_seconds,
+        inference_retry_config=op.inference_retry_config,
+    )
+
+
 def check_seconds(value: object, name: str, *, allow_zero: bool = False) -> float:
     """A duration in seconds from a number or a ``timedelta``: positive (or zero when allowed), finite."""
     if isinstance(value, timedelta):

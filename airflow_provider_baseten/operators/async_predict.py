@@ -16,7 +16,6 @@ from airflow_provider_baseten.hooks.async_requests import (
     build_async_request,
     build_manifest,
     cancel_quietly,
-    check_async_options,
     default_queue_seconds,
     defer_timeout,
     event_for_state,
@@ -32,8 +31,8 @@ from airflow_provider_baseten.hooks.async_requests import (
 from airflow_provider_baseten.operators._base import (
     ADDRESS_TEMPLATE_FIELDS,
     BasetenBaseOperator,
+    check_literal_async_options,
     check_seconds,
-    is_templated,
 )
 from airflow_provider_baseten.operators.links import BasetenAsyncRequestLink
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
@@ -161,12 +160,7 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
         self.fail_on_webhook_failure = fail_on_webhook_failure
         self.resubmit_on_clear = resubmit_on_clear
         self.output_uri = output_uri
-        check_async_options(
-            webhook_endpoint=None if is_templated(webhook_endpoint) else webhook_endpoint,
-            priority=priority,
-            max_time_in_queue_seconds=max_time_in_queue_seconds,
-            inference_retry_config=inference_retry_config,
-        )
+        check_literal_async_options(self)
         self.request_id: str | None = None
         self._deadline: float | None = None
         self._request: AsyncPredictRequest | None = None

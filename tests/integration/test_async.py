@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
+from task_context import FakeTaskStateStore, FakeTI
 
 from airflow_provider_baseten.emulator import DeploymentSpec, Emulator, FaultPlan, ModelSpec, World
 from airflow_provider_baseten.exceptions import BasetenAsyncRequestError
@@ -32,6 +31,8 @@ from airflow_provider_baseten.operators.async_predict import BasetenAsyncPredict
 from airflow_provider_baseten.sensors.async_request import BasetenAsyncRequestSensor
 from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 
+from .airflow_cli import dags_test
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 needs_task_state_store = pytest.mark.skipif(
@@ -39,30 +40,6 @@ needs_task_state_store = pytest.mark.skipif(
 )
 DAGS = Path(__file__).parent / "dags"
 POLL = 0.05
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-        self.start_date = None
-        self.stats_tags: dict[str, str] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-class FakeTaskStateStore:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class WorkerCrash(BaseException):
@@ -442,44 +419,12 @@ async def test_a_thousand_triggers_share_the_poll_budget_and_no_429_reaches_a_ta
 # --- airflow dags test --------------------------------------------------------------------------------------------
 
 
-def airflow_env(home: Path, conn: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW_CONN_BASETEN_DEFAULT": conn,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
 @pytest.mark.timeout(600)
 def test_airflow_dags_test_runs_the_async_dag_green(tmp_path: Path) -> None:
     with Emulator(time_scale=20) as emu:
-        env = airflow_env(tmp_path, emu.conn_uri())
-        airflow = [sys.executable, "-m", "airflow"]
-        migrate = subprocess.run(
-            [*airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300, check=False
+        states, output = dags_test(
+            tmp_path, DAGS, "baseten_async_integration", {"AIRFLOW_CONN_BASETEN_DEFAULT": emu.conn_uri()}
         )
-        assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-        run = subprocess.run(
-            [*airflow, "dags", "test", "baseten_async_integration"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        output = run.stdout[-6000:] + run.stderr[-6000:]
-        assert run.returncode == 0, output
-        with sqlite3.connect(tmp_path / "airflow.db") as db:
-            states = dict(
-                db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'baseten_async_integration'")
-            )
         assert states == dict.fromkeys(["submit_and_wait", "submit_only", "wait_for_it", "check"], "success"), output
         assert posts(emu) == 2
         assert emu.journal.count(method="GET", route="async_status") >= 3  # the triggers polled

@@ -4,10 +4,6 @@ pydantic-ai, against the emulator over loopback."""
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,8 @@ from pydantic import BaseModel
 
 from airflow_provider_baseten.emulator.server import Emulator
 from airflow_provider_baseten.hooks.pydantic_ai import BasetenModelAuthError, PydanticAIBasetenHook
+
+from .airflow_cli import dags_test
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -125,36 +123,9 @@ def test_rejected_key_fails_without_retries(conns: Emulator, monkeypatch: pytest
 @pytest.mark.timeout(600)
 def test_airflow_dags_test_runs_the_common_ai_dag_green(tmp_path: Path) -> None:
     with Emulator(time_scale=20) as emu:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(tmp_path),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS / "common_ai_dag.py"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
-                "PYTHONUNBUFFERED": "1",
-                **connections(emu),
-            }
+        states, output = dags_test(
+            tmp_path, DAGS / "common_ai_dag.py", "baseten_common_ai_integration", connections(emu)
         )
-        airflow = [sys.executable, "-m", "airflow"]
-        migrate = subprocess.run(
-            [*airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300, check=False
-        )
-        assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-        run = subprocess.run(
-            [*airflow, "dags", "test", "baseten_common_ai_integration"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        output = run.stdout[-8000:] + run.stderr[-8000:]
-        assert run.returncode == 0, output
-        with sqlite3.connect(tmp_path / "airflow.db") as db:
-            states = dict(
-                db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'baseten_common_ai_integration'")
-            )
         assert states == dict.fromkeys(["grade", "weather", "fallback", "deployed", "check"], "success"), output
         chat = emu.journal.filter(route="chat")
         assert sorted(call.status for call in chat) == [200, 200, 200, 200, 404]  # grade, weather x2, fallback

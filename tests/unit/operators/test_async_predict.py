@@ -13,6 +13,7 @@ import pytest
 import respx
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow_testing import KEY, T0, FakeClock, set_conn, state, statuses
+from task_context import FakeTaskStateStore, FakeTI
 
 from airflow_provider_baseten.exceptions import (
     BasetenAPIError,
@@ -33,35 +34,6 @@ SUBMIT_URL = f"{HOST}/production/async_predict"
 needs_task_state_store = pytest.mark.skipif(
     not async_predict.REATTACH_SUPPORTED, reason="the task state store (re-attach) needs Airflow 3.3+"
 )
-
-
-class FakeTI:
-    def __init__(self, start_date: datetime | None = None) -> None:
-        self.xcom: dict[str, Any] = {}
-        self.start_date = start_date
-        self.stats_tags: dict[str, str] = {}
-        self.try_number = 1
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-class FakeTaskStateStore:
-    """``context["task_state_store"]``: survives retries of one task instance (it is keyed by the TI, not the try)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        if value is None:
-            raise ValueError("Cannot set value as None")
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class RecordingLog:
@@ -145,6 +117,13 @@ def context(store: FakeTaskStateStore | None = None, ti: FakeTI | None = None) -
     if store is not None:
         ctx["task_state_store"] = store
     return ctx
+
+
+def stored_request(request_id: str) -> FakeTaskStateStore:
+    """The store as an earlier try left it, after submitting ``request_id``."""
+    store = FakeTaskStateStore()
+    store.set(BasetenAsyncPredictOperator.external_id_key, request_id)
+    return store
 
 
 def submit_route(api: respx.MockRouter, *request_ids: str) -> respx.Route:
@@ -498,8 +477,7 @@ def test_crash_after_submit_then_retry_reattaches_with_one_post(api: respx.MockR
 def test_retry_with_a_pending_request_defers_without_a_post(api: respx.MockRouter, clock: FakeClock) -> None:
     submit = submit_route(api, "req2")
     status_route(api, "IN_PROGRESS")
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     with pytest.raises(TaskDeferred) as deferred:
         make_op(clock, deferrable=True).execute(context(store))
     assert deferred.value.trigger.request_id == "req1"
@@ -511,8 +489,7 @@ def test_retry_with_a_pending_request_defers_without_a_post(api: respx.MockRoute
 def test_retry_with_a_succeeded_request_finishes_without_a_post(api: respx.MockRouter, clock: FakeClock) -> None:
     submit = submit_route(api, "req2")
     status = status_route(api, "SUCCEEDED")
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     result = make_op(clock, deferrable=True).execute(context(store))
     assert result == manifest("SUCCEEDED")
     assert not submit.called
@@ -537,8 +514,7 @@ def test_retry_after_a_dead_request_submits_fresh(
     submit = submit_route(api, "req2")
     api.get(f"{HOST}/async_request/req1").mock(side_effect=[previous])
     status_route(api, "SUCCEEDED", request_id="req2")
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     result = make_op(clock).execute(context(store))
     assert result == manifest("SUCCEEDED", "req2")
     assert submit.call_count == 1
@@ -549,8 +525,7 @@ def test_retry_after_a_dead_request_submits_fresh(
 def test_webhook_failed_counts_as_done_when_the_user_accepts_it(api: respx.MockRouter, clock: FakeClock) -> None:
     submit = submit_route(api, "req2")
     status_route(api, "WEBHOOK_FAILED")
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     result = make_op(clock, fail_on_webhook_failure=False).execute(context(store))
     assert result["status"] == "WEBHOOK_FAILED"
     assert not submit.called
@@ -565,8 +540,7 @@ def test_webhook_failed_counts_as_done_when_the_user_accepts_it(api: respx.MockR
 def test_other_lookup_errors_raise_without_a_post(api: respx.MockRouter, clock: FakeClock, answer: Any) -> None:
     submit = submit_route(api, "req2")
     api.get(f"{HOST}/async_request/req1").mock(side_effect=[answer])
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     with pytest.raises((BasetenAPIError, BasetenConnectionError)):
         make_op(clock).execute(context(store))
     assert not submit.called
@@ -576,8 +550,7 @@ def test_other_lookup_errors_raise_without_a_post(api: respx.MockRouter, clock: 
 def test_unknown_stored_status_raises_without_a_post(api: respx.MockRouter, clock: FakeClock) -> None:
     submit = submit_route(api, "req2")
     status_route(api, "PAUSED")
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     with pytest.raises(BasetenAsyncRequestError, match="PAUSED"):
         make_op(clock).execute(context(store))
     assert not submit.called
@@ -613,8 +586,7 @@ def test_manual_clear_with_resubmit_on_clear_false_returns_the_earlier_manifest(
 def test_durable_false_always_submits(api: respx.MockRouter, clock: FakeClock) -> None:
     submit = submit_route(api, "req2")
     status_route(api, "SUCCEEDED", request_id="req2")
-    store = FakeTaskStateStore()
-    store.set("baseten_async_request_id", "req1")
+    store = stored_request("req1")
     make_op(clock, durable=False).execute(context(store))
     assert submit.call_count == 1
 
