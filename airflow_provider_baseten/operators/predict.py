@@ -152,13 +152,9 @@ class BasetenChainRunOperator(_BasetenSyncInferenceOperator):
     :param deployment_id: pin one chain deployment instead of an environment (templated).
     :param regional: use the regional host ``chain-{id}-{environment}.api.baseten.co``.
     :param baseten_conn_id: the ``baseten`` connection (templated).
-    :param timeout: read timeout in seconds for this call; default: the connection's ``timeout`` (1230 s).
-    :param max_result_bytes: results whose JSON is larger go to object storage (default 1 MiB; ``None``: never).
-    :param result_path: base folder (URI or ``ObjectStoragePath``) for large results (templated); default
-        ``{[baseten] output_location}/baseten-results``; with neither, results stay in XCom.
-    :param response_format: ``"json"`` (default: a 2xx answer that is not JSON fails the task, naming the status,
-        content type and the start of the body), ``"text"`` (the body as a string) or ``"bytes"`` (the body,
-        base64-encoded into a string for XCom; decode with ``base64.b64decode``).
+
+    ``timeout``, ``max_result_bytes``, ``result_path`` and ``response_format`` work as for
+    :class:`BasetenPredictOperator`.
     """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "chain_input", "result_path")
