@@ -34,3 +34,19 @@ class FakeTaskStateStore:
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+
+
+class DagXComTI:
+    """A TI whose XComs live in one dict for the whole DAG run, keyed ``(task_id, key)``: ``xcom_pull`` reads what
+    another task pushed (a setup/teardown pair)."""
+
+    dag_id, run_id, map_index = "dag", "run1", -1
+
+    def __init__(self, xcoms: dict[tuple[str, str], Any], task_id: str, try_number: int = 1) -> None:
+        self.xcoms, self.task_id, self.try_number = xcoms, task_id, try_number
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[(self.task_id, key)] = value
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        return self.xcoms.get((task_ids, key))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
+from task_context import DagXComTI
 
 from airflow_provider_baseten.emulator import DeploymentSpec, ModelSpec, World
 from airflow_provider_baseten.exceptions import BasetenDeploymentError
@@ -29,26 +30,13 @@ COLD = Target.of(model_id="coldstart01")
 FAST = {"poll_interval": 0.05, "timeout": 60}
 
 
-class FakeTI:
-    dag_id, run_id, map_index = "lifecycle", "manual__1", -1
-
-    def __init__(self, xcoms: dict[tuple[str, str], Any], task_id: str, try_number: int = 1) -> None:
-        self.xcoms, self.task_id, self.try_number = xcoms, task_id, try_number
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[(self.task_id, key)] = value
-
-    def xcom_pull(self, task_ids: str, key: str) -> Any:
-        return self.xcoms.get((task_ids, key))
-
-
 class Store(dict):  # type: ignore[type-arg]
     def set(self, key: str, value: Any) -> None:
         self[key] = value
 
 
 def ctx(xcoms: dict[tuple[str, str], Any], task_id: str, store: Store, try_number: int = 1) -> dict[str, Any]:
-    return {"ti": FakeTI(xcoms, task_id, try_number), "task_state_store": store}
+    return {"ti": DagXComTI(xcoms, task_id, try_number), "task_state_store": store}
 
 
 @pytest.fixture
@@ -131,14 +119,14 @@ def test_a_deployment_inactive_after_two_idle_weeks_is_activated_then_predicted_
         task_id="predict", model_id="coldstart01", model_input={"text": "great"}, activate_if_inactive=True
     )
     predict.activation_poll_interval = 0.05
-    assert predict.execute({"ti": FakeTI({}, "predict")})["label"] == "positive"
+    assert predict.execute({"ti": DagXComTI({}, "predict")})["label"] == "positive"
     assert emu.journal.count(method="POST", path_suffix="/activate") == 1
     assert emu.journal.count(method="POST", path_suffix="/predict") == 2  # the 404, then the prediction
 
     emu.advance(15 * 86400)
     without = BasetenPredictOperator(task_id="predict", model_id="coldstart01", model_input={"text": "great"})
     with pytest.raises(BasetenDeploymentError, match="activate_if_inactive"):
-        without.execute({"ti": FakeTI({}, "predict")})
+        without.execute({"ti": DagXComTI({}, "predict")})
 
 
 def test_after_two_idle_weeks_the_activation_wait_defers_then_the_resumed_task_predicts(baseten_emulator):
@@ -158,13 +146,13 @@ def test_after_two_idle_weeks_the_activation_wait_defers_then_the_resumed_task_p
         return op
 
     with pytest.raises(TaskDeferred) as caught:
-        operator().execute({"ti": FakeTI({}, "predict")})
+        operator().execute({"ti": DagXComTI({}, "predict")})
     assert caught.value.method_name == "execute_after_activation"
 
     events = run_trigger(caught.value.trigger)
     assert [event["status"] for event in events] == ["success"]
     assert emu.status("coldstart01") == "ACTIVE"
-    result = operator().execute_after_activation({"ti": FakeTI({}, "predict")}, events[0])
+    result = operator().execute_after_activation({"ti": DagXComTI({}, "predict")}, events[0])
     assert result["label"] == "positive"
     assert emu.journal.count(method="POST", path_suffix="/activate") == 1
     assert emu.journal.count(method="POST", path_suffix="/predict") == 2  # the 404, then the prediction
@@ -182,7 +170,7 @@ def test_a_batch_on_an_inactive_deployment_fails_before_any_predict(baseten_emul
         output_path=str(tmp_path / "out.jsonl"),
     )
     with pytest.raises(BasetenDeploymentError, match=r"activate_if_inactive=True.*billed"):
-        batch.execute({"ti": FakeTI({}, "batch")})
+        batch.execute({"ti": DagXComTI({}, "batch")})
     assert emu.journal.count(method="POST", path_suffix="/predict") == 0
     assert emu.journal.count(method="POST", path_suffix="/activate") == 0
     assert emu.status("coldstart01") == "INACTIVE"

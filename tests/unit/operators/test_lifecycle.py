@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow_testing import T0, FakeClock
+from task_context import DagXComTI
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenDeploymentError
 from airflow_provider_baseten.hooks.management import autoscaling_update
@@ -37,20 +38,6 @@ ORIGINAL = {
     "concurrency_target": 1,
     "target_utilization_percentage": 70,
 }
-
-
-class FakeTI:
-    dag_id, task_id, run_id, map_index = "dag", "window_scale_up", "run1", -1
-
-    def __init__(self, xcoms: dict[tuple[str, str], Any], try_number: int = 1) -> None:
-        self.xcoms = xcoms
-        self.try_number = try_number
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[(self.task_id, key)] = value
-
-    def xcom_pull(self, task_ids: str, key: str) -> Any:
-        return self.xcoms.get((task_ids, key))
 
 
 class Store(dict):  # type: ignore[type-arg]
@@ -110,7 +97,7 @@ def store() -> Store:
 
 
 def ctx(xcoms: dict[tuple[str, str], Any], store: Store | None, try_number: int = 1) -> dict[str, Any]:
-    context: dict[str, Any] = {"ti": FakeTI(xcoms, try_number)}
+    context: dict[str, Any] = {"ti": DagXComTI(xcoms, "window_scale_up", try_number)}
     if store is not None:
         context["task_state_store"] = store
     return context
