@@ -66,6 +66,24 @@ def test_chain_run_remote(client):
     assert response.json() == {"summary": "First one", "words": 4}
 
 
+def test_management_lists_and_reads_models_and_chains_each_as_its_own_record(client):
+    models = client.get("api.baseten.co", "/v1/models").json()["models"]
+    chains = client.get("api.baseten.co", "/v1/chains").json()["chains"]
+    assert "summarize01" in {c["id"] for c in chains}
+    assert "summarize01" not in {m["id"] for m in models}
+    assert "sentiment01" in {m["id"] for m in models}
+    assert "sentiment01" not in {c["id"] for c in chains}
+
+    model = client.get("api.baseten.co", "/v1/models/sentiment01").json()
+    chain = client.get("api.baseten.co", "/v1/chains/summarize01").json()
+    assert model["production_deployment_id"] == "sentprod01"  # ModelV1
+    assert chain["id"] == "summarize01"
+    assert "production_deployment_id" not in chain
+    missing = client.get("api.baseten.co", "/v1/chains/sentiment01")
+    assert missing.status_code == 404
+    assert "sentiment01" in missing.text
+
+
 def test_textstats_and_model_errors_pass_through(client):
     ok = client.post("model-textstats01", "/production/predict", json={"text": "One two. Three!"})
     bad = client.post("model-textstats01", "/production/predict", json={"nope": 1})
