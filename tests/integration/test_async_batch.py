@@ -150,3 +150,73 @@ def test_deferrable_false_waits_on_the_worker_through_refills(baseten_emulator: 
     result = op.execute({})
     assert result["counts"] == {"SUCCEEDED": 12}
     assert sorted(record.request.model_input["n"] for record in baseten_emulator.requests.values()) == list(range(12))
+
+
+def first_try_in_a_child(manifest: str, conn_uri: str) -> None:
+    """The first try of the task in its own process (spawned: nothing shared with the test but the emulator)."""
+    import os
+
+    os.environ["AIRFLOW_CONN_BASETEN_DEFAULT"] = conn_uri
+    operator(Path(manifest)).execute({})
+
+
+@pytest.mark.baseten_emulator(world=bulk_world, limits=Limits(status_per_second=None, queue_status_per_second=None))
+def test_a_worker_process_sigkilled_mid_submit_then_the_retry(
+    baseten_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGKILL of the worker process once Baseten has accepted KILL_AFTER submits, then the retry from the
+    same manifest: nothing accepted is sent again, the wave in flight at the kill reads AMBIGUOUS and is not re-sent."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    emu = baseten_emulator
+    conn_uri = emu.conn_uri(extra={"status_rate_limit": 2000})
+    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", conn_uri)
+    emu.faults.set(
+        FaultPlan(
+            route="async_predict", sequence=["ok"] * 150 + [429] * 3 + ["ok"] * 400 + [429] * 2, retry_after=0.05
+        ),
+        FaultPlan(route="async_status", action=502, probability=0.03, seed=7),
+    )
+    manifest_path = tmp_path / "manifest"
+    kill_after = 400
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=first_try_in_a_child, args=(str(manifest_path), conn_uri), daemon=True
+    )
+    child.start()
+    give_up = time.monotonic() + 60
+    while len(emu.requests) < kill_after and child.is_alive() and time.monotonic() < give_up:
+        time.sleep(0.002)  # polling the emulator's records, not waiting out a delay
+    assert child.is_alive(), "the first try ended before it was killed"
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+    at_kill = Counter(record.request.model_input["n"] for record in list(emu.requests.values()))
+    assert kill_after <= len(at_kill) < COUNT
+    assert set(at_kill.values()) == {1}
+
+    killed = Manifest(str(manifest_path)).load()
+    ambiguous = {index for index, entry in killed.entries.items() if entry.status == "AMBIGUOUS"}
+    assert 0 < len(ambiguous) <= 100  # at most the wave in flight: half a second of submits at 200/s
+    recorded = {index for index, entry in killed.entries.items() if entry.request_id}
+    assert recorded <= set(at_kill)  # an id in the manifest is one Baseten gave
+
+    result, _defers = run_task(operator(manifest_path))
+
+    accepted = Counter(record.request.model_input["n"] for record in emu.requests.values())
+    assert set(accepted.values()) == {1}  # nothing accepted twice: no accepted input was submitted again
+    # The ambiguous inputs were not sent again: those the killed wave had sent stay accepted once, the rest never.
+    assert {n for n in ambiguous if n in accepted} == {n for n in ambiguous if n in at_kill}
+    assert sorted(set(accepted) | ambiguous) == list(range(COUNT))  # every other input accepted exactly once
+    assert result["counts"] == {"AMBIGUOUS": len(ambiguous), "SUCCEEDED": COUNT - len(ambiguous)}
+    final = Manifest(str(manifest_path)).load()
+    assert all(entry.terminal for entry in final.entries.values())  # every request waited on to its end
+    known = {entry.request_id for entry in final.entries.values() if entry.request_id}
+    assert len(known) == COUNT - len(ambiguous)
+    assert known <= set(emu.requests)
+    assert emu.journal.count(route="async_predict", status=429) == 5
+    assert emu.journal.count(route="async_status", status=502) > 0
