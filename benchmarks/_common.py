@@ -32,6 +32,27 @@ RESULT_MARKER = "BENCH_RESULT "
 READY_MARKER = "BENCH_READY"
 MIB = 1024 * 1024
 
+#: The provider's default status budget and Baseten's (the emulator's) status limit, per (emulated) second.
+BUDGET = 15.0
+SERVER_LIMIT = 20.0
+#: Poll-interval rule: the fastest interval at which N triggers stay under 80% of the budget, and never under 5 s.
+MIN_INTERVAL = 5.0
+TARGET_RATE = 12.0
+
+
+def poll_interval_for(n: int) -> float:
+    """The poll interval (emulated seconds) at which ``n`` single triggers stay under 80% of the status budget."""
+    return max(MIN_INTERVAL, n / TARGET_RATE)
+
+
+def server_limits(time_scale: float) -> Any:
+    """The emulator's status, cancel and queue-status limits at ``SERVER_LIMIT`` per emulated second."""
+    from airflow_provider_baseten.emulator import Limits
+
+    rate = SERVER_LIMIT * time_scale
+    return Limits(status_per_second=rate, cancel_per_second=rate, queue_status_per_second=rate)
+
+
 ChildFunction = Callable[[dict[str, Any]], dict[str, Any]]
 
 # The parent imports parts of the provider too: never let it touch ~/airflow (children get their own scratch home).

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
+    BUDGET,
+    SERVER_LIMIT,
     ChildRunner,
     Goal,
     Meter,
@@ -46,9 +48,11 @@ from benchmarks._common import (
     goals_table,
     median,
     parse_args,
+    poll_interval_for,
     publish_results,
     ratio,
     run_as_child,
+    server_limits,
     wait_for_go,
 )
 
@@ -56,11 +60,6 @@ MODULE = "benchmarks.async_batch"
 MODEL = "asyncbench01"
 SIDES = ("batch", "single")
 LABELS = {"batch": "1 BasetenAsyncBatchTrigger", "single": "N BasetenAsyncRequestTrigger"}
-#: The provider's default status budget and Baseten's (the emulator's) status limit, per (emulated) second.
-BUDGET = 15.0
-SERVER_LIMIT = 20.0
-MIN_INTERVAL = 5.0
-TARGET_RATE = 12.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class Scenario:
 
     @property
     def single_interval(self) -> float:
-        return max(MIN_INTERVAL, self.n / TARGET_RATE)
+        return poll_interval_for(self.n)
 
     @property
     def drain(self) -> float:
@@ -96,15 +95,10 @@ def bench_world(scenario: Scenario) -> Any:
 
 
 def start_emulator(scenario: Scenario) -> Any:
-    from airflow_provider_baseten.emulator import Emulator, Limits
+    from airflow_provider_baseten.emulator import Emulator
 
     k = scenario.time_scale
-    limits = Limits(
-        status_per_second=SERVER_LIMIT * k,
-        cancel_per_second=SERVER_LIMIT * k,
-        queue_status_per_second=SERVER_LIMIT * k,
-    )
-    return Emulator(world=bench_world(scenario), time_scale=k, limits=limits).start()
+    return Emulator(world=bench_world(scenario), time_scale=k, limits=server_limits(k)).start()
 
 
 # --- the measured child ----------------------------------------------------------------------------------------------

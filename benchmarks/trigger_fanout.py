@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
+    BUDGET,
+    SERVER_LIMIT,
     ChildRunner,
     Goal,
     Meter,
@@ -50,9 +52,11 @@ from benchmarks._common import (
     median,
     parse_args,
     percentile,
+    poll_interval_for,
     publish_results,
     ratio,
     run_as_child,
+    server_limits,
     wait_for_go,
 )
 
@@ -62,12 +66,6 @@ HTTP_CONN_ID = "bench_http"
 PENDING_AS_404 = "x-bench-pending-as-404"
 SIDES = ("baseten", "http")
 LABELS = {"baseten": "BasetenAsyncRequestTrigger", "http": "HttpSensorTrigger"}
-#: The provider's default poll budget and Baseten's (the emulator's) status limit, per (emulated) second.
-BUDGET = 15.0
-SERVER_LIMIT = 20.0
-#: Poll-interval rule: the fastest interval at which N triggers stay under 80% of the budget, and never under 5 s.
-MIN_INTERVAL = 5.0
-TARGET_RATE = 12.0
 #: Compression caps: a wall-clock stall of the event loop counts k times in emulated time, so detection delays are
 #: only judged where k stays moderate (N <= 1,000); N = 3,000 is about cost.
 MAX_TIME_SCALE = 16.0
@@ -90,7 +88,7 @@ class Scenario:
     @classmethod
     def for_n(cls, n: int, wall_target: float, finish: tuple[float, float] = (0.5, 2.0)) -> Scenario:
         """The scenario for N; ``finish``: when the requests finish, in poll intervals after the start."""
-        interval = max(MIN_INTERVAL, n / TARGET_RATE)
+        interval = poll_interval_for(n)
         length = (finish[1] + 1.5) * interval
         cap = MAX_TIME_SCALE if n <= 1000 else MAX_TIME_SCALE_LARGE_N
         k = min(cap, max(1.0, length / wall_target))
@@ -162,15 +160,10 @@ class PendingAs404:
 
 
 def start_emulator(scenario: Scenario) -> Any:
-    from airflow_provider_baseten.emulator import Emulator, Limits
+    from airflow_provider_baseten.emulator import Emulator
 
     k = scenario.time_scale
-    limits = Limits(
-        status_per_second=SERVER_LIMIT * k,
-        cancel_per_second=SERVER_LIMIT * k,
-        queue_status_per_second=SERVER_LIMIT * k,
-    )
-    emu = Emulator(world=fanout_world(scenario.n), time_scale=k, limits=limits)
+    emu = Emulator(world=fanout_world(scenario.n), time_scale=k, limits=server_limits(k))
     emu.app = PendingAs404(emu.app)
     return emu.start()
 

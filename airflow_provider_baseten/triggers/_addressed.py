@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Target
@@ -22,6 +22,17 @@ class AddressedTrigger:
     _sleep: Callable[[float], Awaitable[None]]
     _hook_clock: Callable[[], float] | None
     _hook: BasetenHook | None
+
+    def _address_kwargs(self) -> dict[str, Any]:
+        """The connection and address fields every addressed trigger serializes (one place for both triggers)."""
+        return {
+            "baseten_conn_id": self.baseten_conn_id,
+            "model_id": self.model_id,
+            "chain_id": self.chain_id,
+            "environment": self.environment,
+            "deployment_id": self.deployment_id,
+            "regional": self.regional,
+        }
 
     def _target(self) -> Target:
         from airflow_provider_baseten.hooks.addressing import Target

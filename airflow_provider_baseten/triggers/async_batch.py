@@ -461,12 +461,7 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
             {
                 "manifest_uri": self.manifest_uri,
                 "total": self.total,
-                "baseten_conn_id": self.baseten_conn_id,
-                "model_id": self.model_id,
-                "chain_id": self.chain_id,
-                "environment": self.environment,
-                "deployment_id": self.deployment_id,
-                "regional": self.regional,
+                **self._address_kwargs(),
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "refill_below": self.refill_below,

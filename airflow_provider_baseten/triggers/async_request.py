@@ -108,12 +108,7 @@ class BasetenAsyncRequestTrigger(AddressedTrigger, BaseTrigger):
             "airflow_provider_baseten.triggers.baseten.BasetenAsyncRequestTrigger",
             {
                 "request_id": self.request_id,
-                "baseten_conn_id": self.baseten_conn_id,
-                "model_id": self.model_id,
-                "chain_id": self.chain_id,
-                "environment": self.environment,
-                "deployment_id": self.deployment_id,
-                "regional": self.regional,
+                **self._address_kwargs(),
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "fail_on_webhook_failure": self.fail_on_webhook_failure,

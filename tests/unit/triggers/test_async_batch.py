@@ -89,6 +89,28 @@ def test_serialize_round_trips_and_carries_no_ids(tmp_path: Path, clock: FakeClo
     assert "req0000" not in json.dumps(kwargs)
 
 
+def test_serialize_carries_the_address_so_the_revived_trigger_polls_the_same_deployment(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    t = BasetenAsyncBatchTrigger(
+        manifest_uri=seeded(tmp_path, ["QUEUED"]).uri,
+        total=1,
+        baseten_conn_id="other_conn",
+        model_id="abc123",
+        environment="staging",
+        regional=True,
+        clock=clock.time,
+    )
+    revived = BasetenAsyncBatchTrigger(**json.loads(json.dumps(t.serialize()[1])))
+    assert (revived.baseten_conn_id, revived.model_id, revived.environment, revived.regional) == (
+        "other_conn",
+        "abc123",
+        "staging",
+        True,
+    )
+    assert revived._target() == t._target()
+
+
 def watcher_for(t: BasetenAsyncBatchTrigger, manifest: Manifest, clock: FakeClock, total: int) -> Any:
     from airflow_provider_baseten.triggers.async_batch import BatchWatcher
 
