@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
@@ -378,11 +378,21 @@ def check_json_value(value: Any, name: str) -> None:
     walk(value, name)
 
 
-def check_literal_async_options(op: Any) -> None:
-    """Check ``op``'s async submission options when the DAG is parsed (a templated webhook waits for rendering).
+class AsyncSubmitOptions(Protocol):
+    """The async submission options an async operator holds (single request or batch)."""
 
-    ``op`` has ``webhook_endpoint``, ``priority``, ``max_time_in_queue_seconds`` and ``inference_retry_config``.
-    """
+    @property
+    def webhook_endpoint(self) -> str | None: ...
+    @property
+    def priority(self) -> int | None: ...
+    @property
+    def max_time_in_queue_seconds(self) -> int | None: ...
+    @property
+    def inference_retry_config(self) -> dict[str, Any] | None: ...
+
+
+def check_literal_async_options(op: AsyncSubmitOptions) -> None:
+    """Check ``op``'s async submission options when the DAG is parsed (a templated webhook waits for rendering)."""
     from airflow_provider_baseten.hooks.async_requests import check_async_options
 
     webhook = op.webhook_endpoint

@@ -31,7 +31,6 @@ from airflow_provider_baseten.exceptions import (
     BasetenNotFoundError,
     BasetenRateLimitError,
 )
-from airflow_provider_baseten.hooks.async_requests import check_async_options
 from airflow_provider_baseten.operators._async_manifest import (
     NOT_SUBMITTED,
     RESUBMITTABLE,
@@ -41,6 +40,7 @@ from airflow_provider_baseten.operators._async_manifest import (
 from airflow_provider_baseten.operators._base import (
     ADDRESS_TEMPLATE_FIELDS,
     BasetenBaseOperator,
+    check_literal_async_options,
     check_seconds,
     is_templated,
 )
@@ -178,12 +178,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self.priority = priority
         self.max_time_in_queue_seconds = max_time_in_queue_seconds
         self.inference_retry_config = inference_retry_config
-        check_async_options(
-            webhook_endpoint=None if is_templated(webhook_endpoint) else webhook_endpoint,
-            priority=priority,
-            max_time_in_queue_seconds=max_time_in_queue_seconds,
-            inference_retry_config=inference_retry_config,
-        )
+        check_literal_async_options(self)
         self.output_uri_template = output_uri_template
         if output_uri_template is not None and not is_templated(output_uri_template):
             _check_output_template(output_uri_template)

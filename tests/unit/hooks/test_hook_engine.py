@@ -389,18 +389,3 @@ def test_answers_parse_the_same_without_msgspec(
         assert hook.embed(MODEL, ["a", "b"]) == fast
     finally:
         engine._json_decoder.cache_clear()
-
-
-# --- decode_embeddings: the hot path's decoder ----------------------------------------------------------------
-
-
-def test_decode_embeddings_checks_the_bytes_like_embed(hook: BasetenHook) -> None:
-    from airflow_provider_baseten.hooks.engine import decode_embeddings
-
-    call = hook._embed_call(MODEL, ["a", "b"], {})
-    decoded = decode_embeddings(json.dumps(vectors(2, order=[1, 0])).encode(), call)
-    assert [item.index for item in decoded.data] == [0, 1]
-    with pytest.raises(BasetenModelError, match="not JSON"):
-        decode_embeddings(b"<html>", call)
-    with pytest.raises(BasetenModelError, match="sent 2 texts"):
-        decode_embeddings(json.dumps(vectors(1)).encode(), call)
