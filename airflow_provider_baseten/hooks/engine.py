@@ -28,15 +28,7 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.engine_models import ClassifyLabel, EmbeddingsResponse, RerankResult
     from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
-__all__ = [
-    "ClassifyOptions",
-    "EmbedOptions",
-    "EncodingFormat",
-    "EngineMixin",
-    "EngineOptions",
-    "RerankOptions",
-    "decode_embeddings",
-]
+__all__ = ["ClassifyOptions", "EmbedOptions", "EncodingFormat", "EngineMixin", "EngineOptions", "RerankOptions"]
 
 EncodingFormat = Literal["float", "base64"]
 TruncationDirection = Literal["Left", "Right"]
@@ -126,15 +118,6 @@ def _json_decoder() -> Callable[[bytes], Any]:
     except ImportError:
         return json.loads
     return msgspec.json.decode
-
-
-def decode_embeddings(body: bytes, call: _Call) -> EmbeddingsResponse:
-    """A 2xx embeddings answer's bytes decoded and checked like :meth:`~EngineMixin.aembed`."""
-    try:
-        answer = _json_decoder()(body) if body else None
-    except ValueError:
-        raise BasetenModelError(f"{call.what}: the answer is not JSON ({len(body)} bytes).") from None
-    return EngineMixin._embeddings_of(answer, call)
 
 
 class EngineMixin:
