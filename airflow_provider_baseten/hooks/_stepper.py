@@ -83,6 +83,7 @@ def drive(
         coro.send(None)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+    coro.close()
     raise AssertionError("unreachable: the sync reads and sleep never suspend")
 
 
