@@ -23,7 +23,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_baseten.emulator import Limits
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -45,7 +48,7 @@ def poll_interval_for(n: int) -> float:
     return max(MIN_INTERVAL, n / TARGET_RATE)
 
 
-def server_limits(time_scale: float) -> Any:
+def server_limits(time_scale: float) -> Limits:
     """The emulator's status, cancel and queue-status limits at ``SERVER_LIMIT`` per emulated second."""
     from airflow_provider_baseten.emulator import Limits
 
