@@ -96,12 +96,13 @@ def customer_request_id(prefix: str, index: int) -> str:
 
 
 class _Prepared:
-    """What every request of one call shape reuses: URL, headers, proxy, timeout."""
+    """What every request of one call shape (method, host, timeout, headers) reuses: base URL, headers, proxy,
+    timeout. Not the path: polls of thousands of request ids share one entry (proxies match by host, never path)."""
 
-    __slots__ = ("headers", "proxy", "proxy_auth", "timeout", "url")
+    __slots__ = ("base", "headers", "proxy", "proxy_auth", "timeout")
 
-    def __init__(self, url: str, headers: dict[str, str], proxy: str | None, proxy_auth: Any, timeout: Any) -> None:
-        self.url = url
+    def __init__(self, base: str, headers: dict[str, str], proxy: str | None, proxy_auth: Any, timeout: Any) -> None:
+        self.base = base
         self.headers = headers
         self.proxy = proxy
         self.proxy_auth = proxy_auth
@@ -199,7 +200,8 @@ class HotSender:
             headers[CUSTOMER_REQUEST_ID_HEADER] = customer_id
         if call.method in ("POST", "PUT", "PATCH"):
             headers.setdefault("Content-Type", "application/json")
-        url = settings.base_url(call.endpoint.host) + call.endpoint.path
+        base = settings.base_url(call.endpoint.host)
+        url = base + call.endpoint.path
         read = hook._read_timeout(call)
         connect = min(settings.connect_timeout, read)
         proxy_url = proxy_for(settings, httpx.URL(url))
@@ -216,7 +218,7 @@ class HotSender:
                 parsed = httpx.Proxy(proxy_url)
                 proxy = str(parsed.url)
                 proxy_auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
-        prepared = self._prepared[key] = _Prepared(url, dict(headers.items()), proxy, proxy_auth, timeout)
+        prepared = self._prepared[key] = _Prepared(base, dict(headers.items()), proxy, proxy_auth, timeout)
         return prepared
 
     # --- sending ---------------------------------------------------------------------------------------------------
@@ -227,7 +229,7 @@ class HotSender:
             client = self.session
             assert isinstance(client, httpx.AsyncClient)
             request = client.build_request(
-                call.method, prepared.url, headers=headers, content=body, timeout=prepared.timeout
+                call.method, prepared.base + call.endpoint.path, headers=headers, content=body, timeout=prepared.timeout
             )
             try:
                 response = await client.send(request)
@@ -244,7 +246,7 @@ class HotSender:
         try:
             async with session.request(
                 call.method,
-                prepared.url,
+                prepared.base + call.endpoint.path,
                 data=body,
                 headers=headers,
                 proxy=prepared.proxy,
@@ -279,7 +281,7 @@ class HotSender:
         sender's retry budget (if any) has a retry left. A transport failure ends as the hook's
         :class:`~airflow_provider_baseten.exceptions.BasetenConnectionError`.
         """
-        key = (call.method, call.endpoint, call.read_timeout, tuple(call.extra_headers.items()))
+        key = (call.method, call.endpoint.host, call.read_timeout, tuple(call.extra_headers.items()))
         prepared = self._prepared.get(key) or self._prepare(call, key)
         sent_headers = prepared.headers if not headers else {**prepared.headers, **headers}
         policy = self._policy
