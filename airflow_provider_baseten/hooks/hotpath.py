@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -58,9 +58,13 @@ __all__ = [
     "MAX_CUSTOMER_REQUEST_ID",
     "HotSender",
     "customer_request_id",
+    "status_budget",
+    "status_poll",
     "sync_route_idempotent",
     "task_request_prefix",
 ]
+
+T = TypeVar("T")
 
 #: Sync routes of Baseten's engines (BEI) that only compute an answer from their input: retried like reads.
 #: Every other route (``predict``, ``v1/chat/completions``, a custom server's own) is treated as a billed
@@ -180,6 +184,12 @@ class HotSender:
         """A sender on the event loop's shared session for the hook's connection (every trigger of a triggerer)."""
         settings = await hook.aget_settings()
         return cls(hook, shared_aiohttp_session(settings))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session is closed (a shared one is replaced on the next :meth:`shared`)."""
+        session = self.session
+        return session.is_closed if isinstance(session, httpx.AsyncClient) else session.closed
 
     async def aclose(self) -> None:
         if self._owns_session:
@@ -382,3 +392,22 @@ def status_budget(hook: BasetenHook) -> AsyncTokenBucket:
 
     assert hook._settings is not None
     return shared_status_bucket(hook._settings, clock=hook._clock, sleep=hook._async_sleep)
+
+
+def status_poll(
+    hook: BasetenHook, read: Callable[[HotSender, AsyncTokenBucket], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    """``read(sender, budget)`` as a trigger's poll, on the event loop's shared sender and status budget.
+
+    Both are opened on the first poll and reused by every later one (the endpoint's URL and headers are built
+    once); a connection that cannot be resolved fails that poll, which the waiting loop turns into its event.
+    """
+    opened: tuple[HotSender, AsyncTokenBucket] | None = None
+
+    async def poll() -> T:
+        nonlocal opened
+        if opened is None or opened[0].closed:
+            opened = (await HotSender.shared(hook), status_budget(hook))
+        return await read(*opened)
+
+    return poll
