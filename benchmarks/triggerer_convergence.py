@@ -24,6 +24,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks._common import (
@@ -55,6 +56,137 @@ def window_rates(times: Sequence[float], start: float, end: float, window: float
         rates.append(sum(1 for t in ordered if begin <= t < begin + window) / window)
         begin += 1.0
     return rates
+
+
+# --- the virtual-time simulation ----------------------------------------------------------------------------------
+# The real budget class (``AsyncTokenBucket``) on an injected clock, driven by a tiny scheduler: each trigger is a
+# coroutine whose only await is the clock's sleep, so hours of traffic from hundreds of triggers run in seconds and
+# the same seed replays the same run. What it models, as the system test runs it: P processes (one budget each,
+# the connection's default rate and burst), T triggers each, deferring one by one over ``arrive_s``; a poll every
+# ``poll_interval`` (+/-25 % jitter, as the trigger does); a round trip of 5-15 ms; the emulator's status limit
+# (``RouteBucket``: 20 req/s, burst 20) answering 429 with ``Retry-After`` rounded up to whole seconds; the hook's
+# retry of a 429 (every attempt takes a token, as in ``hotpath.request``) after ``RetryPolicy.wait_seconds``.
+
+
+class _Sleep:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __await__(self) -> Any:
+        yield self.seconds
+
+
+@dataclass
+class SimResult:
+    """One simulated run: when each status request reached the server, and which were answered 429."""
+
+    processes: int
+    seed: int
+    horizon: float
+    sent: list[float] = field(default_factory=list)
+    throttled: list[float] = field(default_factory=list)
+    done_at: float | None = None
+
+    def after(self, start: float) -> tuple[list[float], list[float]]:
+        return [t for t in self.sent if t >= start], [t for t in self.throttled if t >= start]
+
+
+def peak_rate(times: Sequence[float], window: float = WINDOW_S) -> float:
+    """Requests per second in the busiest half-open ``window`` (sliding: any start, like a server's limit)."""
+    ordered = sorted(times)
+    best = begin = 0
+    for end, t in enumerate(ordered):
+        while ordered[begin] <= t - window:
+            begin += 1
+        best = max(best, end - begin + 1)
+    return best / window
+
+
+def simulate(
+    *,
+    processes: int,
+    triggers: int,
+    seed: int,
+    horizon: float = 1800.0,
+    budget_rate: float | None = None,
+    poll_interval: float = 1.0,
+    arrive_s: float = 30.0,
+    limit: float = LIMIT,
+    burst: float = LIMIT,
+    polls: int | None = None,
+) -> SimResult:
+    """Run ``processes`` budgets of ``triggers`` triggers each against one limit for ``horizon`` virtual seconds.
+
+    ``polls``: stop once that many status reads were answered 200 in all (``done_at``: when), for a throughput
+    figure; ``budget_rate``: the per-process budget (default: the connection's ``status_rate_limit``).
+    """
+    import heapq
+    import math
+    import random
+
+    from airflow_provider_baseten.emulator.limits import RouteBucket
+    from airflow_provider_baseten.hooks.connection import DEFAULT_STATUS_RATE_LIMIT
+    from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket, status_burst
+    from airflow_provider_baseten.hooks.retries import RetryPolicy
+
+    rng = random.Random(seed)
+    now = [0.0]
+    rate = budget_rate or DEFAULT_STATUS_RATE_LIMIT
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> _Sleep:
+        return _Sleep(seconds)
+
+    server = RouteBucket(limit, burst, clock=clock)
+    policy = RetryPolicy(jitter=rng.random)
+    result = SimResult(processes, seed, horizon)
+    answered = [0]
+    budgets = [AsyncTokenBucket(rate, burst=status_burst(rate), clock=clock, sleep=sleep) for _ in range(processes)]
+
+    async def trigger(budget: AsyncTokenBucket, delay: float) -> None:
+        await sleep(delay)
+        while result.done_at is None:
+            for attempt in range(1, policy.max_retries + 2):
+                granted = await budget.acquire()
+                await sleep(0.005 + 0.01 * rng.random())  # the round trip
+                result.sent.append(now[0])
+                wait = server.try_acquire()
+                if not wait:
+                    answered[0] += 1
+                    if polls is not None and answered[0] >= polls:
+                        result.done_at = now[0]
+                    break
+                result.throttled.append(now[0])
+                retry_after = float(max(1, math.ceil(wait)))
+                budget.rate_limited(retry_after, sent_at=granted)
+                await sleep(policy.wait_seconds(attempt, retry_after))
+            await sleep(poll_interval * (0.75 + 0.5 * rng.random()))
+
+    queue: list[tuple[float, int, Any]] = []
+    order = list(range(processes * triggers))
+    rng.shuffle(order)  # tasks defer in no particular order of process
+    for seq, index in enumerate(order):
+        coro = trigger(budgets[index % processes], arrive_s * seq / len(order))
+        heapq.heappush(queue, (0.0, seq, coro))
+    seq = len(order)
+    while queue and result.done_at is None:
+        at, _, coro = heapq.heappop(queue)
+        if at >= horizon:
+            break
+        now[0] = at
+        try:
+            seconds = coro.send(None)
+        except StopIteration:
+            continue
+        seq += 1
+        heapq.heappush(queue, (at + seconds, seq, coro))
+    for _, _, coro in queue:
+        coro.close()
+    return result
 
 
 # --- the child: one "triggerer" ------------------------------------------------------------------------------------
