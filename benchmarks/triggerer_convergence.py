@@ -86,6 +86,8 @@ class SimResult:
     seed: int
     horizon: float
     sent: list[float] = field(default_factory=list)
+    #: Which process sent each of ``sent``.
+    senders: list[int] = field(default_factory=list)
     throttled: list[float] = field(default_factory=list)
     done_at: float | None = None
 
@@ -147,13 +149,15 @@ def simulate(
     answered = [0]
     budgets = [AsyncTokenBucket(rate, burst=status_burst(rate), clock=clock, sleep=sleep) for _ in range(processes)]
 
-    async def trigger(budget: AsyncTokenBucket, delay: float) -> None:
+    async def trigger(process: int, delay: float) -> None:
+        budget = budgets[process]
         await sleep(delay)
         while result.done_at is None:
             for attempt in range(1, policy.max_retries + 2):
                 granted = await budget.acquire()
                 await sleep(0.005 + 0.01 * rng.random())  # the round trip
                 result.sent.append(now[0])
+                result.senders.append(process)
                 wait = server.try_acquire()
                 if not wait:
                     answered[0] += 1
@@ -170,7 +174,7 @@ def simulate(
     order = list(range(processes * triggers))
     rng.shuffle(order)  # tasks defer in no particular order of process
     for seq, index in enumerate(order):
-        coro = trigger(budgets[index % processes], arrive_s * seq / len(order))
+        coro = trigger(index % processes, arrive_s * seq / len(order))
         heapq.heappush(queue, (0.0, seq, coro))
     seq = len(order)
     while queue and result.done_at is None:
