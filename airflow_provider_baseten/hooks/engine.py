@@ -258,6 +258,17 @@ class EngineMixin:
             )
         return response
 
+    def _embeddings_answer(
+        self, body: bytes, call: _Call, response: Callable[[], httpx.Response]
+    ) -> EmbeddingsResponse:
+        """A 2xx answer's bytes (the hot path's) decoded and checked as :meth:`aembed` does; ``response`` builds
+        the ``httpx.Response`` an error message needs (only on the error path)."""
+        try:
+            answer = _json_decoder()(body) if body else None
+        except ValueError:
+            raise self._bad_body(response(), call, "JSON") from None
+        return self._embeddings_of(answer, call)
+
     def embed(self, target: Target, texts: Sequence[str], **options: Unpack[EmbedOptions]) -> EmbeddingsResponse:
         """``POST /sync/v1/embeddings`` (OpenAI format): one vector per text, in input order, float32 values.
 

@@ -557,12 +557,13 @@ class LineWriter:
             self.scheduled = True
             self.loop.call_soon(self.flush)
 
-    def intend(self, intent: dict[str, Any]) -> bool:
-        """Record, before it is sent, that an item is about to be; ``False`` (and a stop) if that failed."""
+    def intend_many(self, intents: list[dict[str, Any]]) -> bool:
+        """Record, before they are sent, the inputs of one request, in one write (the unit of intent); ``False``
+        (and a stop) if that failed."""
         if self.error is not None:
             return False
         try:
-            self.sink.intend(encode_line(intent).encode())
+            self.sink.intend("".join(encode_line(intent) for intent in intents).encode())
         except Exception as err:
             self._failed(err)
             return False
