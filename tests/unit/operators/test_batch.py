@@ -403,7 +403,8 @@ def test_auth_error_stops_the_batch_and_leaves_inputs_for_a_retry(
 ) -> None:
     model.script = lambda _body, _attempt: httpx.Response(401, json={"error": "bad key"})
     with pytest.raises(BasetenAuthError):
-        make_op(waits, tmp_path, inputs=list(range(100)), max_concurrency=4, kill_grace_period=0).execute({"ti": ti()})
+        # the other in-flight predicts finish within the grace period (401s too) and are released, not written
+        make_op(waits, tmp_path, inputs=list(range(100)), max_concurrency=4, kill_grace_period=30).execute({"ti": ti()})
     assert len(model.calls) <= 4
     assert read_lines(tmp_path / "out.jsonl") == []
 
