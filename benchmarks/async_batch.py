@@ -19,11 +19,18 @@ trigger's one event; for the single side, the last trigger's event, i.e. when ev
 event's time over the budget's own bound ``max(last finish, first finish + N / budget)`` (every request needs one
 read after it ends).
 
-Submits are not part of this run: the parent queues the requests directly into the emulator (as the operator's
-submit phase would have; its pacing is covered by the operator's tests), so both sides wait on the same queue.
+The trigger sides do not submit: the parent queues the requests directly into the emulator, so both wait on the
+same queue. The submit phase is measured apart, first: a child runs ``BasetenAsyncBatchOperator.execute`` itself
+(its waves, manifest writes, shared token bucket and hook; ``max_in_flight`` = M, so one submit phase, up to the
+defer) on M inputs (``--submits``, 2,500: about 50 s at the default ``submit_rate`` of 50/s) against a second
+emulator in real time, which holds Baseten's 200 submits/s on the wall clock. From the emulator's journal and queue:
+submits answered per second, the median over the whole 1 s windows from the first submit and the peak over any 1 s
+window ``[t, t + 1)``, next to the cap (the bucket's burst, ``rate / 5``, may land in one window); 429s; accepted
+requests per input (must be exactly 1) and inputs accepted.
 
     python -m benchmarks.async_batch                # N = 10,000
-    python -m benchmarks.async_batch --quick        # N = 300, 10 at a time
+    python -m benchmarks.async_batch --quick        # N = 300, 10 at a time; M = 200 submits
+    python -m benchmarks.async_batch --only-submit  # the submit phase alone (M = 2,500)
 """
 
 from __future__ import annotations
