@@ -219,12 +219,18 @@ def shared_sync_bucket(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
+    limit: float | None = None,
 ) -> TokenBucket:
-    """The one sync budget of this process for ``key`` (the connection settings), created on first use."""
+    """The one sync budget of this process for ``key`` (the connection settings), created on first use.
+
+    ``limit``: the server's requests per second; the burst is cut so that ``rate + burst`` (the most any one
+    second can hold) stays within it (at least one token: a bucket needs one).
+    """
+    burst = status_burst(rate) if limit is None else max(1.0, min(status_burst(rate), limit - rate))
     with _SYNC_LOCK:
         bucket = _SYNC_BUCKETS.get(key)
         if bucket is None:
-            bucket = _SYNC_BUCKETS[key] = TokenBucket(rate, burst=status_burst(rate), clock=clock, sleep=sleep)
+            bucket = _SYNC_BUCKETS[key] = TokenBucket(rate, burst=burst, clock=clock, sleep=sleep)
         return bucket
 
 
