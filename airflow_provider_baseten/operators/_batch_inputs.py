@@ -136,25 +136,30 @@ class FileSource(Source):
         self.total = self._count() if is_local(path) else None
 
     def _count(self) -> int | None:
-        return sum(1 for _ in self._lines())
-
-    def _lines(self) -> Iterator[bytes]:
         with self.path.open("rb") as handle:
-            for line in handle:
-                if line.strip():
-                    yield line
+            return sum(1 for line in handle if not line.isspace())
 
     def records(self) -> Iterator[tuple[Any, str | None, bytes]]:
         decode = _json_decoder()
-        for number, line in enumerate(self._lines()):
-            raw = line.strip()
-            try:
-                yield decode(raw), None, raw
-            except ValueError:
-                try:  # what msgspec refuses and json accepts (NaN, an int past 64 bits), and json's own message
-                    yield json.loads(line), None, raw
-                except ValueError as err:
-                    yield None, f"record {number} of {storage_uri(self.path)} is not valid JSON: {err}", raw
+        number = 0
+        with self.path.open("rb") as handle:
+            for line in handle:
+                raw = line.strip()
+                if not raw:
+                    continue
+                try:
+                    record, problem = decode(raw), None
+                except ValueError:
+                    record, problem = self._slow_record(raw, number)
+                number += 1
+                yield record, problem, raw
+
+    def _slow_record(self, raw: bytes, number: int) -> tuple[Any, str | None]:
+        """What msgspec refuses: json may accept it (NaN, an int past 64 bits), else its message names the fault."""
+        try:
+            return json.loads(raw), None
+        except ValueError as err:
+            return None, f"record {number} of {storage_uri(self.path)} is not valid JSON: {err}"
 
 
 class CsvSource(FileSource):

@@ -67,8 +67,8 @@ def _index(item: Any) -> int:
     return int(item.index)
 
 
-def raw_lines(body: bytes, call: _Call, heads: list[bytes]) -> Answer | None:
-    """The lines of ``heads`` (each line's head, :data:`EMBEDDING_KEY` included) with the answer's vectors as
+def raw_lines(body: bytes, call: _Call, intents: bytes) -> Answer | None:
+    """The lines of a pack (``intents``: its lines so far, encoded, one per text) with the answer's vectors as
     written, or ``None`` when the answer is not plainly right (the float path then decides, and names the error)."""
     decode = _raw_decoder()
     if decode is None:
@@ -78,7 +78,9 @@ def raw_lines(body: bytes, call: _Call, heads: list[bytes]) -> Answer | None:
     except ValueError:
         return None
     data = answer.data
-    count = len(heads)
+    # Each line without its closing "}\n": a JSON line holds no raw newline, so "}\n" is only ever a line's end.
+    heads = intents.split(_END)
+    count = len(heads) - 1
     if len(data) != count or not count:
         return None
     in_order = list(range(count))
@@ -94,9 +96,10 @@ def raw_lines(body: bytes, call: _Call, heads: list[bytes]) -> Answer | None:
         return None
     if b"".join(vectors).translate(None, _NUMBER_BYTES) != _shape(dimensions) * count:
         return None
-    parts: list[Any] = [_END] * (3 * count)
-    parts[0::3] = heads
-    parts[1::3] = vectors
+    parts: list[Any] = [_END] * (4 * count)
+    parts[0::4] = heads[:-1]
+    parts[1::4] = [EMBEDDING_KEY] * count
+    parts[2::4] = vectors
     return Answer(b"".join(parts), dimensions, answer.usage)
 
 

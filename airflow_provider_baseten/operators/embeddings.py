@@ -36,11 +36,11 @@ from airflow_provider_baseten.operators._batch_journal import (
     Existing,
     LocalOutput,
     PartsOutput,
-    encode_line_bytes,
+    encode_lines_bytes,
     find_stale,
     parse_line,
 )
-from airflow_provider_baseten.operators._embed_lines import EMBEDDING_KEY, float_lines, raw_lines
+from airflow_provider_baseten.operators._embed_lines import float_lines, raw_lines
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
 from airflow_provider_baseten.operators._send_loop import Encoded, RunState, SendLoop, Unit, task_prefix
 from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri, warn_if_not_shared
@@ -454,19 +454,16 @@ class _EmbedJob:
         lines, texts, invalid = self.packer.next()
         if not lines:
             return None, invalid
-        encoded = [encode_line_bytes(line) for line in lines]
-        heads = [line[:-2] + EMBEDDING_KEY for line in encoded] if self.raw else None  # each line without "}\n"
-        return Unit(lines, (texts, heads), b"".join(encoded)), invalid
+        return Unit(lines, texts, encode_lines_bytes(lines)), invalid
 
     async def send(self, sender: HotSender, unit: Unit) -> Encoded:
         hook = self.hook
-        texts, heads = unit.payload
-        call = hook._embed_call(self.target, texts, self.options)
+        call = hook._embed_call(self.target, unit.payload, self.options)
         request_id = self.request_id(self.prefix, unit.key) + f"+{len(unit.lines)}"
         reply = await sender.request(
             call, encode_json(call.json_body), headers={CUSTOMER_REQUEST_ID_HEADER: request_id}
         )
-        answer = raw_lines(reply.body, call, heads) if heads is not None else None
+        answer = raw_lines(reply.body, call, unit.intents) if self.raw and unit.intents is not None else None
         if answer is None:
             response = hook._embeddings_answer(reply.body, call, reply.as_httpx)
             answer = float_lines(response, unit.lines, binary=self.binary)

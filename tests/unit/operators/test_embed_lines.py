@@ -10,15 +10,16 @@ import pytest
 
 from airflow_provider_baseten.exceptions import BasetenModelError
 from airflow_provider_baseten.hooks.baseten import BasetenHook
-from airflow_provider_baseten.operators._batch_journal import encode_line_bytes
-from airflow_provider_baseten.operators._embed_lines import EMBEDDING_KEY, float_lines, raw_lines
+from airflow_provider_baseten.operators._batch_journal import encode_line_bytes, encode_lines_bytes
+from airflow_provider_baseten.operators._embed_lines import float_lines, raw_lines
 
 LINES = [{"index": 7 + k, "id": f"doc-{k}", "input_fp": f"{k:016x}"} for k in range(3)]
 VECTORS = [[0.25, -1.5, 0.375, 12.0], [1.0, 2.0, 3.0, 4.0], [-0.125, 0.5, 96.5, -2.75]]  # float32-exact
 
 
-def heads(lines: list[dict[str, Any]] = LINES) -> list[bytes]:
-    return [encode_line_bytes(line)[:-2] + EMBEDDING_KEY for line in lines]
+def heads(lines: list[dict[str, Any]] = LINES) -> bytes:
+    """The pack's intents: its lines so far, encoded."""
+    return encode_lines_bytes(lines)
 
 
 def call(dimensions: int | None = None, count: int = len(LINES)) -> Any:
@@ -123,3 +124,23 @@ def test_the_float_path_writes_float32_base64_for_the_parquet_journal() -> None:
     response = BasetenHook()._embeddings_answer(answer(VECTORS[:2]), call(count=2), lambda: pytest.fail("no error"))
     lines = [json.loads(line) for line in float_lines(response, LINES[:2], binary=True).data.splitlines()]
     assert [array("f", base64.b64decode(line["embedding"])).tolist() for line in lines] == VECTORS[:2]
+
+
+@pytest.mark.parametrize(
+    "awkward",
+    [
+        {"index": 1, "id": float("nan"), "input_fp": "0" * 16},  # msgspec would write null
+        {"index": 1, "id": 2**70, "input_fp": "0" * 16},  # past 64 bits
+        {"index": 1, "id": {1: "x"}, "input_fp": "0" * 16},  # a non-string key
+        {"index": 1, "id": "a}\nb", "input_fp": "0" * 16},  # "}" and a newline inside a string
+    ],
+)
+def test_a_pack_s_lines_encode_as_each_line_alone(awkward: dict[str, Any]) -> None:
+    """One msgspec call per pack, the same bytes as one line at a time, and a raw line per text still."""
+    lines = [LINES[0], awkward]
+    encoded = encode_lines_bytes(lines)
+    assert encoded == b"".join(map(encode_line_bytes, lines))
+    raw = raw_lines(answer(VECTORS[:2]), call(count=2), encoded)
+    assert raw is not None
+    assert raw.data.count(b"\n") == 2
+    assert raw.data.splitlines()[1].startswith(encode_line_bytes(awkward)[:-2] + b',"embedding":[1.0,')
