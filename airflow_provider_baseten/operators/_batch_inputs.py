@@ -40,8 +40,6 @@ class Item:
 
 
 def make_item(index: int, record: Any, fingerprint: str, id_field: str | None, input_field: str | None) -> Item:
-    if id_field is None and input_field is None:
-        return Item(index, index, fingerprint, record)
     input_id: Any = index
     for name, key in (("id_field", id_field), ("input_field", input_field)):
         if key is not None and not (isinstance(record, dict) and key in record):
@@ -96,6 +94,7 @@ class Source:
     def items(self, *, skip: IndexSet | None = None) -> Iterator[Item]:
         """Lazily, the items whose index is not in ``skip``."""
         salt, blake2b, id_field, input_field = self._salt, hashlib.blake2b, self.id_field, self.input_field
+        plain = id_field is None and input_field is None  # the record is the payload, its index the id
         for index, (record, problem, raw) in enumerate(self.records()):
             self.seen = index + 1
             if skip is not None and index in skip:
@@ -103,6 +102,8 @@ class Source:
             fingerprint = blake2b(salt + raw, digest_size=8).hexdigest()
             if problem is not None:
                 yield Item(index, index, fingerprint, error=input_error(problem))
+            elif plain:
+                yield Item(index, index, fingerprint, record)
             else:
                 yield make_item(index, record, fingerprint, id_field, input_field)
 

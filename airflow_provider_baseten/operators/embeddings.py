@@ -403,12 +403,13 @@ class _Packer:
             if item.error is not None or not isinstance(text, str) or not text:
                 invalid.append({**_line_of(item), "error": item.error or input_error(self._problem(record, text))})
                 continue
-            if texts and chars + len(text) > max_chars:
+            size = len(text)
+            if texts and chars + size > max_chars:
                 self._carry = item  # opens the next pack
                 break
             lines.append({"index": item.index, "id": item.input_id, "input_fp": item.fingerprint})
             texts.append(text)
-            chars += len(text)
+            chars += size
         return lines, texts, invalid
 
     def _problem(self, record: Any, text: Any) -> str:
