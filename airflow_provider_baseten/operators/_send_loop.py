@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.hotpath import HotSender
 
 __all__ = [
+    "Encoded",
     "Host",
     "Job",
     "RunState",
@@ -50,14 +51,28 @@ _MESSAGE_LIMIT = 500
 
 
 class Unit:
-    """One request's worth of work: the line so far of each input it carries (its intents) and what to send."""
+    """One request's worth of work: the line so far of each input it carries (its intents) and what to send.
 
-    __slots__ = ("key", "lines", "payload")
+    ``intents``: those lines already encoded, when the job has them (else the writer encodes ``lines``).
+    """
 
-    def __init__(self, lines: list[Line], payload: Any) -> None:
+    __slots__ = ("intents", "key", "lines", "payload")
+
+    def __init__(self, lines: list[Line], payload: Any, intents: bytes | None = None) -> None:
         self.key: int = lines[0]["index"]
         self.lines = lines
         self.payload = payload
+        self.intents = intents
+
+
+class Encoded:
+    """The finished lines of a unit already encoded as JSONL (each input's line, none an error)."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
 
 
 class Job(Protocol):
@@ -73,8 +88,9 @@ class Job(Protocol):
         Never awaits, so concurrent workers take disjoint units. ``(None, [])`` means the inputs are exhausted.
         """
 
-    async def send(self, sender: HotSender, unit: Unit) -> list[Line]:
-        """Send ``unit`` and return one finished line per input; an exception is written as each input's error."""
+    async def send(self, sender: HotSender, unit: Unit) -> list[Line] | Encoded:
+        """Send ``unit`` and return one finished line per input (or all of them :class:`Encoded`); an exception is
+        written as each input's error."""
 
     def abandoned(self, unit: Unit) -> list[Line] | None:
         """The lines of a unit still in flight when the try ends, or ``None`` to release it (sent again later)."""
@@ -208,13 +224,13 @@ class SendLoop:
                 if unsent:
                     continue
                 return
-            if not writer.intend_many(unit.lines):
+            if not writer.intend_many(unit.lines, unit.intents):
                 return  # the intents could not be recorded: the unit is not sent (a stop is requested)
             # In flight until its lines are added: if this coroutine is cancelled or a BaseException (an
             # execution_timeout) lands here, run() settles the unit.
             state.in_flight[unit.key] = unit
             try:
-                lines = await job.send(sender, unit)
+                lines: list[Line] | Encoded = await job.send(sender, unit)
             except Exception as err:
                 if is_fatal(err):  # the same for every input: leave them all for a retry
                     state.in_flight.pop(unit.key, None)
@@ -226,9 +242,13 @@ class SendLoop:
                 error = describe_error(err)
                 lines = [{**line, "error": error} for line in unit.lines]
             state.in_flight.pop(unit.key, None)
-            for line in lines:
-                state.count(line)
-                writer.add(line)
+            if isinstance(lines, Encoded):
+                state.succeeded += lines.count
+                writer.add_encoded(lines.data)
+            else:
+                for line in lines:
+                    state.count(line)
+                    writer.add(line)
             progress.maybe_log()
 
     async def _grace(self, workers: list[asyncio.Task[None]]) -> None:

@@ -36,11 +36,13 @@ from airflow_provider_baseten.operators._batch_journal import (
     Existing,
     LocalOutput,
     PartsOutput,
+    encode_lines_bytes,
     find_stale,
     parse_line,
 )
+from airflow_provider_baseten.operators._embed_lines import float_lines, raw_lines
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
-from airflow_provider_baseten.operators._send_loop import RunState, SendLoop, Unit, task_prefix
+from airflow_provider_baseten.operators._send_loop import Encoded, RunState, SendLoop, Unit, task_prefix
 from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri, warn_if_not_shared
 from airflow_provider_baseten.operators.batch import OnRerun, _is_rerun
 from airflow_provider_baseten.operators.links import BasetenModelLink
@@ -370,7 +372,7 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
 
 
 class _Packer:
-    """Packs from the shared item iterator; ``next()`` never awaits, so workers take disjoint packs."""
+    """Packs from the shared item iterator in one pass; ``next()`` never awaits, so workers take disjoint packs."""
 
     def __init__(self, items: Iterator[Item], batch_size: int, max_chars: int, text_field: str) -> None:
         self.items = items
@@ -380,37 +382,39 @@ class _Packer:
         self.exhausted = False
         self._carry: Item | None = None
 
-    def next(self) -> tuple[list[Item], list[dict[str, Any]]]:
-        """The next pack (texts as payloads) and the error lines of invalid records met on the way."""
-        pack: list[Item] = []
+    def next(self) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+        """The next pack (each text's line so far, and the texts) and the error lines of invalid records met."""
+        lines: list[dict[str, Any]] = []
+        texts: list[str] = []
         invalid: list[dict[str, Any]] = []
         chars = 0
-        while len(pack) < self.batch_size:
-            item = self._carry or next(self.items, None)
-            self._carry = None
+        batch_size, max_chars, field, items = self.batch_size, self.max_chars, self.text_field, self.items
+        while len(texts) < batch_size:
+            item = self._carry
             if item is None:
-                self.exhausted = True
-                break
-            text, problem = self._text(item)
-            if problem is not None:
-                invalid.append({**_line_of(item), "error": item.error or input_error(problem)})
+                item = next(items, None)
+                if item is None:
+                    self.exhausted = True
+                    break
+            else:
+                self._carry = None
+            record = item.payload
+            text = record.get(field) if isinstance(record, dict) else record
+            if item.error is not None or not isinstance(text, str) or not text:
+                invalid.append({**_line_of(item), "error": item.error or input_error(self._problem(record, text))})
                 continue
-            if pack and chars + len(text) > self.max_chars:
+            size = len(text)
+            if texts and chars + size > max_chars:
                 self._carry = item  # opens the next pack
                 break
-            pack.append(Item(item.index, item.input_id, item.fingerprint, text))
-            chars += len(text)
-        return pack, invalid
+            lines.append({"index": item.index, "id": item.input_id, "input_fp": item.fingerprint})
+            texts.append(text)
+            chars += size
+        return lines, texts, invalid
 
-    def _text(self, item: Item) -> tuple[str, str | None]:
-        if item.error is not None:
-            return "", item.error.get("message", "invalid record")
-        record = item.payload
-        text = record.get(self.text_field) if isinstance(record, dict) else record
-        if not isinstance(text, str) or not text:
-            where = f"its {self.text_field!r}" if isinstance(record, dict) else "the record"
-            return "", f"{where} is not a non-empty string ({type(text).__name__})."
-        return text, None
+    def _problem(self, record: Any, text: Any) -> str:
+        where = f"its {self.text_field!r}" if isinstance(record, dict) else "the record"
+        return f"{where} is not a non-empty string ({type(text).__name__})."
 
 
 def _line_of(item: Item) -> dict[str, Any]:
@@ -418,7 +422,12 @@ def _line_of(item: Item) -> dict[str, Any]:
 
 
 class _EmbedJob:
-    """Packs of texts, one ``/sync/v1/embeddings`` request each on the hot path; counts tokens and dimensions."""
+    """Packs of texts, one ``/sync/v1/embeddings`` request each on the hot path; counts tokens and dimensions.
+
+    Each pack's lines are encoded once, when it is taken: the intents are those bytes, and each output line is
+    its head joined to the vector (``_embed_lines``: the raw path for JSONL of float vectors, chosen once here;
+    the float path for Parquet, base64 on the wire, and any answer the raw path cannot prove right).
+    """
 
     progress_format = (
         "Embeddings %s: %d/%s texts done (%d failed, %d requests in flight, %d from an earlier try), "
@@ -436,35 +445,33 @@ class _EmbedJob:
         self.options = options
         self.prefix = prefix
         self.binary = binary
+        self.raw = not binary and options.get("encoding_format") != "base64"
         self.request_id = customer_request_id
         self.prompt_tokens = 0
         self.total_tokens = 0
         self.dimensions: int | None = None
 
     def take(self) -> tuple[Unit | None, list[dict[str, Any]]]:
-        pack, invalid = self.packer.next()
-        if not pack:
+        lines, texts, invalid = self.packer.next()
+        if not lines:
             return None, invalid
-        return Unit([_line_of(item) for item in pack], [item.payload for item in pack]), invalid
+        return Unit(lines, texts, encode_lines_bytes(lines)), invalid
 
-    async def send(self, sender: HotSender, unit: Unit) -> list[dict[str, Any]]:
+    async def send(self, sender: HotSender, unit: Unit) -> Encoded:
         hook = self.hook
         call = hook._embed_call(self.target, unit.payload, self.options)
         request_id = self.request_id(self.prefix, unit.key) + f"+{len(unit.lines)}"
         reply = await sender.request(
             call, encode_json(call.json_body), headers={CUSTOMER_REQUEST_ID_HEADER: request_id}
         )
-        response = hook._embeddings_answer(reply.body, call, reply.as_httpx)
-        usage = response.usage
-        self.prompt_tokens += usage.prompt_tokens or 0
-        self.total_tokens += usage.total_tokens or 0
-        lines = []
-        for line, entry in zip(unit.lines, response.data, strict=True):
-            vector = entry.embedding
-            self.dimensions = self.dimensions or len(vector)
-            encoded: Any = base64.b64encode(array("f", vector).tobytes()).decode() if self.binary else vector
-            lines.append({**line, "embedding": encoded})
-        return lines
+        answer = raw_lines(reply.body, call, unit.intents) if self.raw and unit.intents is not None else None
+        if answer is None:
+            response = hook._embeddings_answer(reply.body, call, reply.as_httpx)
+            answer = float_lines(response, unit.lines, binary=self.binary)
+        self.prompt_tokens += answer.prompt_tokens
+        self.total_tokens += answer.total_tokens
+        self.dimensions = self.dimensions or answer.dimensions
+        return Encoded(answer.data, len(unit.lines))
 
     def abandoned(self, unit: Unit) -> None:
         """No side effects: released, the next try sends it again (at most ``max_concurrency`` paid twice)."""

@@ -441,6 +441,43 @@ def test_a_response_with_wrong_indices_is_an_error(hook: FakeBEI, tmp_path: Path
     assert all("indices that are not 0..1" in line["error"]["message"] for line in read_lines(tmp_path / "out.jsonl"))
 
 
+def test_jsonl_lines_of_the_raw_path_are_the_float_path_s_byte_for_byte(
+    hook: FakeBEI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default JSONL output copies each vector's text from the answer; forcing the float path changes no byte."""
+    taken: list[int] = []
+    raw_lines = embeddings_module.raw_lines
+
+    def spy(*args: Any) -> Any:
+        answer = raw_lines(*args)
+        taken.append(answer is not None)
+        return answer
+
+    monkeypatch.setattr(embeddings_module, "raw_lines", spy)
+    make_op(hook, tmp_path, texts=TEXTS, batch_size=3, max_concurrency=1, dimensions=6).execute({})
+    assert taken == [True] * 4
+    monkeypatch.setattr(embeddings_module, "raw_lines", lambda *_args: None)
+    float_out = tmp_path / "float.jsonl"
+    make_op(
+        hook, tmp_path, texts=TEXTS, batch_size=3, max_concurrency=1, dimensions=6, output_path=str(float_out)
+    ).execute({})
+    assert (tmp_path / "out.jsonl").read_bytes() == float_out.read_bytes()
+    assert [line["embedding"] for line in read_lines(float_out)] == [vector_of(text, 6) for text in TEXTS]
+
+
+def test_a_vector_of_another_length_fails_its_pack_with_a_clear_error(hook: FakeBEI, tmp_path: Path) -> None:
+    def short_second(texts: list[str]) -> httpx.Response:
+        data = [{"index": i, "embedding": vector_of(t, 4 if i != 1 else 3)} for i, t in enumerate(texts)]
+        return httpx.Response(200, json={"data": data})
+
+    hook.fail = short_second
+    with pytest.raises(BasetenError, match="2 of 2 texts failed"):
+        make_op(hook, tmp_path, texts=["a", "b"], dimensions=4).execute({})
+    messages = {line["error"]["message"] for line in read_lines(tmp_path / "out.jsonl")}
+    asked = "vector lengths [3, 4] differ from the 4 dimensions asked for."
+    assert messages == {f"sync/v1/embeddings on model bei123 (production): {asked}"}
+
+
 def test_one_retry_budget_bounds_a_failure_storm(hook: FakeBEI, tmp_path: Path) -> None:
     """Every request answers 500 (retried on embeddings): the whole try affords max(10, 5%) retries, not 3 each."""
     hook.fail = lambda _texts: httpx.Response(500, json={"error": "boom"})
