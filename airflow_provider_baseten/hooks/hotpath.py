@@ -137,7 +137,7 @@ class HotSender:
 
     :param hook: the hook whose settings, error mapping, retry policy, sleep and clock are used (its settings must
         be resolved: ``await hook.aget_settings()``).
-    :param session: an ``aiohttp.ClientSession`` from the client factory (or, in tests, an ``httpx.AsyncClient``).
+    :param session: an ``aiohttp.ClientSession`` from the client factory.
     :param retry_budget: one budget for every call of this sender (a batch): once spent, a failed call is not
         retried and raises its error.
     """
@@ -145,7 +145,7 @@ class HotSender:
     def __init__(
         self,
         hook: BasetenHook,
-        session: aiohttp.ClientSession | httpx.AsyncClient,
+        session: aiohttp.ClientSession,
         *,
         retry_budget: RetryBudget | None = None,
         owns_session: bool = False,
@@ -161,7 +161,6 @@ class HotSender:
         self._policy = hook.retry_policy
         self._sleep = hook._async_sleep
         self._clock = hook._clock
-        self._httpx = isinstance(session, httpx.AsyncClient)
         self._prepared: dict[tuple[Any, ...], _Prepared] = {}
         self._budget_warned = False
 
@@ -182,7 +181,7 @@ class HotSender:
 
     async def aclose(self) -> None:
         if self._owns_session:
-            await (self.session.aclose() if isinstance(self.session, httpx.AsyncClient) else self.session.close())
+            await self.session.close()
 
     # --- preparing -------------------------------------------------------------------------------------------------
 
@@ -204,18 +203,14 @@ class HotSender:
         connect = min(settings.connect_timeout, read)
         proxy_url = proxy_for(settings, httpx.URL(url))
         proxy = proxy_auth = None
-        timeout: Any
-        if self._httpx:
-            timeout = httpx.Timeout(read, connect=connect)
-        else:
-            import aiohttp
+        import aiohttp
 
-            # connect: the wait for a pooled connection and its setup (httpx's pool timeout), as httpx-aiohttp maps it.
-            timeout = aiohttp.ClientTimeout(total=None, connect=read, sock_connect=connect, sock_read=read)
-            if proxy_url:
-                parsed = httpx.Proxy(proxy_url)
-                proxy = str(parsed.url)
-                proxy_auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
+        # connect: the wait for a pooled connection and its setup (httpx's pool timeout), as httpx-aiohttp maps it.
+        timeout = aiohttp.ClientTimeout(total=None, connect=read, sock_connect=connect, sock_read=read)
+        if proxy_url:
+            parsed = httpx.Proxy(proxy_url)
+            proxy = str(parsed.url)
+            proxy_auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
         prepared = self._prepared[key] = _Prepared(url, dict(headers.items()), proxy, proxy_auth, timeout)
         return prepared
 
@@ -223,26 +218,10 @@ class HotSender:
 
     async def _exchange(self, call: _Call, prepared: _Prepared, body: bytes | None, headers: dict[str, str]) -> Reply:
         """One attempt: the answer, or the hook's typed error (non-2xx) or a named httpx transport error."""
-        if self._httpx:
-            client = self.session
-            assert isinstance(client, httpx.AsyncClient)
-            request = client.build_request(
-                call.method, prepared.url, headers=headers, content=body, timeout=prepared.timeout
-            )
-            try:
-                response = await client.send(request)
-            except httpx.TransportError as exc:
-                self.hook._on_transport_error(exc, call)
-                raise
-            if not response.is_success:
-                self.hook._check(response, call)
-            return Reply(response.status_code, response.headers, response.content, response.headers.raw)
         import aiohttp
 
-        session = self.session
-        assert isinstance(session, aiohttp.ClientSession)
         try:
-            async with session.request(
+            async with self.session.request(
                 call.method,
                 prepared.url,
                 data=body,

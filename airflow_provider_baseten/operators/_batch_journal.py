@@ -215,7 +215,48 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
 
 
 def encode_line(line: dict[str, Any]) -> str:
+    """One compact JSON line. msgspec (Airflow brings it) encodes a line of 64 floats about 10 times faster than
+    ``json.dumps``, which took half the client CPU of an embeddings run; what it refuses (an int past 64 bits, a
+    non-string key) or would write differently (NaN, which it writes as null) goes through ``json.dumps``."""
+    if _msgspec_encode is not None:
+        try:
+            return _msgspec_encode(line).decode() + "\n"
+        except (TypeError, ValueError, OverflowError):
+            pass
     return json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+
+
+def _msgspec_encoder() -> Callable[[Any], bytes] | None:
+    try:
+        import msgspec.json
+    except ImportError:
+        return None
+    encoder = msgspec.json.Encoder(enc_hook=_refuse_nan_and_others)
+
+    def encode(line: dict[str, Any]) -> bytes:
+        data = encoder.encode(line)
+        if b"null" in data and _has_nan(line):
+            raise ValueError("NaN")  # json.dumps keeps NaN as NaN; msgspec would write null
+        return data
+
+    return encode
+
+
+def _refuse_nan_and_others(value: Any) -> Any:
+    raise TypeError(type(value).__name__)  # json.dumps(default=str) decides, as before
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_has_nan(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nan(item) for item in value)
+    return False
+
+
+_msgspec_encode = _msgspec_encoder()
 
 
 # --- sinks ---------------------------------------------------------------------------------------------------------
@@ -557,12 +598,13 @@ class LineWriter:
             self.scheduled = True
             self.loop.call_soon(self.flush)
 
-    def intend(self, intent: dict[str, Any]) -> bool:
-        """Record, before it is sent, that an item is about to be; ``False`` (and a stop) if that failed."""
+    def intend_many(self, intents: list[dict[str, Any]]) -> bool:
+        """Record, before they are sent, the inputs of one request, in one write (the unit of intent); ``False``
+        (and a stop) if that failed."""
         if self.error is not None:
             return False
         try:
-            self.sink.intend(encode_line(intent).encode())
+            self.sink.intend("".join(encode_line(intent) for intent in intents).encode())
         except Exception as err:
             self._failed(err)
             return False

@@ -1,9 +1,9 @@
 """``BasetenBatchPredictOperator``: score many inputs in one task, concurrently, resumably, into JSONL output.
 
-How it keeps up: a fixed pool of ``max_concurrency`` worker coroutines pulls items from one lazy iterator (never one
-task per item, never the whole input in memory) and sends them through one ``httpx.AsyncClient`` on aiohttp's
-transport (httpx's own async pool plateaus near 150 req/s; see the benchmarks). Finished lines are queued and written
-in one ``write`` per event-loop tick, so the output is current to within one tick (one part on an object store).
+How it keeps up: the shared send loop (``_send_loop``): ``max_concurrency`` worker coroutines pull items from one
+lazy iterator (never one task per item, never the whole input in memory) and send them on the hot path
+(``hooks.hotpath``: one ``aiohttp`` session). Finished lines are queued and written in one ``write`` per event-loop
+tick, so the output is current to within one tick (one part on an object store).
 
 How it resumes: the output is the journal (``_batch_journal``). Each finished item is one line ``{"index",
 "input_id", "input_fp", "output"}`` or ``{..., "error"}``; a later try reads it, drops a torn last line and every
@@ -15,23 +15,24 @@ errors (on a kill of the process, from the intents sidecar of a local output), s
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from airflow_provider_baseten.exceptions import (
-    BasetenAPIError,
-    BasetenConfigError,
-    BasetenConnectionError,
-    BasetenError,
-)
+from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
 from airflow_provider_baseten.hooks.calls import encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
-from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, LineWriter, Sink, find_stale
+from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, Sink, find_stale
 from airflow_provider_baseten.operators._lineage import LineageMixin
+from airflow_provider_baseten.operators._send_loop import (
+    RunState,
+    SendLoop,
+    Unit,
+    describe_error,
+    model_may_have_run,
+    task_prefix,
+)
 from airflow_provider_baseten.operators._storage import as_path, warn_if_not_shared
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
@@ -45,15 +46,9 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.calls import _Call
     from airflow_provider_baseten.hooks.hotpath import HotSender
 
-__all__ = ["BasetenBatchPredictOperator", "model_may_have_run"]
+__all__ = ["BasetenBatchPredictOperator", "describe_error", "model_may_have_run"]
 
 BATCHES_FOLDER = "baseten-batches"
-#: Statuses of a failed predict that prove the model never ran (so re-sending on a task retry is safe); a 503
-#: counts only when Baseten's error code says it refused the request (``hooks.retries.ambiguous_answer``).
-_NOT_RUN_STATUSES = frozenset({401, 403, 404, 413, 429, 503, 529})
-#: Errors that fail every item alike: stop the batch instead of writing one error line per input.
-_FATAL_STATUSES = frozenset({401, 403, 404})
-_MESSAGE_LIMIT = 500
 
 OnRerun = Literal["resume", "replace", "fail"]
 
@@ -204,7 +199,7 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         for name, key in (("id_field", id_field), ("input_field", input_field)):
             if key is not None and (not isinstance(key, str) or not key):
                 raise BasetenConfigError(f"{name} must be a non-empty string (a key of each record).")
-        self._run_state: _RunState | None = None
+        self._run_state: RunState | None = None
 
     # --- execute ----------------------------------------------------------------------------------------------
 
@@ -227,11 +222,11 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         )
         self.check_active_before_sending(target, context)  # INACTIVE: every item would 404; may defer to activate
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
-        state = self._run_state = _RunState(existing=existing, total=source.total)
-        state.request_prefix = self._request_prefix(context)
+        state = self._run_state = RunState(existing=existing, total=source.total)
+        prefix = task_prefix(context, self)
         try:
             with output.open_sink(self._clock) as sink:
-                asyncio.run(self._run(target, source.items(skip=existing.done), sink, state))
+                asyncio.run(self._run(target, source.items(skip=existing.done), sink, state, prefix))
             if not state.in_flight and state.writer is not None and state.writer.error is None:
                 output.forget_intents()  # every item sent by this try has its line
         finally:
@@ -344,72 +339,18 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
 
     # --- the async part ---------------------------------------------------------------------------------------
 
-    async def _run(self, target: Target, items: Iterator[Item], sink: Sink, state: _RunState) -> None:
-        """``max_concurrency`` workers over one client; returns when the inputs are exhausted or a stop is done.
+    async def _run(self, target: Target, items: Iterator[Item], sink: Sink, state: RunState, prefix: str) -> None:
+        """The shared send loop (``_send_loop``) over one predict per input.
 
         However it ends (also cancelled by ``asyncio.run`` after an ``execution_timeout`` or SIGTERM raised into
         the loop), the items still in flight are written as ``model_may_have_run`` errors before it returns.
         """
-        from airflow_provider_baseten.hooks.hotpath import HotSender, customer_request_id
-        from airflow_provider_baseten.hooks.retry_budget import RetryBudget
-
-        hook = self.hook
-        loop = asyncio.get_running_loop()
-        state.bind(loop)
-        writer = state.writer = LineWriter(
-            sink, loop, self._clock, lambda err: state.request_stop(f"writing {type(err).__name__}: {err}")
-        )
-        for intent in state.existing.stranded.values():
-            writer.add(_in_flight_line(intent, "was in flight when an earlier try ended"))
-            state.failed += 1
-        sender = await HotSender.open(
-            hook,
-            max_connections=self.max_concurrency,
-            retry_budget=RetryBudget(self.retry_budget_fraction),
-        )
-        send = _Send(sender, self._call(hook, target), state.request_prefix, customer_request_id)
-        progress = _Progress(self, state)
-        workers = [
-            asyncio.create_task(self._worker(send, items, writer, state, progress)) for _ in range(self.max_concurrency)
+        job = _PredictJob(items, self._call(self.hook, target), prefix)
+        earlier = [
+            _in_flight_line(intent, "was in flight when an earlier try ended")
+            for intent in state.existing.stranded.values()
         ]
-        reporter = asyncio.create_task(self._report(progress))
-        stopper = asyncio.create_task(state.stopped.wait())
-        all_done = asyncio.gather(*workers)
-        try:
-            await asyncio.wait([all_done, stopper], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
-            if all_done.done():
-                all_done.result()  # a bug in a worker surfaces here
-            else:
-                self.log.warning(
-                    "Stopping the batch: %s Waiting up to %ss for the %d predicts in flight.",
-                    state.stop_reason,
-                    self.kill_grace_period,
-                    len(state.in_flight),
-                )
-                await self._grace(workers)
-        finally:
-            for task in (reporter, stopper, *workers):
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(all_done, reporter, stopper, return_exceptions=True)
-            self._record_stranded(writer, state)
-            writer.flush()
-            if writer.syncing is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.gather(writer.syncing, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await sender.aclose()
-        progress.log_now(final=True)
-
-    def _request_prefix(self, context: Context) -> str:
-        """``dag.task.run.map_index.try`` of the running task (``dag.task`` outside one): the items'
-        ``x-baseten-customer-request-id`` is ``{prefix}:{index}``, so one item can be found in Baseten's logs."""
-        from airflow_provider_baseten.hooks.hotpath import task_request_prefix
-
-        ti = context.get("ti") if hasattr(context, "get") else None
-        if ti is None:
-            return task_request_prefix(getattr(self, "dag_id", None) or "-", self.task_id)
-        return task_request_prefix(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), ti.try_number)
+        await SendLoop(self, job, state).run(sink, earlier)
 
     def _call(self, hook: BasetenHook, target: Target) -> _Call:
         """What every item is sent as: the predict (run_remote) of ``target``, or its ``/sync/{route}``."""
@@ -422,73 +363,43 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         idempotent = sync_route_idempotent(self.route)
         return _Call("POST", endpoint, f"sync {self.route} on {target.describe()}", idempotent, None, self.timeout)
 
-    async def _worker(
-        self, send: _Send, items: Iterator[Item], writer: LineWriter, state: _RunState, progress: _Progress
-    ) -> None:
-        while not state.stop_reason:
-            item = next(items, None)
-            if item is None:
-                return
-            line: dict[str, Any] = {"index": item.index, "input_id": item.input_id, "input_fp": item.fingerprint}
-            if item.error is not None:
-                line["error"] = item.error
-            else:
-                line["customer_request_id"] = request_id = send.request_id(send.prefix, item.index)
-                if not writer.intend(line):
-                    return  # the intent could not be recorded: the item is not sent (a stop is requested)
-                # In flight until its line is added: if this coroutine is cancelled or a BaseException (an
-                # execution_timeout) lands here, _run writes the item as model_may_have_run.
-                state.in_flight[item.index] = line
-                try:
-                    body = encode_json(item.payload)  # NaN and the like fail here, as an error line
-                    line["output"] = (await send.sender.predict(send.call, body, request_id=request_id)).data
-                except Exception as err:
-                    if _is_fatal(err):  # the same for every input: leave them all for a retry
-                        state.in_flight.pop(item.index, None)
-                        writer.release(item.index)
-                        state.fatal = state.fatal or err
-                        state.request_stop(f"{type(err).__name__}: {err}")
-                        return
-                    line["error"] = describe_error(err)
-                state.in_flight.pop(item.index, None)
-            state.count(line)
-            writer.add(line)
-            progress.maybe_log()
 
-    async def _grace(self, workers: list[asyncio.Task[None]]) -> None:
-        """After a stop: give in-flight predicts the grace period (the caller cancels what is left)."""
-        pending = [task for task in workers if not task.done()]
-        if pending and self.kill_grace_period > 0:
-            finished = asyncio.gather(*pending, return_exceptions=True)
-            grace = asyncio.ensure_future(self._sleep(self.kill_grace_period))
-            await asyncio.wait([finished, grace], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
-            grace.cancel()
+class _PredictJob:
+    """One predict per input, sent with its ``x-baseten-customer-request-id`` (journaled in its intent)."""
 
-    @staticmethod
-    def _record_stranded(writer: LineWriter, state: _RunState) -> None:
-        """Predicts still in flight when the run ends: the model may have run them, so they are never re-sent."""
-        for line in state.in_flight.values():
-            stranded = _in_flight_line(line, "was in flight when the batch stopped")
-            state.count(stranded)
-            writer.add(stranded)
-        state.in_flight.clear()
+    progress_format = "Batch %s: %d/%s done (%d failed, %d in flight, %d from an earlier try), %.1f predicts/s, ETA %s"
 
-    async def _report(self, progress: _Progress) -> None:
-        """Progress even while nothing completes (a slow model): at least every ``progress_interval``."""
-        interval = max(self.progress_interval, 0.05)
-        while True:
-            await self._sleep(interval)
-            progress.maybe_log()
+    def __init__(self, items: Iterator[Item], call: _Call, prefix: str) -> None:
+        from airflow_provider_baseten.hooks.hotpath import customer_request_id
 
+        self.items = items
+        self.call = call
+        self.prefix = prefix
+        self.request_id = customer_request_id
 
-@dataclasses.dataclass(frozen=True)
-class _Send:
-    """How the workers send: the hot-path sender, the one call every item is, and the items' request ids."""
+    def take(self) -> tuple[Unit | None, list[dict[str, Any]]]:
+        item = next(self.items, None)
+        if item is None:
+            return None, []
+        line: dict[str, Any] = {"index": item.index, "input_id": item.input_id, "input_fp": item.fingerprint}
+        if item.error is not None:
+            line["error"] = item.error
+            return None, [line]
+        line["customer_request_id"] = self.request_id(self.prefix, item.index)
+        return Unit([line], item.payload), []
 
-    sender: HotSender
-    call: _Call
-    prefix: str
-    request_id: Callable[[str, int], str]
+    async def send(self, sender: HotSender, unit: Unit) -> list[dict[str, Any]]:
+        [line] = unit.lines
+        body = encode_json(unit.payload)  # NaN and the like fail here, as an error line
+        result = await sender.predict(self.call, body, request_id=line["customer_request_id"])
+        return [{**line, "output": result.data}]
+
+    def abandoned(self, unit: Unit) -> list[dict[str, Any]]:
+        """The model may have run it: never re-sent."""
+        return [_in_flight_line(unit.lines[0], "was in flight when the batch stopped")]
+
+    def progress_extra(self) -> tuple[Any, ...]:
+        return ()
 
 
 def _in_flight_line(intent: dict[str, Any], when: str) -> dict[str, Any]:
@@ -506,120 +417,7 @@ def _in_flight_line(intent: dict[str, Any], when: str) -> dict[str, Any]:
     }
 
 
-# --- run state and progress ---------------------------------------------------------------------------------
-
-
-class _RunState:
-    """Counters of this try, in-flight items, and the stop request (``on_kill`` may come from another thread)."""
-
-    def __init__(self, *, existing: Existing, total: int | None) -> None:
-        self.existing = existing
-        self.total = total
-        self.succeeded = 0
-        self.failed = 0
-        self.in_flight: dict[int, dict[str, Any]] = {}  # index: its line so far
-        self.stop_reason: str | None = None
-        #: ``x-baseten-customer-request-id`` of item ``i`` is ``{request_prefix}:{i}`` (journaled with the item).
-        self.request_prefix = ""
-        self.stopped = asyncio.Event()
-        self.writer: LineWriter | None = None
-        self.fatal: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        if self.stop_reason:
-            self.stopped.set()
-
-    def request_stop(self, reason: str) -> None:
-        if self.stop_reason:
-            return
-        self.stop_reason = reason
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.stopped.set)
-
-    def count(self, line: dict[str, Any]) -> None:
-        if "error" in line:
-            self.failed += 1
-        else:
-            self.succeeded += 1
-
-
-class _Progress:
-    def __init__(self, operator: BasetenBatchPredictOperator, state: _RunState) -> None:
-        self.operator = operator
-        self.state = state
-        self.clock = operator._clock
-        self.started = self.clock()
-        self.last = self.started
-
-    def maybe_log(self) -> None:
-        if self.clock() - self.last >= self.operator.progress_interval:
-            self.log_now()
-
-    def log_now(self, *, final: bool = False) -> None:
-        now = self.last = self.clock()
-        state, existing = self.state, self.state.existing
-        done_now = state.succeeded + state.failed
-        elapsed = max(now - self.started, 1e-9)
-        rate = done_now / elapsed
-        total = state.total
-        done = done_now + existing.kept
-        if total is None:
-            eta = "?"
-        elif rate > 0:
-            eta = f"{max(total - done, 0) / rate:.0f}s"
-        else:
-            eta = "?"
-        self.operator.log.info(
-            "Batch %s: %d/%s done (%d failed, %d in flight, %d from an earlier try), %.1f predicts/s, ETA %s",
-            ("stopped" if state.stop_reason else "finished") if final else "progress",
-            done,
-            "?" if total is None else total,
-            state.failed + existing.failed,
-            len(state.in_flight),
-            existing.kept,
-            rate,
-            eta,
-        )
-
-
 # --- helpers --------------------------------------------------------------------------------------------------
-
-
-def model_may_have_run(err: BaseException) -> bool:
-    """Whether a failed predict may have reached (and been billed by) the model: if so, it is never re-sent."""
-    if isinstance(err, BasetenConfigError):
-        return False
-    if isinstance(err, BasetenAPIError):
-        from airflow_provider_baseten.hooks.retries import ambiguous_answer
-
-        return ambiguous_answer(err) or (err.status_code or 0) not in _NOT_RUN_STATUSES
-    import httpx
-
-    if isinstance(err, httpx.TransportError | BasetenConnectionError):
-        from airflow_provider_baseten.hooks.retries import never_reached_server
-
-        return not never_reached_server(err)
-    return True
-
-
-def describe_error(err: BaseException) -> dict[str, Any]:
-    """An error line's ``error`` object."""
-    message = str(err)
-    return {
-        "type": type(err).__name__,
-        "message": message if len(message) <= _MESSAGE_LIMIT else message[:_MESSAGE_LIMIT] + "...",
-        "status_code": getattr(err, "status_code", None),
-        "request_id": getattr(err, "request_id", None),
-        "model_may_have_run": model_may_have_run(err),
-    }
-
-
-def _is_fatal(err: BaseException) -> bool:
-    return isinstance(err, BasetenAPIError) and (err.status_code or 0) in _FATAL_STATUSES
 
 
 def _is_rerun(context: Context) -> bool:

@@ -1,17 +1,18 @@
 """``BasetenEmbeddingsOperator``: embed a document set on a BEI deployment, packed, concurrent and resumable.
 
 It shares batch predict's machinery: the inputs (``_batch_inputs``: a list or a JSONL/CSV/Parquet file read
-lazily), the output journal (``_batch_journal``: one line per input, an intents sidecar on local files, whole parts
-on object stores) and its resume rule (a later try keeps every line whose input is unchanged and sends only the
-rest). What differs: inputs are packed ``batch_size`` texts per request (the packed request is the unit of intent),
-and Parquet output is written from the journal at the end of the try.
+lazily), the send loop (``_send_loop``: workers on the hot path, stop, grace period, progress), the output journal
+(``_batch_journal``: one line per input, an intents sidecar on local files, whole parts on object stores) and its
+resume rule (a later try keeps every line whose input is unchanged and sends only the rest). What differs: inputs
+are packed ``batch_size`` texts per request (the packed request is the unit of intent), a request still in flight
+when a try ends is sent again by the next one (embeddings have no side effects), and Parquet output is written from
+the journal at the end of the try.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
+from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import (
     Item,
@@ -32,25 +34,24 @@ from airflow_provider_baseten.operators._batch_inputs import (
 from airflow_provider_baseten.operators._batch_journal import (
     BatchOutput,
     Existing,
-    LineWriter,
     LocalOutput,
     PartsOutput,
-    Sink,
-    encode_line,
     find_stale,
     parse_line,
 )
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
+from airflow_provider_baseten.operators._send_loop import RunState, SendLoop, Unit, task_prefix
 from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri, warn_if_not_shared
-from airflow_provider_baseten.operators.batch import OnRerun, _is_fatal, _is_rerun, _RunState, describe_error
+from airflow_provider_baseten.operators.batch import OnRerun, _is_rerun
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
-    import httpx
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
+    from airflow_provider_baseten.hooks.engine import EmbedOptions
+    from airflow_provider_baseten.hooks.hotpath import HotSender
 
 __all__ = ["BasetenEmbeddingsOperator"]
 
@@ -135,6 +136,9 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
     target_kind = "model"
     ui_color = "#e5fff0"
 
+    #: Retries the whole try affords per request sent (at least 10; 429/529 spend none), as batch predict.
+    retry_budget_fraction = 0.05
+
     _clock: Callable[[], float] = staticmethod(time.monotonic)
     _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
@@ -218,7 +222,7 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
         asset = output_asset(output_path)
         if asset is not None and asset not in self.outlets:
             self.outlets = [*self.outlets, asset]
-        self._run_state: _EmbedState | None = None
+        self._run_state: RunState | None = None
 
     # --- execute ----------------------------------------------------------------------------------------------
 
@@ -247,16 +251,19 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
         )
         self.check_active_before_sending(target, context)  # INACTIVE: every pack would 404; may defer to activate
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
-        state = self._run_state = _EmbedState(existing=existing, total=source.total, now=self._clock())
-        if "ti" in context:
-            ti = context["ti"]
-            state.request_prefix = (
-                f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}/texts-"
-            )
+        state = self._run_state = RunState(existing=existing, total=source.total)
+        packer = _Packer(source.items(skip=existing.done), self.batch_size, self.max_chars_per_request, self.text_field)
+        options: EmbedOptions = {
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "encoding_format": self.encoding_format,
+            "timeout": self.timeout,
+        }
+        job = _EmbedJob(self.hook, target, packer, options, task_prefix(context, self), parquet)
         try:
             with output.open_sink(self._clock) as sink:
-                asyncio.run(self._run(target, source.items(skip=existing.done), sink, state, binary=parquet))
-            if not state.packs and state.writer is not None and state.writer.error is None:
+                asyncio.run(SendLoop(self, job, state).run(sink))
+            if not state.in_flight and state.writer is not None and state.writer.error is None:
                 output.forget_intents()
         finally:
             self._run_state = None
@@ -274,8 +281,8 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
             "succeeded": existing.succeeded + state.succeeded,
             "failed": failed,
             "skipped_existing": existing.kept,
-            "dimensions": state.dimensions or self.dimensions,
-            "usage": {"prompt_tokens": state.prompt_tokens, "total_tokens": state.total_tokens},
+            "dimensions": job.dimensions or self.dimensions,
+            "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.total_tokens},
             "duration_s": round(self._clock() - started, 3),
         }
         self.log.info("Embeddings finished: %s", {**manifest, "parts": len(parts)})
@@ -358,143 +365,8 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
         )
         return existing
 
-    # --- the async part ---------------------------------------------------------------------------------------
 
-    async def _run(
-        self, target: Target, items: Iterator[Item], sink: Sink, state: _EmbedState, *, binary: bool
-    ) -> None:
-        """``max_concurrency`` workers packing from one iterator; in-flight packs are released when it ends."""
-        from airflow_provider_baseten.hooks import baseten as hook_module
-
-        hook = self.hook
-        loop = asyncio.get_running_loop()
-        state.bind(loop)
-        writer = state.writer = PackWriter(
-            sink, loop, self._clock, lambda err: state.request_stop(f"writing {type(err).__name__}: {err}")
-        )
-        client = hook_module.build_async_client(await hook.aget_settings(), max_connections=self.max_concurrency)
-        packer = _Packer(items, self.batch_size, self.max_chars_per_request, self.text_field)
-        workers = [
-            asyncio.create_task(self._worker(hook, client, target, packer, writer, state, binary))
-            for _ in range(self.max_concurrency)
-        ]
-        reporter = asyncio.create_task(self._report(state))
-        stopper = asyncio.create_task(state.stopped.wait())
-        all_done = asyncio.gather(*workers)
-        try:
-            await asyncio.wait([all_done, stopper], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
-            if all_done.done():
-                all_done.result()
-            else:
-                self.log.warning(
-                    "Stopping: %s Waiting up to %ss for %d requests in flight.",
-                    state.stop_reason,
-                    self.kill_grace_period,
-                    len(state.packs),
-                )
-                pending = [task for task in workers if not task.done()]
-                if pending and self.kill_grace_period > 0:
-                    grace = asyncio.ensure_future(self._sleep(self.kill_grace_period))
-                    finished = asyncio.gather(*pending, return_exceptions=True)
-                    await asyncio.wait([finished, grace], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
-                    grace.cancel()
-        finally:
-            for task in (reporter, stopper, *workers):
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(all_done, reporter, stopper, return_exceptions=True)
-            for pack in state.packs.values():  # no line: the next try sends them again (no side effects)
-                for item in pack:
-                    writer.release(item.index)
-            writer.flush()
-            if writer.syncing is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.gather(writer.syncing, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await client.aclose()
-        self._log_progress(state, final=True)
-
-    async def _worker(
-        self,
-        hook: BasetenHook,
-        client: httpx.AsyncClient,
-        target: Target,
-        packer: _Packer,
-        writer: PackWriter,
-        state: _EmbedState,
-        binary: bool,
-    ) -> None:
-        while not state.stop_reason:
-            pack, invalid = packer.next()
-            for line in invalid:
-                state.count(line)
-                writer.add(line)
-            if not pack:
-                if packer.exhausted:
-                    return
-                continue
-            if not writer.intend_many([_line_of(item) for item in pack]):
-                return
-            key = pack[0].index
-            state.packs[key] = pack
-            try:
-                response = await hook.aembed(
-                    target,
-                    [item.payload for item in pack],
-                    client=client,
-                    model=self.model,
-                    dimensions=self.dimensions,
-                    encoding_format=self.encoding_format,
-                    timeout=self.timeout,
-                    request_id=f"{state.request_prefix}{key}+{len(pack)}"[-256:],
-                    retry_budget=state.retry_budget,
-                )
-                lines = _vector_lines(pack, response, binary, state)
-            except Exception as err:
-                if _is_fatal(err):
-                    state.packs.pop(key, None)
-                    for item in pack:
-                        writer.release(item.index)
-                    state.fatal = state.fatal or err
-                    state.request_stop(f"{type(err).__name__}: {err}")
-                    return
-                error = describe_error(err)
-                lines = [{**_line_of(item), "error": error} for item in pack]
-            state.packs.pop(key, None)
-            for line in lines:
-                state.count(line)
-                writer.add(line)
-            if self._clock() - state.last_log >= self.progress_interval:
-                self._log_progress(state)
-
-    async def _report(self, state: _EmbedState) -> None:
-        while True:
-            await self._sleep(max(self.progress_interval, 0.05))
-            if self._clock() - state.last_log >= self.progress_interval:
-                self._log_progress(state)
-
-    def _log_progress(self, state: _EmbedState, *, final: bool = False) -> None:
-        now = state.last_log = self._clock()
-        done_now = state.succeeded + state.failed
-        rate = done_now / max(now - state.started, 1e-9)
-        done = done_now + state.existing.kept
-        eta = f"{max(state.total - done, 0) / rate:.0f}s" if state.total is not None and rate > 0 else "?"
-        self.log.info(
-            "Embeddings %s: %d/%s texts done (%d failed, %d requests in flight, %d from an earlier try), "
-            "%.1f texts/s, ETA %s, %d tokens",
-            ("stopped" if state.stop_reason else "finished") if final else "progress",
-            done,
-            "?" if state.total is None else state.total,
-            state.failed + state.existing.failed,
-            len(state.packs),
-            state.existing.kept,
-            rate,
-            eta,
-            state.total_tokens,
-        )
-
-
-# --- packing, lines, state ------------------------------------------------------------------------------------
+# --- packing and lines -----------------------------------------------------------------------------------------
 
 
 class _Packer:
@@ -545,51 +417,61 @@ def _line_of(item: Item) -> dict[str, Any]:
     return {"index": item.index, "id": item.input_id, "input_fp": item.fingerprint}
 
 
-def _vector_lines(pack: list[Item], response: Any, binary: bool, state: _EmbedState) -> list[dict[str, Any]]:
-    """One line per text of the pack, matched by the response's ``index`` (BEI may answer out of order)."""
-    data = sorted(response.data, key=lambda entry: entry.index)
-    if [entry.index for entry in data] != list(range(len(pack))):
-        raise BasetenError(f"The embeddings response has {len(data)} vectors with other indices for {len(pack)} texts.")
-    usage = getattr(response, "usage", None)
-    if usage is not None:
-        state.prompt_tokens += usage.prompt_tokens or 0
-        state.total_tokens += usage.total_tokens or 0
-    lines = []
-    for item, entry in zip(pack, data, strict=True):
-        vector = entry.embedding
-        state.dimensions = state.dimensions or len(vector)
-        encoded: Any = base64.b64encode(array("f", vector).tobytes()).decode() if binary else vector
-        lines.append({**_line_of(item), "embedding": encoded})
-    return lines
+class _EmbedJob:
+    """Packs of texts, one ``/sync/v1/embeddings`` request each on the hot path; counts tokens and dimensions."""
 
+    progress_format = (
+        "Embeddings %s: %d/%s texts done (%d failed, %d requests in flight, %d from an earlier try), "
+        "%.1f texts/s, ETA %s, %d tokens"
+    )
 
-class PackWriter(LineWriter):
-    def intend_many(self, intents: list[dict[str, Any]]) -> bool:
-        """The intents of one packed request in one write (the unit of intent); ``False`` (and a stop) on failure."""
-        if self.error is not None:
-            return False
-        try:
-            self.sink.intend("".join(encode_line(intent) for intent in intents).encode())
-        except Exception as err:
-            self._failed(err)
-            return False
-        return True
+    def __init__(
+        self, hook: BasetenHook, target: Target, packer: _Packer, options: EmbedOptions, prefix: str, binary: bool
+    ) -> None:
+        from airflow_provider_baseten.hooks.hotpath import customer_request_id
 
-
-class _EmbedState(_RunState):
-    def __init__(self, *, existing: Existing, total: int | None, now: float) -> None:
-        super().__init__(existing=existing, total=total)
-        self.packs: dict[int, list[Item]] = {}  # first index: the pack in flight
+        self.hook = hook
+        self.target = target
+        self.packer = packer
+        self.options = options
+        self.prefix = prefix
+        self.binary = binary
+        self.request_id = customer_request_id
         self.prompt_tokens = 0
         self.total_tokens = 0
         self.dimensions: int | None = None
-        self.started = self.last_log = now
-        from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
-        #: One retry allowance for the whole try: a failure storm cannot multiply the load.
-        self.retry_budget = RetryBudget()
-        #: ``x-baseten-customer-request-id`` of a pack: this prefix, its first index and its size.
-        self.request_prefix = "embeddings/"
+    def take(self) -> tuple[Unit | None, list[dict[str, Any]]]:
+        pack, invalid = self.packer.next()
+        if not pack:
+            return None, invalid
+        return Unit([_line_of(item) for item in pack], [item.payload for item in pack]), invalid
+
+    async def send(self, sender: HotSender, unit: Unit) -> list[dict[str, Any]]:
+        hook = self.hook
+        call = hook._embed_call(self.target, unit.payload, self.options)
+        request_id = self.request_id(self.prefix, unit.key) + f"+{len(unit.lines)}"
+        reply = await sender.request(
+            call, encode_json(call.json_body), headers={CUSTOMER_REQUEST_ID_HEADER: request_id}
+        )
+        response = hook._embeddings_answer(reply.body, call, reply.as_httpx)
+        usage = response.usage
+        self.prompt_tokens += usage.prompt_tokens or 0
+        self.total_tokens += usage.total_tokens or 0
+        lines = []
+        for line, entry in zip(unit.lines, response.data, strict=True):
+            vector = entry.embedding
+            self.dimensions = self.dimensions or len(vector)
+            encoded: Any = base64.b64encode(array("f", vector).tobytes()).decode() if self.binary else vector
+            lines.append({**line, "embedding": encoded})
+        return lines
+
+    def abandoned(self, unit: Unit) -> None:
+        """No side effects: released, the next try sends it again (at most ``max_concurrency`` paid twice)."""
+        return None
+
+    def progress_extra(self) -> tuple[Any, ...]:
+        return (self.total_tokens,)
 
 
 # --- Parquet ------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """BasetenEmbeddingsOperator against the emulator's BEI deployment: faults, exactly-once outputs, kill and resume.
 
 The emulator's journal is the proof: each ``embeddings`` request that reached the model carries its input count and
-the customer request id the operator sent (``.../texts-{first index}+{count}``), so the texts every request carried
-are known without trusting the operator's own output.
+the customer request id the operator sent (``{dag}.{task}.{run}.{map index}.{try}:{first index}+{count}``), so the
+texts every request carried are known without trusting the operator's own output.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from airflow_provider_baseten.operators.embeddings import BasetenEmbeddingsOpera
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-_PACK = re.compile(r"/texts-(\d+)\+(\d+)$")
+_PACK = re.compile(r":(\d+)\+(\d+)$")
 
 
 def ti(try_number: int) -> mock.MagicMock:
@@ -52,7 +52,7 @@ def texts_embedded(emulator: Any, try_number: int | None = None) -> list[int]:
     """
     indices = []
     for entry in list(emulator.journal):
-        if try_number is not None and f"/-1/{try_number}/texts-" not in (entry.customer_request_id or ""):
+        if try_number is not None and f".-1.{try_number}:" not in (entry.customer_request_id or ""):
             continue
         if entry.route == "embeddings" and entry.model_ran and entry.status == 200:
             match = _PACK.search(entry.customer_request_id or "")

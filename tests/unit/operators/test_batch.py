@@ -1,4 +1,8 @@
-"""BasetenBatchPredictOperator on an ``httpx.MockTransport``: parameters, output lines, retries, resume, progress."""
+"""BasetenBatchPredictOperator against a fake model on a loopback server: parameters, lines, retries, resume, progress.
+
+The items go out on the hot path (aiohttp) to a real server on 127.0.0.1 (``loopback``); the one sync management
+read before the first item goes through an ``httpx.MockTransport``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import itertools
 import json
 import tracemalloc
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -21,7 +25,10 @@ from airflow_provider_baseten.hooks.clients import build_client
 from airflow_provider_baseten.operators import batch as batch_module
 from airflow_provider_baseten.operators._batch_inputs import FileSource, ListSource
 from airflow_provider_baseten.operators._batch_journal import Existing, IndexSet, LocalSink
+from airflow_provider_baseten.operators._send_loop import RunState, SendLoop
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator, describe_error, model_may_have_run
+
+from .loopback import LoopbackServer
 
 GATEWAY = "http://gw.test"
 
@@ -37,7 +44,11 @@ def _conn(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class FakeModel:
-    """An async MockTransport handler: echoes ``{"echo": input}``; ``script`` may override answers per input."""
+    """The loopback server's handler: echoes ``{"echo": input}``; ``script`` may override answers per input.
+
+    ``hang(body)``: the answer never comes (until the client gives up); ``on_call(body)``: runs as each request
+    arrives, in the server's thread; ``gate``: the first ``gate`` requests are held until all of them are in flight.
+    """
 
     def __init__(self) -> None:
         self.calls: list[Any] = []
@@ -50,6 +61,8 @@ class FakeModel:
         self.on_call: Callable[[Any], None] | None = None
         self.status = "ACTIVE"  # what the management API reports for the deployment
         self.management: list[str] = []
+        self.gate = 0
+        self._gate_open: asyncio.Event | None = None
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -62,7 +75,7 @@ class FakeModel:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(0)
+            await self._wait_for_gate()
             if self.hang(body):
                 await asyncio.sleep(3600)  # cancelled by the test's kill
             if self.script is not None:
@@ -73,18 +86,32 @@ class FakeModel:
         finally:
             self.in_flight -= 1
 
+    async def _wait_for_gate(self) -> None:
+        if len(self.calls) > self.gate:
+            return
+        self._gate_open = self._gate_open or asyncio.Event()
+        if self.in_flight >= self.gate:
+            self._gate_open.set()
+        await self._gate_open.wait()
+
     def count(self) -> Counter:
         return Counter(json.dumps(call, sort_keys=True) for call in self.calls)
 
 
 @pytest.fixture
-def model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
+def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModel]:
     fake = FakeModel()
+    server = LoopbackServer(fake)
+    with server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_BASETEN_DEFAULT",
+            json.dumps({"conn_type": "baseten", "password": "sk-test-batch-key-123", "host": server.url}),
+        )
+        _management(monkeypatch, fake)
+        yield fake
 
-    def build(settings: Any, **_kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(fake))
 
-    monkeypatch.setattr("airflow_provider_baseten.hooks.hotpath.build_aiohttp_session", build)
+def _management(monkeypatch: pytest.MonkeyPatch, fake: FakeModel) -> None:
 
     def management(request: httpx.Request) -> httpx.Response:  # the sync status read before the first input
         fake.management.append(f"{request.method} {request.url.path}")
@@ -99,7 +126,6 @@ def model(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
         "airflow_provider_baseten.hooks.baseten.build_client",
         lambda settings, **_kwargs: build_client(settings, transport=httpx.MockTransport(management)),
     )
-    return fake
 
 
 @pytest.fixture
@@ -239,6 +265,7 @@ def test_dashboard_link_is_published_while_running(
 
 
 def test_concurrency_is_bounded_and_reached(model: FakeModel, waits: list[float], tmp_path: Path) -> None:
+    model.gate = 5  # the first five are held until all five are in flight: the bound is reached, never passed
     make_op(waits, tmp_path, inputs=list(range(40)), max_concurrency=5).execute({"ti": ti()})
     assert model.max_in_flight == 5
 
@@ -359,7 +386,7 @@ def test_failures_within_the_fraction_succeed(model: FakeModel, waits: list[floa
 def test_ambiguous_failure_is_written_never_retried(model: FakeModel, waits: list[float], tmp_path: Path) -> None:
     def script(body: Any, _attempt: int) -> httpx.Response | None:
         if body == 4:
-            raise httpx.ReadTimeout("read timed out")
+            raise httpx.ReadError("reset after the request reached the model")  # the server drops the connection
         return None
 
     model.script = script
@@ -376,7 +403,8 @@ def test_auth_error_stops_the_batch_and_leaves_inputs_for_a_retry(
 ) -> None:
     model.script = lambda _body, _attempt: httpx.Response(401, json={"error": "bad key"})
     with pytest.raises(BasetenAuthError):
-        make_op(waits, tmp_path, inputs=list(range(100)), max_concurrency=4, kill_grace_period=0).execute({"ti": ti()})
+        # the other in-flight predicts finish within the grace period (401s too) and are released, not written
+        make_op(waits, tmp_path, inputs=list(range(100)), max_concurrency=4, kill_grace_period=30).execute({"ti": ti()})
     assert len(model.calls) <= 4
     assert read_lines(tmp_path / "out.jsonl") == []
 
@@ -507,7 +535,9 @@ def test_progress_is_logged_while_nothing_completes(waits: list[float], tmp_path
     op = make_op(waits, tmp_path, inputs=[1], progress_interval=10)
     now = [0.0]
     op._clock = lambda: now[0]
-    progress = batch_module._Progress(op, batch_module._RunState(existing=Existing(), total=1))
+    loop = SendLoop(
+        op, mock.Mock(progress_format="%s" * 8, progress_extra=lambda: ()), RunState(existing=Existing(), total=1)
+    )
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
@@ -518,7 +548,7 @@ def test_progress_is_logged_while_nothing_completes(waits: list[float], tmp_path
     op._sleep = fake_sleep
     with mock.patch.object(BasetenBatchPredictOperator, "log", new_callable=mock.PropertyMock) as log:
         with pytest.raises(asyncio.CancelledError):
-            asyncio.run(op._report(progress))
+            asyncio.run(loop.report())
     assert slept == [10, 10, 10]
     assert log.return_value.info.call_count == 2  # after the 1st and 2nd wait (the 3rd was cancelled)
 
@@ -530,20 +560,20 @@ def test_on_kill_stops_writes_in_flight_as_ambiguous_and_a_retry_finishes(
         waits, tmp_path, inputs=list(range(40)), max_concurrency=4, kill_grace_period=0, max_failed_fraction=0.1
     )
     hanging = True
-    model.hang = lambda body: hanging and body >= 7  # 7, 8, 9 hang until the kill cancels them
+    model.hang = lambda body: hanging and body >= 7  # 7, 8, 9, 10 hang (all four workers) until the kill
 
-    def kill_after_ten(_body: Any) -> None:
-        if len(model.calls) == 10:
-            op.on_kill()
+    def kill_when_all_hang(_body: Any) -> None:
+        if len(model.calls) == 11:
+            op.on_kill()  # from another thread, as Airflow's task runner calls it
 
-    model.on_call = kill_after_ten
+    model.on_call = kill_when_all_hang
     with pytest.raises(BasetenError, match="killed"):
         op.execute({"ti": ti(1)})
     first = read_lines(tmp_path / "out.jsonl")
     cancelled = sorted(x["index"] for x in first if "error" in x)
-    assert cancelled == [7, 8, 9]  # in flight at the kill: written as errors that may have run
+    assert cancelled == [7, 8, 9, 10]  # in flight at the kill: written as errors that may have run
     assert all(x["error"]["type"] == "Cancelled" and x["error"]["model_may_have_run"] for x in first if "error" in x)
-    assert len(model.calls) == 10
+    assert len(model.calls) == 11
 
     model.on_call = None
     hanging = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,15 +45,15 @@ def test_sigterm_writes_in_flight_items_and_a_retry_resends_none(
     hanging = True
     model.hang = lambda body: hanging and body >= 5
 
-    def terminate_after_eight(_body: Any) -> None:
-        if len(model.calls) == 8:
+    def terminate_when_all_hang(_body: Any) -> None:
+        if len(model.calls) == 9:  # 5, 6, 7, 8: every worker waits on a hanging predict
             os.kill(os.getpid(), signal.SIGTERM)
 
-    model.on_call = terminate_after_eight
+    model.on_call = terminate_when_all_hang
     with pytest.raises(BasetenError, match="killed"):
         op.execute({"ti": ti(1)})
     first = read_lines(tmp_path / "out.jsonl")
-    assert cancelled(first) == [5, 6, 7]  # hanging in flight at the SIGTERM
+    assert cancelled(first) == [5, 6, 7, 8]  # hanging in flight at the SIGTERM
 
     model.on_call, hanging = None, False
     model.calls.clear()
@@ -62,14 +63,25 @@ def test_sigterm_writes_in_flight_items_and_a_retry_resends_none(
     assert indices(read_lines(tmp_path / "out.jsonl")) == list(range(30))
 
 
+@pytest.fixture
+def sigusr1_raises_worker_died() -> Iterator[None]:
+    def raise_worker_died(_signum: int, _frame: Any) -> None:
+        raise WorkerDied
+
+    previous = signal.signal(signal.SIGUSR1, raise_worker_died)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.usefixtures("sigusr1_raises_worker_died")
 def test_a_base_exception_in_a_predict_writes_every_in_flight_item(
     model: FakeModel, waits: list[float], tmp_path: Path
 ) -> None:
-    model.hang = lambda body: body in (3, 4)
+    model.hang = lambda body: body in (3, 4, 5)
 
     def die_on_five(body: Any) -> None:
-        if body == 5:
-            raise WorkerDied
+        if body == 5:  # raised into the worker's main thread by a signal, as Airflow's execution_timeout is
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
     model.on_call = die_on_five
     with pytest.raises(WorkerDied):

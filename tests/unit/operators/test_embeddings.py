@@ -1,4 +1,4 @@
-"""BasetenEmbeddingsOperator against a fake ``aembed``: parameters, packing, inputs, outputs, resume, lineage."""
+"""BasetenEmbeddingsOperator against a fake BEI on a loopback server: parameters, packing, inputs, outputs, resume."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import json
 import sys
 import types
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
+import httpx
 import object_store_fs  # tests/ is on sys.path (as test_batch_storage imports it: one module, one store)
 import pytest
 
@@ -23,13 +23,15 @@ from airflow_provider_baseten.exceptions import (
     BasetenConfigError,
     BasetenDeploymentError,
     BasetenError,
-    BasetenModelError,
-    BasetenRateLimitError,
 )
+from airflow_provider_baseten.hooks.baseten import BasetenHook
+from airflow_provider_baseten.hooks.clients import build_client
 from airflow_provider_baseten.operators import embeddings as embeddings_module
 from airflow_provider_baseten.operators._lineage import dataset_name, output_asset
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 from airflow_provider_baseten.operators.embeddings import BasetenEmbeddingsOperator
+
+from .loopback import LoopbackServer
 
 object_store = object_store_fs.object_store  # the fixture: an in-memory store that cannot append
 pa = pytest.importorskip("pyarrow")
@@ -42,43 +44,51 @@ def vector_of(text: str, dimensions: int = 4) -> list[float]:
     return [((seed * (k + 1)) % 97) / 8 for k in range(dimensions)]
 
 
-class FakeHook:
-    """``aembed`` answering vectors of each text (in reverse order, as BEI may), with scriptable failures."""
+class FakeBEI:
+    """A BEI deployment behind the loopback server: vectors of each text (in reverse order, as BEI may answer),
+    with scriptable answers (``fail(texts)`` returns the answer instead), hangs and a hook on each request."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
-        self.kwargs: list[dict[str, Any]] = []
-        self.fail: Callable[[list[str]], BaseException | None] = lambda _texts: None
+        self.bodies: list[dict[str, Any]] = []
+        self.request_ids: list[str | None] = []
+        self.fail: Callable[[list[str]], httpx.Response | None] = lambda _texts: None
         self.hang: Callable[[list[str]], bool] = lambda _texts: False
-        self.settings = object()
+        self.on_call: Callable[[list[str]], None] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
+        self.gate = 0  # the first ``gate`` requests are held until all of them are in flight
+        self._gate_open: asyncio.Event | None = None
         self.status = "ACTIVE"
 
-    def get_deployment(self, target: Any) -> Any:
-        return SimpleNamespace(status=self.status)
-
-    async def aget_settings(self) -> object:
-        return self.settings
-
-    async def aembed(self, target: Any, texts: list[str], **kwargs: Any) -> Any:
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        texts = body["input"]
         self.calls.append(list(texts))
-        self.kwargs.append(kwargs)
+        self.bodies.append(body)
+        self.request_ids.append(request.headers.get("x-baseten-customer-request-id"))
+        if self.on_call is not None:
+            self.on_call(texts)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(0)
+            if len(self.calls) <= self.gate:
+                self._gate_open = self._gate_open or asyncio.Event()
+                if self.in_flight >= self.gate:
+                    self._gate_open.set()
+                await self._gate_open.wait()
             if self.hang(texts):
                 await asyncio.sleep(3600)
-            error = self.fail(texts)
-            if error is not None:
-                raise error
-            dimensions = kwargs.get("dimensions") or 4
-            data = [SimpleNamespace(index=i, embedding=vector_of(text, dimensions)) for i, text in enumerate(texts)][
-                ::-1
+            answer = self.fail(texts)
+            if answer is not None:
+                return answer
+            dimensions = body.get("dimensions") or 4
+            data = [
+                {"object": "embedding", "index": i, "embedding": vector_of(t, dimensions)} for i, t in enumerate(texts)
             ]
             tokens = sum(len(text.split()) for text in texts)
-            return SimpleNamespace(data=data, usage=SimpleNamespace(prompt_tokens=tokens, total_tokens=tokens))
+            usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+            return httpx.Response(200, json={"object": "list", "data": data[::-1], "usage": usage})
         finally:
             self.in_flight -= 1
 
@@ -86,15 +96,23 @@ class FakeHook:
         return [text for call in self.calls for text in call]
 
 
-class FakeClient:
-    async def aclose(self) -> None:
-        return None
-
-
 @pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> FakeHook:
-    monkeypatch.setattr("airflow_provider_baseten.hooks.baseten.build_async_client", lambda *_a, **_k: FakeClient())
-    return FakeHook()
+def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBEI]:
+    fake = FakeBEI()
+    with LoopbackServer(fake) as server:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_BASETEN_DEFAULT",
+            json.dumps({"conn_type": "baseten", "password": "sk-test-embed-key-123", "host": server.url}),
+        )
+
+        def management(request: httpx.Request) -> httpx.Response:  # the status read before the first request
+            return httpx.Response(200, json={"id": "dep1", "status": fake.status, "active_replica_count": 1})
+
+        monkeypatch.setattr(
+            "airflow_provider_baseten.hooks.baseten.build_client",
+            lambda settings, **_kwargs: build_client(settings, transport=httpx.MockTransport(management)),
+        )
+        yield fake
 
 
 def ti(try_number: int = 1) -> mock.MagicMock:
@@ -104,12 +122,16 @@ def ti(try_number: int = 1) -> mock.MagicMock:
     return instance
 
 
-def make_op(hook: FakeHook, tmp_path: Path, **kwargs: Any) -> BasetenEmbeddingsOperator:
+def make_op(hook: FakeBEI, tmp_path: Path, **kwargs: Any) -> BasetenEmbeddingsOperator:
     kwargs.setdefault("task_id", "embed")
     kwargs.setdefault("model_id", "bei123")
     kwargs.setdefault("output_path", str(tmp_path / "out.jsonl"))
     op = BasetenEmbeddingsOperator(**kwargs)
-    op.hook = hook  # type: ignore[assignment]
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    op.hook = BasetenHook(customer_request_id="", async_sleep=no_sleep)
     return op
 
 
@@ -120,7 +142,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 TEXTS = [f"text number {n}" for n in range(10)]
 
 
-def test_an_inactive_deployment_fails_before_any_text_is_sent(hook: FakeHook, tmp_path: Path) -> None:
+def test_an_inactive_deployment_fails_before_any_text_is_sent(hook: FakeBEI, tmp_path: Path) -> None:
     hook.status = "INACTIVE"
     op = make_op(hook, tmp_path, texts=TEXTS)
     with pytest.raises(BasetenDeploymentError, match="activate_if_inactive=True"):
@@ -157,7 +179,7 @@ def test_invalid_literal_arguments_fail_at_parse_time(kwargs: dict[str, Any], me
         BasetenEmbeddingsOperator(task_id="embed", **kwargs)
 
 
-def test_texts_rendered_to_a_string_are_parsed(hook: FakeHook, tmp_path: Path) -> None:
+def test_texts_rendered_to_a_string_are_parsed(hook: FakeBEI, tmp_path: Path) -> None:
     op = make_op(hook, tmp_path, texts="{{ ti.xcom_pull('x') }}")
     op.texts = '["a b", "c"]'
     assert op.execute({"ti": ti()})["succeeded"] == 2
@@ -166,21 +188,14 @@ def test_texts_rendered_to_a_string_are_parsed(hook: FakeHook, tmp_path: Path) -
 # --- packing ------------------------------------------------------------------------------------------------------
 
 
-def test_texts_are_packed_batch_size_per_request_and_written_once(hook: FakeHook, tmp_path: Path) -> None:
+def test_texts_are_packed_batch_size_per_request_and_written_once(hook: FakeBEI, tmp_path: Path) -> None:
     manifest = make_op(hook, tmp_path, texts=TEXTS, batch_size=4, dimensions=3, model="bge").execute({"ti": ti()})
     assert sorted(len(call) for call in hook.calls) == [2, 4, 4]
     assert sorted(hook.sent()) == sorted(TEXTS)
-    options = hook.kwargs[0]
-    assert {k: options[k] for k in ("model", "dimensions", "encoding_format", "timeout")} == {
-        "model": "bge",
-        "dimensions": 3,
-        "encoding_format": None,
-        "timeout": None,
-    }
-    assert isinstance(options["client"], FakeClient)
-    assert len({id(kwargs["retry_budget"]) for kwargs in hook.kwargs}) == 1  # one budget for the whole try
-    assert sorted(kwargs["request_id"] for kwargs in hook.kwargs) == [
-        f"dag/embed/manual__1/-1/1/texts-{first}+{size}" for first, size in ((0, 4), (4, 4), (8, 2))
+    assert all(set(body) == {"input", "model", "dimensions"} for body in hook.bodies)
+    assert {(body["model"], body["dimensions"]) for body in hook.bodies} == {("bge", 3)}
+    assert sorted(hook.request_ids) == [  # one per request: the task, its first index and its size
+        f"dag.embed.manual__1.-1.1:{first}+{size}" for first, size in ((0, 4), (4, 4), (8, 2))
     ]
     lines = read_lines(tmp_path / "out.jsonl")
     assert sorted(line["index"] for line in lines) == list(range(10))
@@ -192,18 +207,19 @@ def test_texts_are_packed_batch_size_per_request_and_written_once(hook: FakeHook
     assert manifest["usage"] == {"prompt_tokens": 30, "total_tokens": 30}
 
 
-def test_packs_are_bounded_by_characters_and_a_long_text_goes_alone(hook: FakeHook, tmp_path: Path) -> None:
+def test_packs_are_bounded_by_characters_and_a_long_text_goes_alone(hook: FakeBEI, tmp_path: Path) -> None:
     texts = ["a" * 10, "b" * 10, "c" * 10, "d" * 50, "e" * 10]
     make_op(hook, tmp_path, texts=texts, batch_size=100, max_chars_per_request=25, max_concurrency=1).execute({})
     assert hook.calls == [["a" * 10, "b" * 10], ["c" * 10], ["d" * 50], ["e" * 10]]
 
 
-def test_concurrency_is_bounded(hook: FakeHook, tmp_path: Path) -> None:
+def test_concurrency_is_bounded(hook: FakeBEI, tmp_path: Path) -> None:
+    hook.gate = 3
     make_op(hook, tmp_path, texts=TEXTS * 5, batch_size=2, max_concurrency=3).execute({})
     assert hook.max_in_flight == 3
 
 
-def test_invalid_records_are_written_as_errors_and_never_sent(hook: FakeHook, tmp_path: Path) -> None:
+def test_invalid_records_are_written_as_errors_and_never_sent(hook: FakeBEI, tmp_path: Path) -> None:
     texts = [{"body": "fine", "key": "a"}, {"body": "", "key": "b"}, {"other": 1, "key": "c"}, "plain"]
     op = make_op(hook, tmp_path, texts=texts, text_field="body", id_field="key", max_failed_fraction=1.0)
     manifest = op.execute({})
@@ -234,7 +250,7 @@ def write_input(tmp_path: Path, kind: str, rows: list[dict[str, Any]]) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
-def test_file_inputs_by_suffix(hook: FakeHook, tmp_path: Path, kind: str) -> None:
+def test_file_inputs_by_suffix(hook: FakeBEI, tmp_path: Path, kind: str) -> None:
     rows = [{"doc": f"doc-{n}", "text": f"line, with a comma {n}"} for n in range(7)]
     path = write_input(tmp_path, kind, rows)
     manifest = make_op(hook, tmp_path, input_path=str(path), id_field="doc", batch_size=3).execute({})
@@ -247,8 +263,8 @@ def test_file_inputs_by_suffix(hook: FakeHook, tmp_path: Path, kind: str) -> Non
 # --- outputs ------------------------------------------------------------------------------------------------------
 
 
-def test_parquet_output_holds_float32_vectors_and_errors(hook: FakeHook, tmp_path: Path) -> None:
-    hook.fail = lambda texts: BasetenModelError("boom", status_code=500) if "text number 9" in texts else None
+def test_parquet_output_holds_float32_vectors_and_errors(hook: FakeBEI, tmp_path: Path) -> None:
+    hook.fail = lambda texts: httpx.Response(500, json={"error": "boom"}) if "text number 9" in texts else None
     out = tmp_path / "vectors.parquet"
     op = make_op(hook, tmp_path, texts=TEXTS, output_path=str(out), batch_size=3, max_failed_fraction=0.5)
     manifest = op.execute({})
@@ -265,14 +281,14 @@ def test_parquet_output_holds_float32_vectors_and_errors(hook: FakeHook, tmp_pat
     assert (tmp_path / "vectors.parquet.journal.jsonl").exists()
 
 
-def test_parquet_journal_is_base64_float32(hook: FakeHook, tmp_path: Path) -> None:
+def test_parquet_journal_is_base64_float32(hook: FakeBEI, tmp_path: Path) -> None:
     make_op(hook, tmp_path, texts=TEXTS[:2], output_path=str(tmp_path / "v.parquet")).execute({})
     line = read_lines(tmp_path / "v.parquet.journal.jsonl")[0]
     assert array("f", base64.b64decode(line["embedding"])).tolist() == vector_of(TEXTS[line["index"]])
 
 
 def test_parquet_needs_pyarrow_and_says_so_before_sending(
-    hook: FakeHook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hook: FakeBEI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(BasetenConfigError, match=r"airflow-provider-baseten\[parquet\]"):
@@ -280,7 +296,7 @@ def test_parquet_needs_pyarrow_and_says_so_before_sending(
     assert hook.calls == []
 
 
-def test_progress_lines_name_rate_eta_and_tokens(hook: FakeHook, tmp_path: Path) -> None:
+def test_progress_lines_name_rate_eta_and_tokens(hook: FakeBEI, tmp_path: Path) -> None:
     ticks = iter(range(1000))
     op = make_op(hook, tmp_path, texts=TEXTS, batch_size=2, max_concurrency=1, progress_interval=1)
     op._clock = lambda: float(next(ticks))  # type: ignore[method-assign]
@@ -295,7 +311,7 @@ def test_progress_lines_name_rate_eta_and_tokens(hook: FakeHook, tmp_path: Path)
     assert any(m.startswith("Embeddings finished: 10/10 texts done") and m.endswith("30 tokens") for m in messages)
 
 
-def test_object_store_outputs_jsonl_parts_and_parquet_resume(hook: FakeHook, tmp_path: Path, object_store: str) -> None:
+def test_object_store_outputs_jsonl_parts_and_parquet_resume(hook: FakeBEI, tmp_path: Path, object_store: str) -> None:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     folder = f"{object_store}/vectors/run1.jsonl"
@@ -319,8 +335,8 @@ def test_object_store_outputs_jsonl_parts_and_parquet_resume(hook: FakeHook, tmp
 # --- failures and resume ------------------------------------------------------------------------------------------
 
 
-def test_a_failed_pack_writes_an_error_per_text(hook: FakeHook, tmp_path: Path) -> None:
-    hook.fail = lambda texts: BasetenRateLimitError("slow down", status_code=429) if "text number 0" in texts else None
+def test_a_failed_pack_writes_an_error_per_text(hook: FakeBEI, tmp_path: Path) -> None:
+    hook.fail = lambda texts: httpx.Response(429, json={"error": "slow down"}) if "text number 0" in texts else None
     with pytest.raises(BasetenError, match="3 of 10 texts failed"):
         make_op(hook, tmp_path, texts=TEXTS, batch_size=3, max_concurrency=1).execute({})
     errors = [line for line in read_lines(tmp_path / "out.jsonl") if "error" in line]
@@ -328,12 +344,12 @@ def test_a_failed_pack_writes_an_error_per_text(hook: FakeHook, tmp_path: Path) 
     assert all(line["error"]["model_may_have_run"] is False for line in errors)
 
 
-def test_a_retry_sends_only_what_is_missing_or_never_reached_the_model(hook: FakeHook, tmp_path: Path) -> None:
-    def fail(texts: list[str]) -> BaseException | None:
+def test_a_retry_sends_only_what_is_missing_or_never_reached_the_model(hook: FakeBEI, tmp_path: Path) -> None:
+    def fail(texts: list[str]) -> httpx.Response | None:
         if "text number 0" in texts:
-            return BasetenRateLimitError("slow down", status_code=429)  # never ran: sent again
+            return httpx.Response(429, json={"error": "slow down"})  # never ran: sent again
         if "text number 3" in texts:
-            return BasetenModelError("model crashed", status_code=500)  # may have run: kept as an error
+            return httpx.Response(500, json={"error": "model crashed"})  # may have run: kept as an error
         return None
 
     hook.fail = fail
@@ -349,7 +365,7 @@ def test_a_retry_sends_only_what_is_missing_or_never_reached_the_model(hook: Fak
     assert sorted(line["index"] for line in lines) == list(range(10))
 
 
-def test_a_retry_re_embeds_changed_texts_and_all_of_them_when_dimensions_change(hook: FakeHook, tmp_path: Path) -> None:
+def test_a_retry_re_embeds_changed_texts_and_all_of_them_when_dimensions_change(hook: FakeBEI, tmp_path: Path) -> None:
     make_op(hook, tmp_path, texts=TEXTS, batch_size=5).execute({"ti": ti(1)})
     hook.calls.clear()
     changed = [*TEXTS[:9], "a new last text"]
@@ -361,7 +377,7 @@ def test_a_retry_re_embeds_changed_texts_and_all_of_them_when_dimensions_change(
     assert all(len(line["embedding"]) == 2 for line in read_lines(tmp_path / "out.jsonl"))
 
 
-def test_on_rerun_fail_refuses_other_texts(hook: FakeHook, tmp_path: Path) -> None:
+def test_on_rerun_fail_refuses_other_texts(hook: FakeBEI, tmp_path: Path) -> None:
     make_op(hook, tmp_path, texts=TEXTS).execute({"ti": ti(1)})
     hook.calls.clear()
     with pytest.raises(BasetenConfigError, match="on_rerun='fail'"):
@@ -369,7 +385,7 @@ def test_on_rerun_fail_refuses_other_texts(hook: FakeHook, tmp_path: Path) -> No
     assert hook.calls == []
 
 
-def test_the_first_try_replaces_an_old_output(hook: FakeHook, tmp_path: Path) -> None:
+def test_the_first_try_replaces_an_old_output(hook: FakeBEI, tmp_path: Path) -> None:
     make_op(hook, tmp_path, texts=TEXTS).execute({"ti": ti(1)})
     hook.calls.clear()
     make_op(hook, tmp_path, texts=TEXTS).execute({"ti": ti(1)})
@@ -378,33 +394,26 @@ def test_the_first_try_replaces_an_old_output(hook: FakeHook, tmp_path: Path) ->
 
 
 def test_a_killed_try_leaves_in_flight_packs_to_the_retry_and_resends_no_written_one(
-    hook: FakeHook, tmp_path: Path
+    hook: FakeBEI, tmp_path: Path
 ) -> None:
     texts = [f"t{n}" for n in range(12)]
     hook.hang = lambda batch: "t6" in batch
     op = make_op(hook, tmp_path, texts=texts, batch_size=2, max_concurrency=1, kill_grace_period=0)
-    original = hook.aembed
-
-    async def kill_on_hang(target: Any, batch: list[str], **kwargs: Any) -> Any:
-        if "t6" in batch:
-            op.on_kill()
-        return await original(target, batch, **kwargs)
-
-    hook.aembed = kill_on_hang  # type: ignore[method-assign]
+    hook.on_call = lambda batch: op.on_kill() if "t6" in batch else None  # from the server's thread
     with pytest.raises(BasetenError, match="stopped early"):
         op.execute({"ti": ti(1)})
     written = {line["index"] for line in read_lines(tmp_path / "out.jsonl")}
     assert written == set(range(6))
     assert (tmp_path / "out.jsonl.inflight").exists()
     hook.calls.clear()
-    hook.hang = lambda _batch: False
+    hook.hang, hook.on_call = (lambda _batch: False), None
     manifest = make_op(hook, tmp_path, texts=texts, batch_size=2).execute({"ti": ti(2)})
     assert sorted(hook.sent()) == sorted(texts[6:])
     assert manifest["succeeded"] == 12
     assert sorted(line["index"] for line in read_lines(tmp_path / "out.jsonl")) == list(range(12))
 
 
-def test_a_sigkilled_try_s_intents_are_sent_again(hook: FakeHook, tmp_path: Path) -> None:
+def test_a_sigkilled_try_s_intents_are_sent_again(hook: FakeBEI, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     make_op(hook, tmp_path, texts=TEXTS[:4]).execute({"ti": ti(1)})
     fingerprints = {line["index"]: line["input_fp"] for line in read_lines(out)}
@@ -418,21 +427,26 @@ def test_a_sigkilled_try_s_intents_are_sent_again(hook: FakeHook, tmp_path: Path
     assert not (tmp_path / "out.jsonl.inflight").exists()
 
 
-def test_authentication_errors_stop_at_once(hook: FakeHook, tmp_path: Path) -> None:
-    hook.fail = lambda _texts: BasetenAuthError("bad key", status_code=401)
+def test_authentication_errors_stop_at_once(hook: FakeBEI, tmp_path: Path) -> None:
+    hook.fail = lambda _texts: httpx.Response(401, json={"error": "bad key"})
     with pytest.raises(BasetenAuthError):
         make_op(hook, tmp_path, texts=TEXTS * 10, batch_size=2, max_concurrency=2).execute({})
     assert len(hook.calls) <= 2
 
 
-def test_a_response_with_wrong_indices_is_an_error(hook: FakeHook, tmp_path: Path) -> None:
-    async def short(target: Any, texts: list[str], **kwargs: Any) -> Any:
-        return SimpleNamespace(data=[SimpleNamespace(index=0, embedding=[1.0])], usage=None)
-
-    hook.aembed = short  # type: ignore[method-assign]
+def test_a_response_with_wrong_indices_is_an_error(hook: FakeBEI, tmp_path: Path) -> None:
+    hook.fail = lambda _texts: httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0]}]})
     with pytest.raises(BasetenError, match="2 of 2 texts failed"):
         make_op(hook, tmp_path, texts=["a", "b"]).execute({})
-    assert all("other indices" in line["error"]["message"] for line in read_lines(tmp_path / "out.jsonl"))
+    assert all("indices that are not 0..1" in line["error"]["message"] for line in read_lines(tmp_path / "out.jsonl"))
+
+
+def test_one_retry_budget_bounds_a_failure_storm(hook: FakeBEI, tmp_path: Path) -> None:
+    """Every request answers 500 (retried on embeddings): the whole try affords max(10, 5%) retries, not 3 each."""
+    hook.fail = lambda _texts: httpx.Response(500, json={"error": "boom"})
+    with pytest.raises(BasetenError, match="40 of 40 texts failed"):
+        make_op(hook, tmp_path, texts=[f"t{n}" for n in range(40)], batch_size=1, max_concurrency=4).execute({})
+    assert len(hook.calls) == 40 + 10
 
 
 # --- lineage and assets -------------------------------------------------------------------------------------------
