@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModelError
 from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
-from airflow_provider_baseten.operators._batch_inputs import Item, ListSource, Source, open_file_source, parse_list
+from airflow_provider_baseten.operators._batch_inputs import ListSource, Source, open_file_source, parse_list
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
+from airflow_provider_baseten.operators._send_loop import Unit
 from airflow_provider_baseten.operators._storage import as_path
-from airflow_provider_baseten.operators.embeddings import MAX_BATCH_SIZE, _Packer
+from airflow_provider_baseten.operators.embeddings import MAX_BATCH_SIZE, _line_of, _Packer
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
@@ -110,9 +111,12 @@ class _ScoringJob:
 
     label = "Scoring"
 
-    def take_pack(self) -> tuple[list[Item], list[Line]]:
-        """The next pack (texts as payloads) and the error lines of invalid records met on the way."""
-        return self.packer.next()
+    def take(self) -> tuple[Unit | None, list[Line]]:
+        """The next pack as a unit (``None`` at the end) and the error lines of invalid records met on the way."""
+        pack, invalid = self.packer.next()
+        if not pack:
+            return None, invalid
+        return Unit([_line_of(item) for item in pack], [item.payload for item in pack]), invalid
 
     def request_id(self, key: int, size: int) -> str:
         from airflow_provider_baseten.hooks.hotpath import customer_request_id

@@ -148,3 +148,14 @@ def test_a_changed_query_or_option_changes_every_fingerprint() -> None:
     assert fingerprints() == base
     for change in ({"query": "other"}, {"raw_scores": True}, {"truncate": True}, {"model": "m"}):
         assert set(fingerprints(**change)).isdisjoint(base), change
+
+
+def test_take_gives_units_of_packed_intents_then_none() -> None:
+    op = rerank_op(texts=["x", "", "y"], batch_size=2, id_field=None)
+    job = RerankJob(BasetenHook, MODEL, op._packer(op._source()), "p", "q", op.options())  # type: ignore[arg-type]
+    first, invalid = job.take()
+    assert first is not None
+    assert first.payload == ["x", "y"]
+    assert [line["index"] for line in first.lines] == [0, 2]
+    assert [line["index"] for line in invalid] == [1]
+    assert job.take() == (None, [])
