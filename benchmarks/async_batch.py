@@ -19,20 +19,29 @@ trigger's one event; for the single side, the last trigger's event, i.e. when ev
 event's time over the budget's own bound ``max(last finish, first finish + N / budget)`` (every request needs one
 read after it ends).
 
-Submits are not part of this run: the parent queues the requests directly into the emulator (as the operator's
-submit phase would have; its pacing is covered by the operator's tests), so both sides wait on the same queue.
+The trigger sides do not submit: the parent queues the requests directly into the emulator, so both wait on the
+same queue. The submit phase is measured apart, first: a child runs ``BasetenAsyncBatchOperator.execute`` itself
+(its waves, manifest writes, shared token bucket and hook; ``max_in_flight`` = M, so one submit phase, up to the
+defer) on M inputs (``--submits``, 2,500: about 50 s at the default ``submit_rate`` of 50/s) against a second
+emulator in real time, which holds Baseten's 200 submits/s on the wall clock. From the emulator's journal and queue:
+submits answered per second, the median over the whole 1 s windows from the first submit and the peak over any 1 s
+window ``[t, t + 1)``, next to the cap (the bucket's burst, ``rate / 5``, may land in one window); 429s; accepted
+requests per input (must be exactly 1) and inputs accepted.
 
     python -m benchmarks.async_batch                # N = 10,000
-    python -m benchmarks.async_batch --quick        # N = 300, 10 at a time
+    python -m benchmarks.async_batch --quick        # N = 300, 10 at a time; M = 200 submits
+    python -m benchmarks.async_batch --only-submit  # the submit phase alone (M = 2,500)
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +68,7 @@ from benchmarks._common import (
 MODULE = "benchmarks.async_batch"
 MODEL = "asyncbench01"
 SIDES = ("batch", "single")
+SUBMIT_LIMIT = 200.0  # Baseten's async submits per second (the emulator's default limit)
 LABELS = {"batch": "1 BasetenAsyncBatchTrigger", "single": "N BasetenAsyncRequestTrigger"}
 
 
@@ -180,7 +190,35 @@ async def _wait(params: dict[str, Any], go: dict[str, Any]) -> dict[str, Any]:
     return {**meter.as_dict(), "events": statuses, "last_event_wall": last, "unfired": len(pending), "counts": counts}
 
 
-FUNCTIONS = {"wait": child_wait}
+def child_submit(params: dict[str, Any]) -> dict[str, Any]:
+    """The operator's own submit path: ``execute`` on M inputs up to its defer (one wave loop, paced by its bucket)."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    # What the first submit imports, so imports are not measured.
+    import airflow_provider_baseten.hooks.async_requests
+    import airflow_provider_baseten.hooks.baseten
+    import airflow_provider_baseten.hooks.ratelimit  # noqa: F401
+    from airflow_provider_baseten.operators.async_batch import BasetenAsyncBatchOperator
+
+    operator = BasetenAsyncBatchOperator(
+        task_id="bench_submit",
+        model_id=MODEL,
+        inputs=[{"i": i} for i in range(params["m"])],
+        manifest_location=params["manifest"],
+        max_in_flight=params["m"],  # one submit phase for every input, then the defer
+        **({"submit_rate": params["rate"]} if params["rate"] else {}),
+    )
+    wait_for_go()
+    deferred = False
+    with Meter() as meter:
+        try:
+            operator.execute({})
+        except TaskDeferred:
+            deferred = True
+    return {**meter.as_dict(), "deferred": deferred, "submit_rate": operator.submit_rate}
+
+
+FUNCTIONS = {"wait": child_wait, "submit": child_submit}
 
 
 # --- one side, seen from the parent ----------------------------------------------------------------------------------
@@ -271,6 +309,67 @@ def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> di
     }
 
 
+# --- the submit phase, seen from the parent -------------------------------------------------------------------------
+
+
+def second_rates(times: Sequence[float]) -> tuple[float | None, int]:
+    """(median count over the whole 1 s windows from the first time, peak count in any 1 s window ``[t, t + 1)``)."""
+    ordered = sorted(times)
+    if not ordered:
+        return None, 0
+    whole = int(ordered[-1] - ordered[0])  # the last, partial window would read low
+    counts = [0] * whole
+    for t in ordered:
+        slot = int(t - ordered[0])
+        if slot < whole:
+            counts[slot] += 1
+    # A window holding the most requests can be taken to start on one of them.
+    peak = max(bisect.bisect_left(ordered, t + 1.0) - i for i, t in enumerate(ordered))
+    return median(counts), peak
+
+
+def run_submit(runner: ChildRunner, m: int, rate: float | None) -> dict[str, Any]:
+    """M submits by ``BasetenAsyncBatchOperator.execute`` (in a child) against a real-time emulator (Baseten's
+    limits on the wall clock: 200 submits/s); the emulator's journal and queue give the rates, 429s and duplicates."""
+    from airflow_provider_baseten.emulator import Emulator
+
+    scenario = Scenario(n=m, concurrency=50, work=3600.0, batch_interval=30.0, time_scale=1.0)
+    emu = Emulator(world=bench_world(scenario)).start()
+    scratch = Path(tempfile.mkdtemp(prefix="baseten-bench-async-submit-"))
+    try:
+        conn = {"conn_type": "baseten", "host": emu.url, "password": emu.api_key}
+        params = {"m": m, "rate": rate, "manifest": str(scratch / "manifest")}
+        result = runner.run(
+            "submit", params, env={"AIRFLOW_CONN_BASETEN_DEFAULT": json.dumps(conn)}, on_ready=lambda: {}
+        )
+        submits = [e for e in emu.journal.entries() if e.route == "async_predict"]
+        per_input = Counter(record.request.model_input["i"] for record in emu.requests.values())
+    finally:
+        emu.stop()
+    held, peak = second_rates([e.time for e in submits])
+    return {
+        "m": m,
+        "submit_rate": result["submit_rate"],
+        "deferred": result["deferred"],
+        "wall_s": result["wall_s"],
+        "cpu_s": result["cpu_s"],
+        "sent": len(submits),
+        "held_per_s": held,
+        "peak_per_s": peak,
+        "http_429": sum(1 for e in submits if e.status == 429),
+        "accepted_inputs": len(per_input),
+        "accepted_per_input": sorted(set(per_input.values())),
+    }
+
+
+def _submit_line(r: dict[str, Any]) -> str:
+    return (
+        f"  operator submits M={r['m']:<6} cap {r['submit_rate']:g}/s wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.2f}s "
+        f"held {r['held_per_s']}/s peak {r['peak_per_s']}/s 429 {r['http_429']} inputs accepted "
+        f"{r['accepted_inputs']} (per input {r['accepted_per_input']}) deferred {r['deferred']}"
+    )
+
+
 def _progress_line(r: dict[str, Any]) -> str:
     return (
         f"  {LABELS[r['side']]:<30} N={r['n']:<6} wall {r['wall_s']:.1f}s cpu {r['cpu_s']:.2f}s "
@@ -283,7 +382,60 @@ def _progress_line(r: dict[str, Any]) -> str:
 # --- report ----------------------------------------------------------------------------------------------------------
 
 
-def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tuple[list[Table], list[Goal]]:
+def submit_report(runs: list[dict[str, Any]]) -> tuple[Table, list[Goal]]:
+    def med(key: str) -> float | None:
+        return median(r[key] for r in runs)
+
+    cap = runs[0]["submit_rate"]
+    table = Table(
+        f"Submitting {runs[0]['m']:,} inputs with BasetenAsyncBatchOperator.execute (medians; wall clock)",
+        [
+            "submitter",
+            "cap req/s",
+            "held req/s (median 1 s window)",
+            "peak req/s (any 1 s window)",
+            "429s",
+            "inputs accepted",
+            "accepted per input",
+            "wall s",
+            "CPU s",
+        ],
+    )
+    table.add(
+        "BasetenAsyncBatchOperator",
+        cap,
+        med("held_per_s"),
+        med("peak_per_s"),
+        int(med("http_429") or 0),
+        f"{min(r['accepted_inputs'] for r in runs)}/{runs[0]['m']}",
+        ",".join(str(n) for n in sorted({n for r in runs for n in r["accepted_per_input"]})),
+        med("wall_s"),
+        med("cpu_s"),
+    )
+    from airflow_provider_baseten.hooks.ratelimit import status_burst
+
+    burst = status_burst(cap)  # the operator's bucket (shared_sync_bucket) holds this many tokens at rest
+    table.notes.append(
+        f"The operator's default submit_rate ({cap:g}/s) and submit_concurrency; the emulator holds Baseten's "
+        f"{SUBMIT_LIMIT:g} submits/s on the wall clock. The bucket's burst ({burst:g}) may add to one window."
+    )
+    peak = max(r["peak_per_s"] for r in runs)
+    n429 = sum(r["http_429"] for r in runs)
+    once = all(r["accepted_per_input"] == [1] and r["accepted_inputs"] == r["m"] for r in runs)
+    goals = [
+        Goal(
+            "submit peak over any 1 s window", f"<= cap + burst ({cap + burst:g} req/s)", str(peak), peak <= cap + burst
+        ),
+        Goal("submit peak under Baseten's limit", f"<= {SUBMIT_LIMIT:g} req/s", str(peak), peak <= SUBMIT_LIMIT),
+        Goal("429s on submits", "0", str(n429), n429 == 0),
+        Goal("accepted requests per input", "exactly 1, every input", "1" if once else "no", once),
+    ]
+    return table, goals
+
+
+def report(
+    scenario: Scenario, results: dict[str, list[dict[str, Any]]], submit_table: Table, submit_goals: list[Goal]
+) -> tuple[list[Table], list[Goal]]:
     def med(side: str, key: str) -> float | None:
         return median(r[key] for r in results[side])
 
@@ -343,8 +495,9 @@ def report(scenario: Scenario, results: dict[str, list[dict[str, Any]]]) -> tupl
             detected,
         ),
         Goal("the batch trigger ended with one done event", "yes", "yes" if done else "no", done),
+        *submit_goals,
     ]
-    return [table, goals_table(goals, "Async batch goals")], goals
+    return [table, submit_table, goals_table(goals, "Async batch goals")], goals
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
@@ -354,6 +507,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument("--work", type=float, default=2.0, help="emulated seconds per request (default 2)")
     parser.add_argument("--poll-interval", type=float, default=30.0, help="batch trigger poll interval (30 s)")
     parser.add_argument("--time-scale", type=float, default=None, help="emulated s per wall s (default 8; quick 8)")
+    parser.add_argument("--submits", type=int, default=None, help="submit-phase inputs (default 2,500; quick 200)")
+    parser.add_argument("--submit-rate", type=float, default=None, help="operator submit_rate (default: its own)")
+    parser.add_argument("--only-submit", action="store_true", help="run only the submit phase")
     args = parse_args(parser, argv)
     if run_as_child(args, FUNCTIONS):
         return None
@@ -364,28 +520,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         batch_interval=args.poll_interval,
         time_scale=args.time_scale or 8.0,
     )
+    m = args.submits or (200 if args.quick else 2_500)
     runner = ChildRunner(MODULE, FUNCTIONS, inline=args.inline, timeout=max(900.0, 3 * scenario.cap))
-    emu = start_emulator(scenario)
-    try:
-        results: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-        for _ in range(args.repeat or 1):
-            for side in SIDES:
-                results[side].append(run_side(runner, emu, scenario, side))
-                print(_progress_line(results[side][-1]), flush=True)
-    finally:
-        emu.stop()
-    tables, goals = report(scenario, results)
+    submits: list[dict[str, Any]] = []
+    results: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for _ in range(args.repeat or 1):
+        submits.append(run_submit(runner, m, args.submit_rate))
+        print(_submit_line(submits[-1]), flush=True)
+    if not args.only_submit:
+        emu = start_emulator(scenario)
+        try:
+            for _ in range(args.repeat or 1):
+                for side in SIDES:
+                    results[side].append(run_side(runner, emu, scenario, side))
+                    print(_progress_line(results[side][-1]), flush=True)
+        finally:
+            emu.stop()
+    submit_table, submit_goals = submit_report(submits)
+    if args.only_submit:
+        tables, goals = [submit_table, goals_table(submit_goals, "Async batch submit goals")], submit_goals
+    else:
+        tables, goals = report(scenario, results, submit_table, submit_goals)
     publish_results(
-        "async_batch",
-        title="Async batch: one trigger vs one trigger per request",
+        "async_batch_submit" if args.only_submit else "async_batch",
+        title="Async batch: the operator's submit phase"
+        if args.only_submit
+        else "Async batch: one trigger vs one trigger per request",
         module=MODULE,
         argv=argv,
         tables=tables,
-        raw={"scenario": scenario.__dict__, "results": results},
+        raw={"scenario": scenario.__dict__, "submit_m": m, "submits": submits, "results": results},
         method=__doc__.split("\n\n", 1)[1].split("\n\n    python")[0],
         results_dir=args.results_dir,
     )
-    return {"tables": tables, "goals": goals, "results": results, "scenario": scenario}
+    return {"tables": tables, "goals": goals, "results": results, "submits": submits, "scenario": scenario}
 
 
 if __name__ == "__main__":

@@ -178,7 +178,8 @@ def child_fanout(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.providers.common.compat.connection import get_async_connection  # noqa: F401
 
         import airflow_provider_baseten.hooks.async_requests
-        import airflow_provider_baseten.hooks.baseten  # noqa: F401
+        import airflow_provider_baseten.hooks.baseten
+        import airflow_provider_baseten.hooks.hotpath  # noqa: F401  (the triggers poll on it)
         from airflow_provider_baseten.triggers.baseten import BasetenAsyncRequestTrigger  # noqa: F401
     else:
         import tenacity  # noqa: F401

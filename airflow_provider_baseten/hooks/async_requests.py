@@ -13,7 +13,7 @@ Events (the dicts a trigger yields and ``execute_complete`` receives) are allow-
 The waiting loop is written once, without I/O (:func:`wait_plan`): it asks its driver to poll, to fetch the queue
 depth or to sleep, and decides everything else (deadline first on every turn, jittered intervals, backoff for
 transient errors within a budget, state-change and once-a-minute progress logs). :func:`wait_sync` drives it on the
-worker with the sync client, :func:`wait_async` in the triggerer with the shared async client and poll budget.
+worker with the sync client, :func:`wait_async` in the triggerer with the shared hot-path sender and poll budget.
 """
 
 from __future__ import annotations
@@ -631,12 +631,16 @@ async def wait_async(
     clock: Callable[[], float] = time.time,
     first_delay: float | None = None,
 ) -> dict[str, Any]:
-    """Drive :func:`wait_plan` in the triggerer: shared ``AsyncClient`` and poll budget, no blocking call.
+    """Drive :func:`wait_plan` in the triggerer: status polls on the shared hot-path sender and poll budget
+    (:func:`~airflow_provider_baseten.hooks.hotpath.status_poll`), no blocking call.
 
     ``CancelledError`` is never caught here (it is not an ``Exception``): a triggerer that stops the trigger stops it.
     """
+    from airflow_provider_baseten.hooks.hotpath import status_poll
+
+    target, request_id = watch.target, watch.request_id
     reads = {
-        _POLL: lambda: hook.aget_async_request(watch.target, watch.request_id),
+        _POLL: status_poll(hook, lambda sender, budget: sender.get_async_request(target, request_id, budget)),
         _QUEUE: lambda: hook.aget_async_queue_status(watch.target, max_age=QUEUE_DEPTH_MAX_AGE, clock=clock),
     }
     return await adrive(wait_plan(watch, clock, first_delay=first_delay), reads, sleep)

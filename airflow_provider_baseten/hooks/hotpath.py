@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -58,9 +58,13 @@ __all__ = [
     "MAX_CUSTOMER_REQUEST_ID",
     "HotSender",
     "customer_request_id",
+    "status_budget",
+    "status_poll",
     "sync_route_idempotent",
     "task_request_prefix",
 ]
+
+T = TypeVar("T")
 
 #: Sync routes of Baseten's engines (BEI) that only compute an answer from their input: retried like reads.
 #: Every other route (``predict``, ``v1/chat/completions``, a custom server's own) is treated as a billed
@@ -96,12 +100,13 @@ def customer_request_id(prefix: str, index: int) -> str:
 
 
 class _Prepared:
-    """What every request of one call shape reuses: URL, headers, proxy, timeout."""
+    """What every request of one call shape (method, host, timeout, headers) reuses: base URL, headers, proxy,
+    timeout. Not the path: polls of thousands of request ids share one entry (proxies match by host, never path)."""
 
-    __slots__ = ("headers", "proxy", "proxy_auth", "timeout", "url")
+    __slots__ = ("base", "headers", "proxy", "proxy_auth", "timeout")
 
-    def __init__(self, url: str, headers: dict[str, str], proxy: str | None, proxy_auth: Any, timeout: Any) -> None:
-        self.url = url
+    def __init__(self, base: str, headers: dict[str, str], proxy: str | None, proxy_auth: Any, timeout: Any) -> None:
+        self.base = base
         self.headers = headers
         self.proxy = proxy
         self.proxy_auth = proxy_auth
@@ -179,6 +184,11 @@ class HotSender:
         settings = await hook.aget_settings()
         return cls(hook, shared_aiohttp_session(settings))
 
+    @property
+    def closed(self) -> bool:
+        """Whether the session is closed (a shared one is replaced on the next :meth:`shared`)."""
+        return self.session.closed
+
     async def aclose(self) -> None:
         if self._owns_session:
             await self.session.close()
@@ -198,7 +208,8 @@ class HotSender:
             headers[CUSTOMER_REQUEST_ID_HEADER] = customer_id
         if call.method in ("POST", "PUT", "PATCH"):
             headers.setdefault("Content-Type", "application/json")
-        url = settings.base_url(call.endpoint.host) + call.endpoint.path
+        base = settings.base_url(call.endpoint.host)
+        url = base + call.endpoint.path
         read = hook._read_timeout(call)
         connect = min(settings.connect_timeout, read)
         proxy_url = proxy_for(settings, httpx.URL(url))
@@ -211,7 +222,7 @@ class HotSender:
             parsed = httpx.Proxy(proxy_url)
             proxy = str(parsed.url)
             proxy_auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
-        prepared = self._prepared[key] = _Prepared(url, dict(headers.items()), proxy, proxy_auth, timeout)
+        prepared = self._prepared[key] = _Prepared(base, dict(headers.items()), proxy, proxy_auth, timeout)
         return prepared
 
     # --- sending ---------------------------------------------------------------------------------------------------
@@ -223,7 +234,7 @@ class HotSender:
         try:
             async with self.session.request(
                 call.method,
-                prepared.url,
+                prepared.base + call.endpoint.path,
                 data=body,
                 headers=headers,
                 proxy=prepared.proxy,
@@ -258,7 +269,7 @@ class HotSender:
         sender's retry budget (if any) has a retry left. A transport failure ends as the hook's
         :class:`~airflow_provider_baseten.exceptions.BasetenConnectionError`.
         """
-        key = (call.method, call.endpoint, call.read_timeout, tuple(call.extra_headers.items()))
+        key = (call.method, call.endpoint.host, call.read_timeout, tuple(call.extra_headers.items()))
         prepared = self._prepared.get(key) or self._prepare(call, key)
         sent_headers = prepared.headers if not headers else {**prepared.headers, **headers}
         policy = self._policy
@@ -359,3 +370,22 @@ def status_budget(hook: BasetenHook) -> AsyncTokenBucket:
 
     assert hook._settings is not None
     return shared_status_bucket(hook._settings, clock=hook._clock, sleep=hook._async_sleep)
+
+
+def status_poll(
+    hook: BasetenHook, read: Callable[[HotSender, AsyncTokenBucket], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    """``read(sender, budget)`` as a trigger's poll, on the event loop's shared sender and status budget.
+
+    Both are opened on the first poll and reused by every later one (the endpoint's URL and headers are built
+    once); a connection that cannot be resolved fails that poll, which the waiting loop turns into its event.
+    """
+    opened: tuple[HotSender, AsyncTokenBucket] | None = None
+
+    async def poll() -> T:
+        nonlocal opened
+        if opened is None or opened[0].closed:
+            opened = (await HotSender.shared(hook), status_budget(hook))
+        return await read(*opened)
+
+    return poll

@@ -7,15 +7,19 @@ of a triggerer's event loop, the sync twin by every worker-side wait and poke of
 The budget starts at the connection's ``status_rate_limit``. A 429 halves the rate (multiplicative decrease, at most
 once per round of requests: a 429 for a request sent before the last decrease does not shrink it again) and no token
 is handed out before its ``Retry-After`` passes; tokens granted earlier but not yet used are re-queued behind it.
-The rate at that 429 (or the rate really used, if lower) is the ceiling. The rate then grows back
-additively (``max_rate / 30`` per second) to ``AIM`` (0.7) of the ceiling, holds there for ``HOLD_S`` (5 minutes)
-and only then probes upwards, slowly (``max_rate / 300`` per second), until the next 429 sets a new ceiling.
+The rate at that 429 (or the rate really used over ``USED_WINDOW_S``, if lower) is the ceiling. The rate then grows
+back additively (``max_rate / 30`` per second) to ``AIM`` (0.7) of the ceiling, holds there for ``HOLD_S`` (5
+minutes), then probes upwards slowly (``max_rate / 300`` per second), but only to ``CEILING_SHARE`` (0.85) of the
+ceiling. Each later 429 sets a lower ceiling; the ceiling is forgotten (the probe goes on towards ``max_rate``) only
+after ``FORGET_S`` (an hour) without a 429.
 
 Why not plain AIMD: a limit with a burst (the emulator's is a 20-token bucket) answers the first 429 only once a
-probe above the limit has spent the burst, so an AIMD sawtooth runs above the limit for several seconds of every
-cycle (23 req/s over 5 s with three triggerers). Aiming below the last ceiling keeps several processes on one key
-under the limit with no coordination; the cost is that a process whose peers went away regains its full rate
-only after the hold and a slow probe (minutes, not seconds).
+probe above the limit has spent the burst, so every probe past the limit runs above it for several seconds (22
+req/s over 5 s with three triggerers, once every hold-and-probe cycle when the probe went on to ``max_rate``).
+Stopping the probe below the last ceiling ends those cycles: several processes on one key stay under the limit with
+no coordination once their ceilings are set. The costs: a process whose peers went away regains its full rate only
+after the quiet hour; and 429s are the only signal, so a process that never met one (its demand grew after the
+others' 429s) keeps its rate, and the sum can settle just under the limit (see ``benchmarks/triggerer_convergence``).
 """
 
 from __future__ import annotations
@@ -40,11 +44,17 @@ RECOVERY_S = 30.0
 AIM = 0.7
 #: ... stays there this many seconds ...
 HOLD_S = 300.0
-#: ... then probes upwards this slowly: seconds to gain ``max_rate`` from zero.
+#: ... then probes upwards this slowly (seconds to gain ``max_rate`` from zero) ...
 PROBE_S = 300.0
+#: ... but only up to this share of the ceiling: a probe past the ceiling is what brings the next 429s.
+CEILING_SHARE = 0.85
+#: The ceiling is forgotten (the probe goes on to ``max_rate``) after this many seconds without a 429: a process
+#: whose peers went away regains its full rate, at the cost of one probe past the limit per quiet period.
+FORGET_S = 3600.0
 #: The rate a process really used (tokens granted over this many seconds) caps the ceiling a 429 sets: a process
-#: that polls less than its budget allows must not aim at the budget.
-USED_WINDOW_S = 2.0
+#: that polls less than its budget allows must not aim at the budget. Long enough to smooth over poll jitter
+#: (a 2 s window read the burst before a 429 as the rate, and aimed too high).
+USED_WINDOW_S = 10.0
 #: A ``Retry-After`` longer than this blocks the budget only this long (a bad header must not stall every poll).
 MAX_BLOCK_S = 120.0
 
@@ -65,8 +75,11 @@ class _AdaptiveBucket:
         self._updated = self._created = clock()
         self.probe = self.max_rate / PROBE_S
         self._base_rate = self.max_rate
-        #: The rate the climb after a 429 aims at (``AIM`` x the rate at that 429).
+        #: The rate the climb after a 429 aims at (``AIM`` x the ceiling).
         self._aim = self.max_rate
+        #: The probe's top (``CEILING_SHARE`` x the ceiling), until ``FORGET_S`` after the last 429.
+        self._top = self.max_rate
+        self._throttled_at = -math.inf
         self._recover_from = -math.inf
         self._blocked_until = -math.inf
         self._decreased_at = -math.inf
@@ -86,13 +99,15 @@ class _AdaptiveBucket:
         return self._clock()
 
     def _rate_at(self, now: float) -> float:
-        """Climb from the base to the aim, hold, then probe (see the module docstring)."""
+        """Climb from the base to the aim, hold, then probe up to the top (see the module docstring)."""
         since = max(0.0, now - self._recover_from)
         climbed = self._base_rate + self.recovery * since
         if climbed <= self._aim:
             return climbed
         probing = since - (self._aim - self._base_rate) / self.recovery - HOLD_S
-        return min(self.max_rate, self._aim + self.probe * max(0.0, probing))
+        # Past the quiet period the top rises at the probe's pace (no jump to the probe's own level).
+        top = self._top + self.probe * max(0.0, now - self._throttled_at - FORGET_S)
+        return min(self.max_rate, top, self._aim + self.probe * max(0.0, probing))
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._updated
@@ -133,7 +148,9 @@ class _AdaptiveBucket:
                 ceiling = self._rate_at(now) if used is None else min(self._rate_at(now), used)
                 self._base_rate = max(self.min_rate, ceiling * DECREASE)
                 self._aim = max(self._base_rate, ceiling * AIM)
+                self._top = max(self._aim, ceiling * CEILING_SHARE)
                 self._decreased_at = now
+            self._throttled_at = now
             self._recover_from = self._blocked_until
             # Promised tokens are void (their waiters queue again); one is free when the block ends, no burst.
             self._tokens = min(max(self._tokens, 0.0), 1.0)
@@ -202,12 +219,18 @@ def shared_sync_bucket(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
+    limit: float | None = None,
 ) -> TokenBucket:
-    """The one sync budget of this process for ``key`` (the connection settings), created on first use."""
+    """The one sync budget of this process for ``key`` (the connection settings), created on first use.
+
+    ``limit``: the server's requests per second; the burst is cut so that ``rate + burst`` (the most any one
+    second can hold) stays within it (at least one token: a bucket needs one).
+    """
+    burst = status_burst(rate) if limit is None else max(1.0, min(status_burst(rate), limit - rate))
     with _SYNC_LOCK:
         bucket = _SYNC_BUCKETS.get(key)
         if bucket is None:
-            bucket = _SYNC_BUCKETS[key] = TokenBucket(rate, burst=status_burst(rate), clock=clock, sleep=sleep)
+            bucket = _SYNC_BUCKETS[key] = TokenBucket(rate, burst=burst, clock=clock, sleep=sleep)
         return bucket
 
 

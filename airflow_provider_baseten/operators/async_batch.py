@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["BasetenAsyncBatchOperator"]
 
 MANIFESTS_FOLDER = "baseten-async-batches"
+#: Baseten's async submit limit (requests per second per organization): the most ``submit_rate`` and its burst may take.
+SUBMIT_LIMIT = 200.0
 #: A wave (one intents part, its sends, one outcomes part) holds about this many seconds of submits: a worker
 #: killed mid-wave leaves at most one wave of inputs ``AMBIGUOUS`` (never re-sent).
 WAVE_SECONDS = 0.5
@@ -182,7 +184,8 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self.output_uri_template = output_uri_template
         if output_uri_template is not None and not is_templated(output_uri_template):
             _check_output_template(output_uri_template)
-        if isinstance(submit_rate, bool) or not isinstance(submit_rate, int | float) or not 0 < submit_rate <= 200:
+        number = isinstance(submit_rate, int | float) and not isinstance(submit_rate, bool)
+        if not number or not 0 < submit_rate <= SUBMIT_LIMIT:
             raise BasetenConfigError(
                 f"submit_rate must be a number of submits a second above 0 and at most Baseten's limit of 200, got "
                 f"{submit_rate!r}."
@@ -394,7 +397,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         from airflow_provider_baseten.hooks.ratelimit import shared_sync_bucket
 
         key = ("async_submit", self.hook.settings, self.submit_rate)
-        return shared_sync_bucket(key, self.submit_rate, clock=self._clock, sleep=self._sleep)
+        return shared_sync_bucket(key, self.submit_rate, clock=self._clock, sleep=self._sleep, limit=SUBMIT_LIMIT)
 
     def _candidates(self, manifest: Manifest, source: Source, again: set[int] | frozenset[int]) -> Iterator[Item]:
         for item in source.items():

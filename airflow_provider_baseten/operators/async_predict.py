@@ -35,7 +35,6 @@ from airflow_provider_baseten.operators._base import (
     check_seconds,
 )
 from airflow_provider_baseten.operators.links import BasetenAsyncRequestLink
-from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -319,6 +318,9 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
         )
 
     def _defer(self, watch: AsyncRequestWatch) -> None:
+        # Imported here, not at DAG parse: the trigger module pulls in Airflow's trigger base (~10 ms).
+        from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
+
         trigger = BasetenAsyncRequestTrigger.for_watch(watch, baseten_conn_id=self.baseten_conn_id)
         self.log.info("Deferring: the triggerer waits for async request %s.", watch.request_id)
         self.defer(

@@ -39,6 +39,8 @@ from airflow_provider_baseten.triggers._addressed import AddressedTrigger
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
+    from airflow_provider_baseten.hooks.hotpath import HotSender
+    from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
     from airflow_provider_baseten.operators._async_manifest import Entry, Manifest
 
 #: Events this trigger yields; anything else fails the task.
@@ -106,6 +108,8 @@ class BatchWatcher:
         self.clock, self.sleep = clock, sleep
         self.error_budget = DEFAULT_ERROR_BUDGET_S if error_budget is None else error_budget
         self.polls = 0
+        self._sender: HotSender | None = None
+        self._budget: AsyncTokenBucket | None = None
         self._chunk = 4
         now = clock()
         self._last_progress = now
@@ -293,21 +297,37 @@ class BatchWatcher:
             return False
         return queue.num_queued_requests == 0
 
+    async def _hot(self) -> tuple[HotSender, AsyncTokenBucket]:
+        """The triggerer's shared hot-path sender and status budget for this hook's connection (built once)."""
+        if self._sender is None:
+            from airflow_provider_baseten.hooks.hotpath import HotSender, status_budget
+
+            self._sender = await HotSender.shared(self.hook)
+            self._budget = status_budget(self.hook)
+        assert self._budget is not None
+        return self._sender, self._budget
+
     async def _poll(self, entries: list[Entry], failures: list[BaseException]) -> list[str | None]:
         """Read ``entries`` (each read takes a budget token); record what changed; their statuses (``None``: failed)."""
         from airflow_provider_baseten.exceptions import BasetenNotFoundError
+        from airflow_provider_baseten.hooks._stepper import time_left
         from airflow_provider_baseten.operators._async_manifest import LOST
 
         semaphore = asyncio.Semaphore(POLL_CONCURRENCY)
         manifest = self.manifest
+        sender, budget = await self._hot()
+        left = time_left(self.deadline, self.clock())  # no read runs past the deadline
 
         async def one(entry: Entry) -> str | None:
             assert entry.request_id is not None
             async with semaphore:
                 try:
-                    state = await self.hook.aget_async_request(self.target, entry.request_id)
+                    async with asyncio.timeout(left):
+                        state = await sender.get_async_request(self.target, entry.request_id, budget)
                 except BasetenNotFoundError:
                     status, status_at, errors = LOST, None, []
+                except TimeoutError:  # the deadline cut the read short: the next turn reports the timeout
+                    return None
                 except Exception as err:
                     failures.append(err)
                     return None

@@ -23,7 +23,8 @@ class BasetenAsyncRequestTrigger(AddressedTrigger, BaseTrigger):
     """Poll ``GET /async_request/{id}`` until the request ends, then yield exactly one event and return.
 
     The trigger only reads: it never submits (a triggerer may restart it, move it or run it twice). Every trigger
-    of a triggerer process shares one ``AsyncClient`` and one poll budget per connection (connection extra
+    of a triggerer process polls on one hot-path ``aiohttp`` session (:mod:`~airflow_provider_baseten.hooks.hotpath`:
+    the hook's retry table and error mapping, URL and headers built once) and one poll budget per connection (extra
     ``status_rate_limit``, 15 req/s by default, below Baseten's 20), so thousands of waits never cause a 429 storm.
     Polls are jittered; 429s and transient errors are backed off within a budget; the deadline is checked first on
     every turn. The event schema and the status mapping are in :mod:`airflow_provider_baseten.hooks.async_requests`.

@@ -117,6 +117,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
         """The terminal event payload. Errors become an ``error`` event; ``CancelledError`` propagates."""
         from airflow_provider_baseten.hooks.addressing import Target
         from airflow_provider_baseten.hooks.baseten import BasetenHook
+        from airflow_provider_baseten.hooks.hotpath import status_poll
         from airflow_provider_baseten.hooks.readiness import TRIGGER_FIELDS, ReadinessWatch
 
         try:
@@ -136,6 +137,7 @@ class BasetenDeploymentReadyTrigger(BaseTrigger):
             self.poll_interval,
             self.deadline - self._clock(),
         )
-        event = await watch.arun(lambda: hook.aget_deployment(target), clock=self._clock, sleep=self._sleep)
+        read = status_poll(hook, lambda sender, budget: sender.get_deployment(target, budget))
+        event = await watch.arun(read, clock=self._clock, sleep=self._sleep)
         (self.log.info if event["status"] == "success" else self.log.warning)("%s", event["message"])
         return event

@@ -37,7 +37,8 @@ def test_trigger_fanout_quick(tmp_path: Path) -> None:
 
 def test_async_batch_quick(tmp_path: Path) -> None:
     n = 60
-    argv = ["--quick", "--inline", "--n", str(n), "--time-scale", "16", "--poll-interval", "5"]
+    m = 120  # more than the cap + burst (60) fits in one second: unpaced submits would show in the peak
+    argv = ["--quick", "--inline", "--n", str(n), "--time-scale", "16", "--poll-interval", "5", "--submits", str(m)]
     out = async_batch.main([*argv, "--results-dir", str(tmp_path)])
 
     table = out["tables"][0]
@@ -51,7 +52,20 @@ def test_async_batch_quick(tmp_path: Path) -> None:
         assert run["http_429"] == 0  # the shared status budget kept both sides under the emulator's limit
         assert run["detection_s"] is not None
     assert batch["queue_requests"] >= 1  # the batch trigger read the deployment's queue depth
+    [submit] = out["submits"]
+    assert submit["deferred"]  # the operator's own execute ran its submit phase up to the defer
+    assert (submit["accepted_inputs"], submit["accepted_per_input"], submit["http_429"]) == (m, [1], 0)
+    assert submit["peak_per_s"] <= submit["submit_rate"] + 10  # the bucket's pace, plus its burst of rate / 5
+    assert out["tables"][1].column("submitter") == ["BasetenAsyncBatchOperator"]
     assert "Async batch goals" in (tmp_path / "async_batch.md").read_text()
+
+
+def test_async_batch_second_rates_finds_a_peak_across_whole_seconds() -> None:
+    # 10 in [0, 1), [1.5, 2) and [2, 3): the whole windows hold 10 each, yet [1.5, 2.5) holds 10 + 5 = 15.
+    times = [i / 10 for i in range(10)] + [1.5 + i / 20 for i in range(10)] + [2.0 + i / 10 for i in range(10)]
+    held, peak = async_batch.second_rates(times)
+    assert (held, peak) == (10, 15)
+    assert async_batch.second_rates([]) == (None, 0)
 
 
 def test_batch_predict_quick(tmp_path: Path) -> None:

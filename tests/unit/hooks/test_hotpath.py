@@ -318,3 +318,15 @@ async def test_a_refused_connection_is_retried_even_for_a_predict(
     assert isinstance(info.value.__cause__, httpx.ConnectError)
     assert "Hint: is the gateway running?" in str(info.value)
     assert len(sleeps) == 2
+
+
+async def test_polls_of_many_request_ids_share_one_prepared_shape(
+    app: Script, make_hook: Callable[..., BasetenHook]
+) -> None:
+    """A batch trigger polls thousands of ids: URL base, headers and proxy are built once per host, not per id."""
+    sender = await sender_of(make_hook)
+    app.answer((200, {**ASYNC_STATE, "request_id": "reqA"}, {}))
+    for request_id in ("reqA", "reqB", "reqC"):
+        await sender.get_async_request(MODEL, request_id, budget=CountingBudget())  # type: ignore[arg-type]
+    assert [path for _, path, _, _ in app.seen] == ["/async_request/reqA", "/async_request/reqB", "/async_request/reqC"]
+    assert len(sender._prepared) == 1

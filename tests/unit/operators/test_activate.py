@@ -145,30 +145,36 @@ class Store(dict):  # type: ignore[type-arg]
         self[key] = value
 
 
-def test_deferred_activation_runs_the_trigger_then_predicts_after_resuming(api: respx.MockRouter, clock: FakeClock):
+async def test_deferred_activation_runs_the_trigger_then_predicts_after_resuming(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """The worker (sync client, on a thread) and the trigger (hot path, on the loop) against one loopback server."""
     import asyncio
 
     from airflow.providers.common.compat.sdk import TaskDeferred
+    from status_server import StatusServer
 
     from airflow_provider_baseten.triggers.deployment import BasetenDeploymentReadyTrigger
 
-    predict = api.post(PREDICT_URL).mock(side_effect=[NOT_FOUND, httpx.Response(200, json={"y": 2})])
-    api.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("WAKING_UP"), status("ACTIVE")])
-    activate = api.post(f"{STATUS_URL}/activate").mock(return_value=httpx.Response(200, json={"success": True}))
-    op = predict_op(clock, activate_if_inactive=True, deferrable=True)
-    with pytest.raises(TaskDeferred) as caught:
-        op.execute(ctx())
-    deferral = caught.value
-    assert deferral.method_name == "execute_after_activation"
-    assert isinstance(deferral.trigger, BasetenDeploymentReadyTrigger)
-    kwargs = deferral.trigger.serialize()[1]
-    assert (kwargs["activated"], kwargs["last_status"], kwargs["woke_at"]) == (True, "INACTIVE", clock.now)
-    assert predict.call_count == 1  # only the 404: nothing waits on the worker
-    trigger = BasetenDeploymentReadyTrigger(**kwargs, clock=clock.time, sleep=clock.asleep)
-    events = asyncio.run(_events(trigger))
-    assert [event["status"] for event in events] == ["success"]
-    resumed = predict_op(clock, activate_if_inactive=True, deferrable=True)  # Airflow resumes a fresh instance
-    assert resumed.execute_after_activation(ctx(), events[0]) == {"y": 2}
+    async with StatusServer(monkeypatch) as server:
+        predict = server.post(PREDICT_URL).mock(side_effect=[NOT_FOUND, httpx.Response(200, json={"y": 2})])
+        server.get(STATUS_URL).mock(side_effect=[status("INACTIVE"), status("WAKING_UP"), status("ACTIVE")])
+        activate = server.post(f"{STATUS_URL}/activate").respond(200, json={"success": True})
+        op = predict_op(clock, activate_if_inactive=True, deferrable=True)
+        with pytest.raises(TaskDeferred) as caught:
+            await asyncio.to_thread(op.execute, ctx())
+        deferral = caught.value
+        assert deferral.method_name == "execute_after_activation"
+        assert isinstance(deferral.trigger, BasetenDeploymentReadyTrigger)
+        kwargs = deferral.trigger.serialize()[1]
+        assert (kwargs["activated"], kwargs["last_status"], kwargs["woke_at"]) == (True, "INACTIVE", clock.now)
+        assert predict.call_count == 1  # only the 404: nothing waits on the worker
+        trigger = BasetenDeploymentReadyTrigger(**kwargs, clock=clock.time, sleep=clock.asleep)
+        events = [event.payload async for event in trigger.run()]
+        assert [event["status"] for event in events] == ["success"]
+        resumed = predict_op(clock, activate_if_inactive=True, deferrable=True)  # Airflow resumes a fresh instance
+        assert await asyncio.to_thread(resumed.execute_after_activation, ctx(), events[0]) == {"y": 2}
+        server.check()
     assert activate.call_count == 1
     assert predict.call_count == 2
 

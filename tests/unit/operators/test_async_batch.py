@@ -87,6 +87,19 @@ def test_submits_are_paced_by_the_shared_bucket(api: respx.MockRouter, tmp_path:
     assert clock.now - start == pytest.approx((60 - burst) / 20, abs=0.06)
 
 
+@pytest.mark.parametrize("rate", [50, 190, 200])
+def test_no_second_of_submits_exceeds_baseten_limit(tmp_path: Path, clock: FakeClock, rate: int) -> None:
+    """The submit bucket's burst is cut so that rate + burst stays within Baseten's 200 req/s (at most one over)."""
+    op = make(tmp_path, count=1, submit_rate=rate)
+    op._clock, op._sleep = clock.time, clock.sleep  # type: ignore[method-assign]
+    bucket = op._bucket()
+    granted, start = 0, clock.now
+    while clock.now < start + 1.0:
+        bucket.acquire()
+        granted += 1
+    assert granted - 1 <= max(rate + 1, min(rate * 1.2, 200))  # the last grant is at or past the second's end
+
+
 def test_max_in_flight_caps_the_submits_and_the_trigger_reports_capacity(api: respx.MockRouter, tmp_path: Path) -> None:
     submits = Submits()
     api.post(SUBMIT_URL).mock(side_effect=submits)

@@ -384,23 +384,30 @@ async def drive_trigger(trigger: BasetenAsyncRequestTrigger, clock: FakeClock) -
     return [event.payload async for event in rebuilt.run()]
 
 
-async def test_full_cycle_defer_trigger_execute_complete(api: respx.MockRouter, clock: FakeClock) -> None:
-    submit = submit_route(api)
-    status_route(api, "QUEUED", "QUEUED", "IN_PROGRESS", "SUCCEEDED")
-    op = make_op(clock, deferrable=True, timeout=3600)
-    try:
-        op.execute(context())
-        raised = None
-    except TaskDeferred as deferral:
-        raised = deferral
-    assert raised is not None
-    events = await drive_trigger(raised.trigger, clock)
+async def test_full_cycle_defer_trigger_execute_complete(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    """The worker (sync client, on a thread) and the trigger (hot path, on the loop) against one loopback server."""
+    import asyncio
+
+    from status_server import StatusServer
+
+    async with StatusServer(monkeypatch) as server:
+        submit = submit_route(server)  # type: ignore[arg-type]
+        status_route(server, "QUEUED", "QUEUED", "IN_PROGRESS", "SUCCEEDED")  # type: ignore[arg-type]
+        op = make_op(clock, deferrable=True, timeout=3600)
+        try:
+            await asyncio.to_thread(op.execute, context())
+            raised = None
+        except TaskDeferred as deferral:
+            raised = deferral
+        assert raised is not None
+        events = await drive_trigger(raised.trigger, clock)
+        server.check()
     assert len(events) == 1
     resumed = make_op(clock, deferrable=True, timeout=3600)  # the task resumes in a fresh operator instance
     result = getattr(resumed, raised.method_name)(context(), event=events[0])
     assert result == manifest("SUCCEEDED")
     assert submit.call_count == 1
-    assert [call.request.method for call in api.calls].count("POST") == 1
+    assert [call.method for call in server.calls].count("POST") == 1
 
 
 async def test_full_cycle_deadline_passes_while_deferred(api: respx.MockRouter, clock: FakeClock) -> None:

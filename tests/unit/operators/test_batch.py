@@ -689,3 +689,18 @@ def test_outside_a_task_instance_a_run_starts_fresh(model: FakeModel, waits: lis
 def test_outside_a_task_instance_output_path_is_required(waits: list[float], tmp_path: Path) -> None:
     with pytest.raises(BasetenConfigError, match="output_path"):
         make_op(waits, tmp_path, inputs=[0], output_path=None).execute({})
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ({"index": 0, "output": [0.5, 1e-05, "é"]}, '{"index":0,"output":[0.5,0.00001,"é"]}\n'),
+        ({"index": 0, "output": float("nan")}, '{"index":0,"output":NaN}\n'),  # as json.dumps wrote it, not null
+        ({"index": 0, "output": 2**70}, '{"index":0,"output":1180591620717411303424}\n'),
+        ({"index": 0, "output": {1: None}}, '{"index":0,"output":{"1":null}}\n'),
+    ],
+)
+def test_journal_lines_read_back_as_json_dumps_wrote_them(line: dict[str, Any], expected: str) -> None:
+    from airflow_provider_baseten.operators._batch_journal import encode_line
+
+    assert encode_line(line) == expected

@@ -173,21 +173,29 @@ def test_deferrable_defers_with_the_sensor_timeout_as_deadline(api: respx.MockRo
     assert deferred.value.timeout == timedelta(seconds=900 + async_requests.DEFER_BACKSTOP_MARGIN_S)
 
 
-async def test_full_cycle_defer_trigger_execute_complete(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "SUCCEEDED"))
-    try:
-        make_sensor(clock, deferrable=True).execute(context())
-        raised = None
-    except TaskDeferred as deferral:
-        raised = deferral
-    assert raised is not None
-    _, kwargs = raised.trigger.serialize()
-    trigger = BasetenAsyncRequestTrigger(**kwargs, clock=clock.time, sleep=clock.asleep)
-    events = [event.payload async for event in trigger.run()]
+async def test_full_cycle_defer_trigger_execute_complete(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    """The worker (sync client, on a thread) and the trigger (hot path, on the loop) against one loopback server."""
+    import asyncio
+
+    from status_server import StatusServer
+
+    async with StatusServer(monkeypatch) as server:
+        server.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "SUCCEEDED"))
+        try:
+            await asyncio.to_thread(make_sensor(clock, deferrable=True).execute, context())
+            raised = None
+        except TaskDeferred as deferral:
+            raised = deferral
+        assert raised is not None
+        _, kwargs = raised.trigger.serialize()
+        trigger = BasetenAsyncRequestTrigger(**kwargs, clock=clock.time, sleep=clock.asleep)
+        events = [event.payload async for event in trigger.run()]
+        server.check()
     assert len(events) == 1
     result = getattr(make_sensor(clock, deferrable=True), raised.method_name)(context(), event=events[0])
     assert result == manifest("SUCCEEDED")
-    assert {call.request.method for call in api.calls} == {"GET"}
+    assert {call.method for call in server.calls} == {"GET"}
+    assert len(server.calls) == 3
 
 
 def test_timeout_event_is_a_sensor_timeout_and_cancels_nothing(api: respx.MockRouter, clock: FakeClock) -> None:

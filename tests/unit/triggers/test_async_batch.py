@@ -1,22 +1,24 @@
 """BasetenAsyncBatchTrigger: serialize round trip, which requests a round polls (the FIFO rule and the queue-depth
-lift), status changes written back to the manifest, and its one event (done, capacity, timeout, error); on_kill."""
+lift), status changes written back to the manifest, and its one event (done, capacity, timeout, error); on_kill.
+
+The trigger polls on the hot path (``aiohttp``, which respx cannot see), so every test that reads a status talks to
+:class:`Baseten`, a tiny ``aiohttp.web`` app on 127.0.0.1 that the connection's gateway points at.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import respx
-from airflow_testing import FakeClock, set_conn, state
+from aiohttp import web
+from airflow_testing import KEY, FakeClock, set_conn, state
 
 from airflow_provider_baseten.operators._async_manifest import Manifest
 from airflow_provider_baseten.triggers.async_batch import BasetenAsyncBatchTrigger
-
-HOST = "https://model-abc123.api.baseten.co"
-QUEUE_URL = f"{HOST}/production/async_queue_status"
 
 
 @pytest.fixture(autouse=True)
@@ -40,19 +42,69 @@ def seeded(tmp_path: Path, statuses: list[str]) -> Manifest:
 
 
 class Baseten:
-    """Serves GET /async_request/{id} from a dict of current statuses, counting reads per id."""
+    """A loopback Baseten: ``GET /async_request/{id}`` from ``current`` (index -> status; missing: 404), after any
+    scripted ``answers`` (status code, body, headers) in order; the queue depth; ``DELETE`` from ``cancels``.
+    It counts status reads per index and queue-depth reads; ``hang`` holds every status read open."""
 
-    def __init__(self, current: dict[int, str]) -> None:
-        self.current = current
+    def __init__(self) -> None:
+        self.current: dict[int, str] = {}
         self.reads: list[int] = []
+        self.answers: list[tuple[int, Any, dict[str, str]]] = []
+        self.queued = 5
+        self.queue_reads = 0
+        self.cancels: list[dict[str, Any]] = []
+        self.canceled: list[str] = []
+        self.hang = False
+        self.released = asyncio.Event()
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        index = int(request.url.path.rsplit("/", 1)[1][3:])
+    async def status(self, request: web.Request) -> web.Response:
+        request_id = request.match_info["request_id"]
+        index = int(request_id[3:])
         self.reads.append(index)
+        if self.hang:
+            await self.released.wait()
+        if self.answers:
+            code, body, headers = self.answers.pop(0)
+            return web.json_response(body, status=code, headers=headers)
         value = self.current.get(index)
         if value is None:
-            return httpx.Response(404, json={"error": "not found"})
-        return httpx.Response(200, json=state(value, f"req{index:04d}"))
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(state(value, request_id))
+
+    async def queue(self, request: web.Request) -> web.Response:
+        self.queue_reads += 1
+        return web.json_response(
+            {"model_id": "abc123", "num_queued_requests": self.queued, "num_in_progress_requests": 2}
+        )
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        self.canceled.append(request.path)
+        return web.json_response(self.cancels.pop(0))
+
+
+@pytest.fixture
+async def baseten(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Baseten]:
+    from airflow_provider_baseten.hooks.baseten import close_shared_async_clients
+
+    server = Baseten()
+    app = web.Application()
+    app.router.add_get("/async_request/{request_id}", server.status)
+    app.router.add_delete("/async_request/{request_id}", server.cancel)
+    app.router.add_get("/production/async_queue_status", server.queue)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    conn = {"conn_type": "baseten", "host": f"127.0.0.1:{port}", "password": KEY,
+            "extra": {"max_retries": 0, "status_rate_limit": 1_000_000}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
+    try:
+        yield server
+    finally:
+        server.released.set()
+        await close_shared_async_clients()
+        await runner.cleanup()
 
 
 def trigger(manifest: Manifest, clock: FakeClock, total: int, **kwargs: Any) -> BasetenAsyncBatchTrigger:
@@ -72,13 +124,6 @@ async def events(t: BasetenAsyncBatchTrigger) -> list[dict[str, Any]]:
         return [event.payload async for event in t.run()]
     finally:
         await t.cleanup()
-
-
-def serve(api: respx.MockRouter, baseten: Baseten, queued: int = 5) -> None:
-    api.get(url__regex=rf"{HOST}/async_request/req\d+").mock(side_effect=baseten)
-    api.get(QUEUE_URL).respond(
-        200, json={"model_id": "abc123", "num_queued_requests": queued, "num_in_progress_requests": 2}
-    )
 
 
 def test_serialize_round_trips_and_carries_no_ids(tmp_path: Path, clock: FakeClock) -> None:
@@ -121,12 +166,11 @@ def watcher_for(t: BasetenAsyncBatchTrigger, manifest: Manifest, clock: FakeCloc
 
 
 async def test_a_round_reads_running_requests_and_queued_ones_up_to_the_first_still_queued(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     statuses = ["IN_PROGRESS", "IN_PROGRESS"] + ["QUEUED"] * 20
     manifest = seeded(tmp_path, statuses)
-    baseten = Baseten(dict(enumerate(statuses)) | {0: "SUCCEEDED"})
-    serve(api, baseten)
+    baseten.current = dict(enumerate(statuses)) | {0: "SUCCEEDED"}
     watcher = watcher_for(trigger(manifest, clock, 22), manifest, clock, 22)
     assert await watcher.round() is None
     assert sorted(baseten.reads) == [0, 1, 2, 3, 4, 5]  # both running + the first chunk of four queued
@@ -142,15 +186,14 @@ async def test_a_round_reads_running_requests_and_queued_ones_up_to_the_first_st
     assert await watcher.round() is None
     # 1 running; queued from 2: chunk [2..5] all left the queue, so the next (twice as big) is read, and it waits.
     assert sorted(baseten.reads) == [1, 2, 3, 4, 5, *range(6, 14)]
-    assert sum(call.request.url == QUEUE_URL for call in api.calls) == 1  # read once, when the frontier had paused
+    assert baseten.queue_reads == 1  # read once, when the frontier had paused
 
 
 async def test_a_backlog_of_finished_requests_is_read_at_once_each_once(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     manifest = seeded(tmp_path, ["QUEUED"] * 300)
-    baseten = Baseten(dict.fromkeys(range(300), "SUCCEEDED"))
-    serve(api, baseten)
+    baseten.current = dict.fromkeys(range(300), "SUCCEEDED")
     [event] = await events(trigger(manifest, clock, 300))
     assert event["counts"] == {"SUCCEEDED": 300}
     assert sorted(baseten.reads) == list(range(300))  # one read each
@@ -159,14 +202,13 @@ async def test_a_backlog_of_finished_requests_is_read_at_once_each_once(
 
 
 async def test_the_sweep_reads_every_queued_request_once_per_full_sweep(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_baseten.triggers import async_batch
 
     monkeypatch.setattr(async_batch, "FULL_SWEEP_S", 100.0)
     manifest = seeded(tmp_path, ["QUEUED"] * 10)
-    baseten = Baseten(dict.fromkeys(range(10), "QUEUED") | {7: "CANCELED"})
-    serve(api, baseten)
+    baseten.current = dict.fromkeys(range(10), "QUEUED") | {7: "CANCELED"}
     start = clock.now
     [event] = await events(trigger(manifest, clock, 10, deadline=start + 150))
     assert event["status"] == "timeout"
@@ -178,12 +220,11 @@ async def test_the_sweep_reads_every_queued_request_once_per_full_sweep(
 
 
 async def test_an_empty_deployment_queue_lifts_the_fifo_stop(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     statuses = ["QUEUED"] * 10
     manifest = seeded(tmp_path, statuses)
-    baseten = Baseten(dict.fromkeys(range(10), "SUCCEEDED"))
-    serve(api, baseten, queued=0)
+    baseten.current, baseten.queued = dict.fromkeys(range(10), "SUCCEEDED"), 0
     assert await events(trigger(manifest, clock, 10)) == [
         {
             "status": "done",
@@ -197,55 +238,52 @@ async def test_an_empty_deployment_queue_lifts_the_fifo_stop(
 
 
 async def test_done_after_every_request_is_terminal_with_404_as_lost(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     manifest = seeded(tmp_path, ["IN_PROGRESS", "IN_PROGRESS", "QUEUED"])
-    serve(api, Baseten({0: "SUCCEEDED", 2: "EXPIRED"}), queued=0)
+    baseten.current, baseten.queued = {0: "SUCCEEDED", 2: "EXPIRED"}, 0
     [event] = await events(trigger(manifest, clock, 3))
     assert event["status"] == "done"
     assert event["counts"] == {"EXPIRED": 1, "LOST": 1, "SUCCEEDED": 1}
     assert Manifest(manifest.uri).load().counts(3) == event["counts"]
 
 
-async def test_capacity_once_few_enough_are_in_flight(api: respx.MockRouter, tmp_path: Path, clock: FakeClock) -> None:
+async def test_capacity_once_few_enough_are_in_flight(baseten: Baseten, tmp_path: Path, clock: FakeClock) -> None:
     manifest = seeded(tmp_path, ["IN_PROGRESS"] * 4)
-    serve(api, Baseten({0: "SUCCEEDED", 1: "SUCCEEDED", 2: "IN_PROGRESS", 3: "IN_PROGRESS"}))
+    baseten.current = {0: "SUCCEEDED", 1: "SUCCEEDED", 2: "IN_PROGRESS", 3: "IN_PROGRESS"}
     [event] = await events(trigger(manifest, clock, 10, refill_below=2))
     assert event["status"] == "capacity"
     assert event["counts"] == {"IN_PROGRESS": 2, "NOT_SUBMITTED": 6, "SUCCEEDED": 2}
 
 
 async def test_deadline_is_checked_first_and_reported_on_time(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     manifest = seeded(tmp_path, ["QUEUED"])
-    serve(api, Baseten({0: "QUEUED"}))
+    baseten.current = {0: "QUEUED"}
     [event] = await events(trigger(manifest, clock, 1, deadline=clock.now + 25))
     assert event["status"] == "timeout"
     assert event["deadline"] == clock.now  # it woke exactly at the deadline, not a poll interval later
 
 
-async def test_a_non_retryable_status_error_ends_the_wait(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
-) -> None:
+async def test_a_non_retryable_status_error_ends_the_wait(baseten: Baseten, tmp_path: Path, clock: FakeClock) -> None:
     manifest = seeded(tmp_path, ["IN_PROGRESS"])
-    api.get(url__regex=rf"{HOST}/async_request/req\d+").respond(401, json={"error": "bad key"})
+    baseten.answers = [(401, {"error": "bad key"}, {})]
     [event] = await events(trigger(manifest, clock, 1))
     assert event["status"] == "error"
     assert "401" in event["message"]
 
 
 async def test_transient_errors_are_retried_within_the_budget(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     manifest = seeded(tmp_path, ["IN_PROGRESS"])
-    api.get(url__regex=rf"{HOST}/async_request/req\d+").mock(
-        side_effect=[httpx.Response(502, json={"error": "x"})] * 3
-        + [httpx.Response(200, json=state("SUCCEEDED", "req0000"))]
-    )
+    baseten.current, baseten.answers = {0: "SUCCEEDED"}, [(502, {"error": "x"}, {})] * 3
     [event] = await events(trigger(manifest, clock, 1))
     assert event["status"] == "done"
     assert event["counts"] == {"SUCCEEDED": 1}
+    assert baseten.reads == [0, 0, 0, 0]  # three failed rounds, each a poll interval apart, then the answer
+    assert len(clock.sleeps) == 3
 
 
 async def test_an_unreadable_manifest_is_an_error_event(tmp_path: Path, clock: FakeClock) -> None:
@@ -259,15 +297,55 @@ async def test_an_unreadable_manifest_is_an_error_event(tmp_path: Path, clock: F
 
 
 async def test_on_kill_cancels_queued_requests_and_records_it(
-    api: respx.MockRouter, tmp_path: Path, clock: FakeClock
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
 ) -> None:
     manifest = seeded(tmp_path, ["QUEUED", "IN_PROGRESS", "QUEUED"])
-    cancels = api.delete(url__regex=rf"{HOST}/async_request/req\d+").mock(
-        side_effect=[
-            httpx.Response(200, json={"request_id": "req0000", "canceled": True}),
-            httpx.Response(200, json={"request_id": "req0002", "canceled": False, "message": "running"}),
-        ]
-    )
+    baseten.cancels = [
+        {"request_id": "req0000", "canceled": True},
+        {"request_id": "req0002", "canceled": False, "message": "running"},
+    ]
     await trigger(manifest, clock, 3).on_kill()
-    assert [call.request.url.path for call in cancels.calls] == ["/async_request/req0000", "/async_request/req0002"]
+    assert baseten.canceled == ["/async_request/req0000", "/async_request/req0002"]
     assert Manifest(manifest.uri).load().counts(3) == {"CANCELED": 1, "IN_PROGRESS": 1, "QUEUED": 1}
+
+
+async def test_polls_go_through_the_hot_path_not_the_hooks_httpx_client(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_baseten.hooks.baseten import BasetenHook
+
+    async def slow_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("status read through httpx + tenacity (about 10x the CPU of the hot path)")
+
+    monkeypatch.setattr(BasetenHook, "aget_async_request", slow_path)
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 3)
+    baseten.current = dict.fromkeys(range(3), "SUCCEEDED")
+    [event] = await events(trigger(manifest, clock, 3))
+    assert event["counts"] == {"SUCCEEDED": 3}
+
+
+async def test_a_read_never_runs_past_the_deadline(baseten: Baseten, tmp_path: Path, clock: FakeClock) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"])
+    baseten.hang = True  # the read would wait for the hot path's read timeout (seconds)
+    # 0.05 s of deadline on the fake clock is 0.05 s of loop time for the read: it is cut then, and reported.
+    [event] = await asyncio.wait_for(events(trigger(manifest, clock, 1, deadline=clock.now + 0.05)), timeout=2)
+    assert event["status"] == "timeout"  # not "error": the cut read is not a failure
+    assert baseten.reads == [0]
+
+
+async def test_a_429_shrinks_the_shared_status_budget_and_the_read_is_made_again(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
+) -> None:
+    from airflow_provider_baseten.hooks.hotpath import status_budget
+
+    manifest = seeded(tmp_path, ["IN_PROGRESS"])
+    baseten.current = {0: "SUCCEEDED"}
+    baseten.answers = [(429, {"error": "rate limited"}, {"Retry-After": "2"})]
+    t = trigger(manifest, clock, 1)
+    [event] = await events(t)
+    assert event["counts"] == {"SUCCEEDED": 1}
+    assert baseten.reads == [0, 0]
+    hook = t._get_hook()
+    await hook.aget_settings()
+    budget = status_budget(hook)  # the one every trigger of this loop and connection shares
+    assert budget.rate < budget.max_rate

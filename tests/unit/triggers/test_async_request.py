@@ -1,5 +1,8 @@
 """BasetenAsyncRequestTrigger: serialization, the status allow-list, one terminal event, deadlines, transient errors,
-progress lines, on_kill/cleanup, and a restart mid-wait, on an injected clock (no wall-clock sleeps)."""
+progress lines, on_kill/cleanup, and a restart mid-wait, on an injected clock (no wall-clock sleeps).
+
+The trigger polls on the hot path (aiohttp), so Baseten is a real loopback server (:mod:`status_server`).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,13 @@ import asyncio
 import importlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from airflow_testing import KEY, T0, FakeClock, set_conn, state, statuses
+from status_server import StatusServer
 from virtual_time import VirtualTimeLoop, max_in_window, run_virtual
 
 from airflow_provider_baseten.hooks import async_requests
@@ -28,6 +32,13 @@ CLASSPATH = "airflow_provider_baseten.triggers.baseten.BasetenAsyncRequestTrigge
 def baseten_conn(monkeypatch: pytest.MonkeyPatch) -> None:
     set_conn(monkeypatch)
     monkeypatch.setattr(async_requests.random, "random", lambda: 0.5)  # jitter factor exactly 1.0
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StatusServer]:
+    async with StatusServer(monkeypatch) as loopback:
+        yield loopback
+    loopback.check()
 
 
 def make_trigger(clock: FakeClock, **kwargs: Any) -> BasetenAsyncRequestTrigger:
@@ -46,10 +57,6 @@ def make_trigger(clock: FakeClock, **kwargs: Any) -> BasetenAsyncRequestTrigger:
 
 async def run_to_end(trigger: BasetenAsyncRequestTrigger) -> list[dict[str, Any]]:
     return [event.payload async for event in trigger.run()]
-
-
-def methods(api: respx.MockRouter) -> list[str]:
-    return [call.request.method for call in api.calls]
 
 
 # --- serialization ---------------------------------------------------------------------------------------------
@@ -120,9 +127,9 @@ def test_minimal_kwargs_still_build_a_trigger() -> None:
     ],
 )
 async def test_terminal_status_maps_to_one_event(
-    api: respx.MockRouter, clock: FakeClock, status: str, fail_on_webhook_failure: bool, event_status: str
+    server: StatusServer, clock: FakeClock, status: str, fail_on_webhook_failure: bool, event_status: str
 ) -> None:
-    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", status))
+    server.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", status))
     events = await run_to_end(make_trigger(clock, fail_on_webhook_failure=fail_on_webhook_failure))
     assert [event["status"] for event in events] == [event_status]
     event = events[0]
@@ -140,8 +147,8 @@ async def test_terminal_status_maps_to_one_event(
     }
 
 
-async def test_404_after_retention_is_lost_never_success(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).mock(
+async def test_404_after_retention_is_lost_never_success(server: StatusServer, clock: FakeClock) -> None:
+    server.get(STATUS_URL).mock(
         side_effect=[*statuses("IN_PROGRESS"), httpx.Response(404, json={"error": "async request not found"})]
     )
     [event] = await run_to_end(make_trigger(clock))
@@ -150,18 +157,18 @@ async def test_404_after_retention_is_lost_never_success(api: respx.MockRouter, 
     assert event["manifest"]["status"] == "IN_PROGRESS"  # the last status seen
 
 
-async def test_failed_event_names_the_errors(api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_failed_event_names_the_errors(server: StatusServer, clock: FakeClock) -> None:
     errors = [{"code": "MODEL_PREDICT_ERROR", "message": "boom"}]
-    api.get(STATUS_URL).respond(200, json=state("FAILED", errors=errors))
+    server.get(STATUS_URL).respond(200, json=state("FAILED", errors=errors))
     [event] = await run_to_end(make_trigger(clock))
     assert "MODEL_PREDICT_ERROR: boom" in event["message"]
     assert event["manifest"]["errors"] == errors
 
 
-async def test_chain_manifest_carries_chain_id(api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_chain_manifest_carries_chain_id(server: StatusServer, clock: FakeClock) -> None:
     record = state("SUCCEEDED")
     del record["model_id"]
-    api.get("https://chain-chn1.api.baseten.co/async_request/req1").respond(200, json={**record, "chain_id": "chn1"})
+    server.get("https://chain-chn1.api.baseten.co/async_request/req1").respond(200, json={**record, "chain_id": "chn1"})
     [event] = await run_to_end(make_trigger(clock, model_id=None, chain_id="chn1", output_uri="s3://b/o.json"))
     assert event["manifest"]["chain_id"] == "chn1"
     assert "model_id" not in event["manifest"]
@@ -171,28 +178,28 @@ async def test_chain_manifest_carries_chain_id(api: respx.MockRouter, clock: Fak
 # --- polling ---------------------------------------------------------------------------------------------------
 
 
-async def test_trigger_only_reads_and_polls_at_the_interval(api: respx.MockRouter, clock: FakeClock) -> None:
-    route = api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
+async def test_trigger_only_reads_and_polls_at_the_interval(server: StatusServer, clock: FakeClock) -> None:
+    route = server.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
     events = await run_to_end(make_trigger(clock))
     assert [event["status"] for event in events] == ["success"]
     assert route.call_count == 4
-    assert set(methods(api)) == {"GET"}
+    assert set(server.methods()) == {"GET"}
     assert clock.sleeps == [10, 10, 10, 10]  # the first poll waits too: the task has just read the status
 
 
-async def test_polls_are_jittered(api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_polls_are_jittered(server: StatusServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     draws = iter([0.0, 1.0, 0.25])
     monkeypatch.setattr(async_requests.random, "random", lambda: next(draws))
-    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "QUEUED", "SUCCEEDED"))
+    server.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "QUEUED", "SUCCEEDED"))
     await run_to_end(make_trigger(clock))
     assert clock.sleeps == [7.5, 12.5, 8.75]
 
 
 async def test_state_changes_are_logged_as_they_happen(
-    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    server: StatusServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="test.async_trigger")
-    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
+    server.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
     await run_to_end(make_trigger(clock))
     changes = [r.getMessage() for r in caplog.records if "->" in r.getMessage()]
     assert changes == [
@@ -202,11 +209,11 @@ async def test_state_changes_are_logged_as_they_happen(
 
 
 async def test_progress_line_at_most_once_a_minute_with_queue_depth(
-    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    server: StatusServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="test.async_trigger")
-    api.get(STATUS_URL).mock(side_effect=[*statuses(*["QUEUED"] * 18), *statuses("SUCCEEDED")])
-    queue = api.get(QUEUE_URL).respond(
+    server.get(STATUS_URL).mock(side_effect=[*statuses(*["QUEUED"] * 18), *statuses("SUCCEEDED")])
+    queue = server.get(QUEUE_URL).respond(
         200,
         json={"model_id": "abc123", "deployment_id": "dep1", "num_queued_requests": 400, "num_in_progress_requests": 2},
     )
@@ -218,9 +225,9 @@ async def test_progress_line_at_most_once_a_minute_with_queue_depth(
     assert progress[0] == "Async request req1 is QUEUED after 1m10s; deployment queue: 400 queued, 2 in progress."
 
 
-async def test_queue_depth_failure_is_not_asked_again(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).mock(side_effect=[*statuses(*["QUEUED"] * 18), *statuses("SUCCEEDED")])
-    queue = api.get(QUEUE_URL).respond(404, json={"error": "not found"})
+async def test_queue_depth_failure_is_not_asked_again(server: StatusServer, clock: FakeClock) -> None:
+    server.get(STATUS_URL).mock(side_effect=[*statuses(*["QUEUED"] * 18), *statuses("SUCCEEDED")])
+    queue = server.get(QUEUE_URL).respond(404, json={"error": "not found"})
     [event] = await run_to_end(make_trigger(clock))
     assert event["status"] == "success"
     assert queue.call_count == 1
@@ -229,8 +236,8 @@ async def test_queue_depth_failure_is_not_asked_again(api: respx.MockRouter, clo
 # --- deadlines -------------------------------------------------------------------------------------------------
 
 
-async def test_deadline_is_checked_before_the_first_poll(api: respx.MockRouter, clock: FakeClock) -> None:
-    route = api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
+async def test_deadline_is_checked_before_the_first_poll(server: StatusServer, clock: FakeClock) -> None:
+    route = server.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
     clock.now = T0 + 3600
     [event] = await run_to_end(make_trigger(clock))
     assert event["status"] == "timeout"
@@ -238,8 +245,8 @@ async def test_deadline_is_checked_before_the_first_poll(api: respx.MockRouter, 
     assert event["manifest"]["request_id"] == "req1"
 
 
-async def test_deadline_cuts_the_last_sleep_short(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).respond(200, json=state("QUEUED"))
+async def test_deadline_cuts_the_last_sleep_short(server: StatusServer, clock: FakeClock) -> None:
+    server.get(STATUS_URL).respond(200, json=state("QUEUED"))
     [event] = await run_to_end(make_trigger(clock, deadline=T0 + 25))
     assert event["status"] == "timeout"
     assert clock.sleeps == [10, 10, 5]
@@ -247,25 +254,27 @@ async def test_deadline_cuts_the_last_sleep_short(api: respx.MockRouter, clock: 
     assert "last status QUEUED" in event["message"]
 
 
-def test_a_poll_that_hangs_past_the_deadline_ends_at_the_deadline(api: respx.MockRouter) -> None:
+def test_a_poll_that_hangs_past_the_deadline_ends_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """A GET that would take 30 s with 0.3 s left ends at the deadline, as a timeout (virtual time)."""
 
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)
         return httpx.Response(200, json=state("QUEUED"))
 
-    api.get(STATUS_URL).mock(side_effect=hang)
+    async def main(loop: VirtualTimeLoop) -> tuple[list[dict[str, Any]], float, int]:
+        async with StatusServer(monkeypatch) as server:
+            route = server.get(STATUS_URL).mock(side_effect=hang)
+            trigger = BasetenAsyncRequestTrigger(
+                request_id="req1", model_id="abc123", poll_interval=9.7, deadline=T0 + 10, started_at=T0,
+                clock=loop.time,
+            )  # fmt: skip
+            events = await run_to_end(trigger)
+            return events, loop.time(), route.call_count
 
-    async def main(loop: VirtualTimeLoop) -> tuple[list[dict[str, Any]], float]:
-        trigger = BasetenAsyncRequestTrigger(
-            request_id="req1", model_id="abc123", poll_interval=9.7, deadline=T0 + 10, started_at=T0, clock=loop.time
-        )
-        events = await run_to_end(trigger)
-        return events, loop.time()
-
-    events, ended = run_virtual(main, start=T0)
+    events, ended, polls = run_virtual(main, start=T0)
     assert [event["status"] for event in events] == ["timeout"]
     assert ended == pytest.approx(T0 + 10)
+    assert polls == 1  # the poll was sent, and cut off by the deadline
 
 
 # --- transient errors ------------------------------------------------------------------------------------------
@@ -276,14 +285,14 @@ def test_a_poll_that_hangs_past_the_deadline_ends_at_the_deadline(api: respx.Moc
     [
         httpx.Response(502, text="bad gateway"),
         httpx.Response(429, headers={"Retry-After": "17"}, json={"error": "rate limited"}),
-        httpx.ConnectError("connection refused"),
+        httpx.RemoteProtocolError("the server hung up"),
     ],
-    ids=["502", "429", "connect-error"],
+    ids=["502", "429", "hang-up"],
 )
 async def test_one_blip_never_fails_the_wait(
-    api: respx.MockRouter, clock: FakeClock, blip: httpx.Response | Exception
+    server: StatusServer, clock: FakeClock, blip: httpx.Response | Exception
 ) -> None:
-    api.get(STATUS_URL).mock(side_effect=[*statuses("QUEUED"), blip, *statuses("IN_PROGRESS", "SUCCEEDED")])
+    server.get(STATUS_URL).mock(side_effect=[*statuses("QUEUED"), blip, *statuses("IN_PROGRESS", "SUCCEEDED")])
     [event] = await run_to_end(make_trigger(clock))
     assert event["status"] == "success"
     if isinstance(blip, httpx.Response) and blip.status_code == 429:
@@ -291,10 +300,10 @@ async def test_one_blip_never_fails_the_wait(
 
 
 async def test_blips_are_retried_inside_the_hook_too(
-    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    server: StatusServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_conn(monkeypatch, max_retries=3)
-    route = api.get(STATUS_URL).mock(
+    server.connect(max_retries=3)
+    route = server.get(STATUS_URL).mock(
         side_effect=[httpx.Response(503), httpx.Response(429, headers={"Retry-After": "2"}), *statuses("SUCCEEDED")]
     )
     [event] = await run_to_end(make_trigger(clock))
@@ -303,8 +312,8 @@ async def test_blips_are_retried_inside_the_hook_too(
     assert 2 in clock.sleeps  # the hook's retry wait went through the injected sleep
 
 
-async def test_errors_past_the_budget_end_with_an_error_event(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).respond(503, text="unavailable")
+async def test_errors_past_the_budget_end_with_an_error_event(server: StatusServer, clock: FakeClock) -> None:
+    server.get(STATUS_URL).respond(503, text="unavailable")
     [event] = await run_to_end(make_trigger(clock, deadline=None))
     assert event["status"] == "error"
     assert "Gave up reading the status" in event["message"]
@@ -314,19 +323,19 @@ async def test_errors_past_the_budget_end_with_an_error_event(api: respx.MockRou
 
 @pytest.mark.parametrize(("store", "says"), [(True, "re-attaches to it"), (False, "submits a new request")])
 async def test_the_give_up_message_is_true_for_this_airflow(
-    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, store: bool, says: str
+    server: StatusServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, store: bool, says: str
 ) -> None:
     monkeypatch.setattr(async_requests, "reattach_supported", lambda: store)
-    api.get(STATUS_URL).respond(503, text="unavailable")
+    server.get(STATUS_URL).respond(503, text="unavailable")
     [event] = await run_to_end(make_trigger(clock, deadline=None))
     assert says in event["message"]
     if not store:
         assert "re-attaches" not in event["message"]
 
 
-async def test_auth_error_ends_at_once(api: respx.MockRouter, clock: FakeClock) -> None:
+async def test_auth_error_ends_at_once(server: StatusServer, clock: FakeClock) -> None:
     # The server echoes the key it was sent, so the redaction is what keeps it out of the event.
-    route = api.get(STATUS_URL).respond(401, json={"error": f"invalid key {KEY}", "detail": f"Api-Key {KEY}"})
+    route = server.get(STATUS_URL).respond(401, json={"error": f"invalid key {KEY}", "detail": f"Api-Key {KEY}"})
     [event] = await run_to_end(make_trigger(clock))
     assert event["status"] == "error"
     assert "BasetenAuthError" in event["message"]
@@ -336,12 +345,12 @@ async def test_auth_error_ends_at_once(api: respx.MockRouter, clock: FakeClock) 
 
 
 async def test_missing_connection_is_an_error_event(
-    api: respx.MockRouter, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    server: StatusServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_BASETEN_DEFAULT")
     [event] = await run_to_end(make_trigger(clock, baseten_conn_id="nope"))
     assert event["status"] == "error"
-    assert not api.calls
+    assert not server.calls
 
 
 async def test_invalid_kwargs_are_an_error_event(clock: FakeClock) -> None:
@@ -353,8 +362,8 @@ async def test_invalid_kwargs_are_an_error_event(clock: FakeClock) -> None:
 # --- cancellation, restart, kill -------------------------------------------------------------------------------
 
 
-async def test_cancelled_error_is_never_swallowed(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).respond(200, json=state("QUEUED"))
+async def test_cancelled_error_is_never_swallowed(server: StatusServer, clock: FakeClock) -> None:
+    server.get(STATUS_URL).respond(200, json=state("QUEUED"))
     blocked = asyncio.Event()
 
     async def block(seconds: float) -> None:
@@ -368,21 +377,21 @@ async def test_cancelled_error_is_never_swallowed(api: respx.MockRouter, clock: 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not [m for m in methods(api) if m != "GET"]
+    assert not [m for m in server.methods() if m != "GET"]
 
 
 async def test_recreated_from_serialize_mid_wait_finishes_without_a_post(
-    api: respx.MockRouter, clock: FakeClock
+    server: StatusServer, clock: FakeClock
 ) -> None:
     """A triggerer restart: the running trigger is cancelled, a new one is built from its kwargs and finishes."""
-    submit = api.post(f"{HOST}/production/async_predict").respond(201, json={"request_id": "other"})
-    api.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
+    submit = server.post(f"{HOST}/production/async_predict").respond(201, json={"request_id": "other"})
+    server.get(STATUS_URL).mock(side_effect=statuses("QUEUED", "IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"))
     first = make_trigger(clock)
     polled_twice = asyncio.Event()
     original_sleep = clock.asleep
 
     async def sleep(seconds: float) -> None:
-        if api.calls.call_count >= 2:
+        if len(server.calls) >= 2:
             polled_twice.set()
             await asyncio.Event().wait()
         await original_sleep(seconds)
@@ -400,23 +409,23 @@ async def test_recreated_from_serialize_mid_wait_finishes_without_a_post(
     [event] = await run_to_end(second)
     assert event["status"] == "success"
     assert not submit.called
-    assert methods(api) == ["GET"] * 4
+    assert server.methods() == ["GET"] * 4
 
 
 async def test_on_kill_cancels_a_queued_request(
-    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    server: StatusServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="test.async_trigger")
-    delete = api.delete(STATUS_URL).respond(200, json={"request_id": "req1", "canceled": True, "message": "ok"})
+    delete = server.delete(STATUS_URL).respond(200, json={"request_id": "req1", "canceled": True, "message": "ok"})
     await make_trigger(clock).on_kill()
     assert delete.call_count == 1
     assert "Canceled async request req1." in caplog.messages
 
 
 async def test_on_kill_tolerates_canceled_false_with_a_warning(
-    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    server: StatusServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api.delete(STATUS_URL).respond(
+    server.delete(STATUS_URL).respond(
         200, json={"request_id": "req1", "canceled": False, "message": "request is IN_PROGRESS"}
     )
     await make_trigger(clock).on_kill()
@@ -429,58 +438,63 @@ async def test_on_kill_tolerates_canceled_false_with_a_warning(
 
 @pytest.mark.parametrize(
     "answer",
-    [httpx.Response(404, json={"error": "not found"}), httpx.Response(401), httpx.ConnectError("down")],
-    ids=["404", "401", "network"],
+    [httpx.Response(404, json={"error": "not found"}), httpx.Response(401), httpx.RemoteProtocolError("hung up")],
+    ids=["404", "401", "hang-up"],
 )
 async def test_on_kill_never_raises(
-    api: respx.MockRouter, clock: FakeClock, caplog: pytest.LogCaptureFixture, answer: Any
+    server: StatusServer, clock: FakeClock, caplog: pytest.LogCaptureFixture, answer: Any
 ) -> None:
-    api.delete(STATUS_URL).mock(side_effect=[answer])
+    server.delete(STATUS_URL).mock(side_effect=lambda request: answer)
     await make_trigger(clock).on_kill()
     assert any(r.levelno == logging.WARNING for r in caplog.records)
 
 
-async def test_on_kill_respects_cancel_on_kill_false(api: respx.MockRouter, clock: FakeClock) -> None:
-    delete = api.delete(STATUS_URL).respond(200, json={"request_id": "req1", "canceled": True})
+async def test_on_kill_respects_cancel_on_kill_false(server: StatusServer, clock: FakeClock) -> None:
+    delete = server.delete(STATUS_URL).respond(200, json={"request_id": "req1", "canceled": True})
     await make_trigger(clock, cancel_on_kill=False).on_kill()
     assert not delete.called
 
 
-async def test_cleanup_releases_local_resources_only(api: respx.MockRouter, clock: FakeClock) -> None:
-    api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
+async def test_cleanup_releases_local_resources_only(server: StatusServer, clock: FakeClock) -> None:
+    server.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
     trigger = make_trigger(clock)
     await run_to_end(trigger)
     await trigger.cleanup()
     assert trigger._hook is None
-    assert set(methods(api)) == {"GET"}  # no DELETE on cleanup
+    assert set(server.methods()) == {"GET"}  # no DELETE on cleanup
 
 
-async def test_triggers_share_one_client_and_one_poll_budget(
-    api: respx.MockRouter, clock: FakeClock, mocker: Any
+async def test_triggers_share_one_session_and_one_poll_budget(
+    server: StatusServer, clock: FakeClock, mocker: Any
 ) -> None:
-    """Proven by what the triggers use: every request goes through one client and every poll takes a token of one
+    """Proven by what the triggers use: every poll goes through one aiohttp session and takes a token of one
     budget (separately built triggers, as a triggerer builds them from their kwargs)."""
-    import httpx as _httpx
-
+    from airflow_provider_baseten.hooks.hotpath import HotSender
     from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
 
-    api.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
-    api.get(f"{HOST}/async_request/req2").respond(200, json=state("SUCCEEDED", request_id="req2"))
-    clients: list[int] = []
+    server.get(STATUS_URL).respond(200, json=state("SUCCEEDED"))
+    server.get(f"{HOST}/async_request/req2").respond(200, json=state("SUCCEEDED", request_id="req2"))
+    sessions: list[int] = []
     buckets: list[int] = []
-    send = mocker.patch.object(_httpx.AsyncClient, "send", autospec=True, side_effect=_httpx.AsyncClient.send)
+    exchange = HotSender._exchange
     acquire = AsyncTokenBucket.acquire
+
+    async def seen_exchange(self: HotSender, *args: Any) -> Any:
+        sessions.append(id(self.session))
+        return await exchange(self, *args)
 
     async def counted(self: AsyncTokenBucket) -> float:
         buckets.append(id(self))
         return await acquire(self)
 
+    mocker.patch.object(HotSender, "_exchange", seen_exchange)
     mocker.patch.object(AsyncTokenBucket, "acquire", counted)
     one, two = make_trigger(clock), make_trigger(clock, request_id="req2")
-    await asyncio.gather(run_to_end(one), run_to_end(two))
-    clients = [id(call.args[0]) for call in send.call_args_list]
-    assert len(clients) == 2
-    assert len(set(clients)) == 1
+    events = await asyncio.gather(run_to_end(one), run_to_end(two))
+    assert [event["status"] for [event] in events] == ["success", "success"]
+    assert len(server.calls) == 2
+    assert len(sessions) == 2
+    assert len(set(sessions)) == 1
     assert len(buckets) == 2
     assert len(set(buckets)) == 1
 
@@ -492,7 +506,6 @@ def test_a_hundred_triggers_meeting_one_429_each_stay_under_the_limit(
     and the hook retries it. Production retry settings and rate; counted per second of virtual time."""
     import httpx_aiohttp  # noqa: F401  (imported here, not on a thread of the virtual loop)
 
-    set_conn(monkeypatch, max_retries=5, status_rate_limit=15)
     monkeypatch.setattr(async_requests.random, "random", __import__("random").Random(3).random)
     sent: list[float] = []
     answered: set[str] = set()
@@ -508,8 +521,9 @@ def test_a_hundred_triggers_meeting_one_429_each_stay_under_the_limit(
 
     async def main(loop: VirtualTimeLoop) -> list[dict[str, Any]]:
         clock.append(loop.time)
-        with respx.mock(using="httpx") as router:
-            router.get(url__regex=rf"{HOST}/async_request/").mock(side_effect=answer)
+        async with StatusServer(monkeypatch) as server:
+            server.connect(max_retries=5, status_rate_limit=15)
+            server.get(url__regex=rf"{HOST}/async_request/").mock(side_effect=answer)
             triggers = [
                 BasetenAsyncRequestTrigger(
                     request_id=f"req{i}", model_id="abc123", poll_interval=10, started_at=T0, clock=loop.time
