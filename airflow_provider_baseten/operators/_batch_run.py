@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
 from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, find_stale
 from airflow_provider_baseten.operators._send_loop import Job, RunState, SendLoop
-from airflow_provider_baseten.operators._storage import as_path
+from airflow_provider_baseten.operators._storage import as_path, warn_if_not_shared
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -65,6 +65,17 @@ class BatchRunMixin:
     hook: Any
     _clock: Callable[[], float]
     check_active_before_sending: Callable[[Target, Context], None]
+
+    def _begin(
+        self, context: Context, target: Target, source: Source, path: ObjectStoragePath | Path, output: BatchOutput
+    ) -> Existing:
+        """Before anything is sent: warn of a worker-local output, persist the link, take stock of earlier tries."""
+        warn_if_not_shared(path, f"The {self.wording.run} output", self.log)
+        if "ti" in context:
+            from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
+
+            (BasetenModelLink if target.kind == "model" else BasetenChainLink).persist(context, self)  # type: ignore[arg-type]
+        return self._take_stock(output, source, rerun=is_rerun(context))
 
     def _take_stock(self, output: BatchOutput, source: Source, *, rerun: bool) -> Existing:
         """What of an earlier try's output this try keeps, by ``on_rerun``; the rest is removed from the output."""
@@ -158,9 +169,12 @@ class BatchRunMixin:
             "skipped_existing": existing.kept,
         }
 
-    def _outcome(self, output: BatchOutput, state: RunState, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _outcome(
+        self, output: BatchOutput, state: RunState, manifest: dict[str, Any], started: float
+    ) -> dict[str, Any]:
         """Log the manifest, then raise for a fatal error, an early stop or too many failures; else return it."""
         words = self.wording
+        manifest["duration_s"] = round(self._clock() - started, 3)
         self.log.info("%s finished: %s", words.title, {**manifest, "parts": len(manifest.get("parts", ()))})
         self._raise_if_write_failed(output, state)
         if state.fatal is not None:

@@ -24,7 +24,7 @@ from airflow_provider_baseten.hooks.calls import encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
 from airflow_provider_baseten.operators._batch_journal import BatchOutput
-from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path, is_rerun
+from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin
 from airflow_provider_baseten.operators._send_loop import (
     RunState,
@@ -33,7 +33,7 @@ from airflow_provider_baseten.operators._send_loop import (
     model_may_have_run,
     task_prefix,
 )
-from airflow_provider_baseten.operators._storage import as_path, warn_if_not_shared
+from airflow_provider_baseten.operators._storage import as_path
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
 if TYPE_CHECKING:
@@ -213,11 +213,8 @@ class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperat
         source = self._source()
         path = self._output_path(context)
         output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
-        warn_if_not_shared(path, "The batch output", self.log)
         started = self._clock()
-        if "ti" in context:
-            (BasetenModelLink if target.kind == "model" else BasetenChainLink).persist(context, self)
-        existing = self._take_stock(output, source, rerun=is_rerun(context))
+        existing = self._begin(context, target, source, path, output)
         self.log.info(
             "Batch predict on %s: %s inputs, concurrency %d, output %s",
             target.describe(),
@@ -232,8 +229,7 @@ class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperat
         ]
         self._send_all(output, job, state, earlier)
         manifest = {"output_path": output.uri, "parts": output.part_uris(), **self._counts(source, state)}
-        manifest["duration_s"] = round(self._clock() - started, 3)
-        return self._outcome(output, state, manifest)
+        return self._outcome(output, state, manifest, started)
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
 

@@ -37,10 +37,10 @@ from airflow_provider_baseten.operators._batch_journal import (
     PartsOutput,
     parse_line,
 )
-from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path, is_rerun
+from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
 from airflow_provider_baseten.operators._send_loop import RunState, Unit, task_prefix
-from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri, warn_if_not_shared
+from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri
 from airflow_provider_baseten.operators.batch import OnRerun
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
@@ -240,11 +240,8 @@ class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator
         output = BatchOutput.at(
             journal_path(path) if parquet else path, part_size=self.part_size, part_interval=self.part_interval
         )
-        warn_if_not_shared(path, "The embeddings output", self.log)
         started = self._clock()
-        if "ti" in context:
-            BasetenModelLink.persist(context, self)
-        existing = self._take_stock(output, source, rerun=is_rerun(context))
+        existing = self._begin(context, target, source, path, output)
         self.log.info(
             "Embeddings on %s: %s texts, %d per request, concurrency %d, output %s",
             target.describe(),
@@ -272,9 +269,8 @@ class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator
             **self._counts(source, state),
             "dimensions": job.dimensions or self.dimensions,
             "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.total_tokens},
-            "duration_s": round(self._clock() - started, 3),
         }
-        return self._outcome(output, state, manifest)
+        return self._outcome(output, state, manifest, started)
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ candidates; ``/sync/predict``: the packed texts) and the line an answer becomes.
 :class:`RerankJob` and :class:`ClassifyJob` here, shaped for the shared send loop (``_send_loop.Job``: ``take``,
 ``send``, ``abandoned``, ``progress_extra``), which is being built on the ``sendloop`` branch.
 
-Not done yet: the operators' ``execute`` (it runs these jobs in that loop once it is merged); until then the
-operators below are not exported from ``operators.baseten``.
+Their ``execute`` is the shared steps of the batch operators (``_batch_run.BatchRunMixin``: take stock, send
+loop, counts, outcome) with one of these jobs; a request in flight when a try ends is sent again by the next one
+(rerank and classify have no side effects), as for embeddings.
 
 Why no ``top_n``: candidates are packed across many requests and written as each request answers (that is what
 makes the output resumable and memory flat), so a top-n needs every score first; a reader of the output sorts by
@@ -17,27 +18,35 @@ makes the output resumable and memory flat), so a top-n needs every score first;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModelError
 from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import ListSource, Source, open_file_source, parse_list
+from airflow_provider_baseten.operators._batch_journal import BatchOutput
+from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
-from airflow_provider_baseten.operators._send_loop import Unit
+from airflow_provider_baseten.operators._send_loop import RunState, Unit, task_prefix
 from airflow_provider_baseten.operators._storage import as_path
+from airflow_provider_baseten.operators.batch import OnRerun
 from airflow_provider_baseten.operators.embeddings import MAX_BATCH_SIZE, _line_of, _Packer
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
+    from pathlib import Path
+
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
     from airflow_provider_baseten.hooks.engine import ClassifyOptions, RerankOptions
     from airflow_provider_baseten.hooks.engine_models import ClassifyLabel, RerankResult
     from airflow_provider_baseten.hooks.hotpath import HotSender
+    from airflow_provider_baseten.operators._batch_journal import IndexSet
 
 __all__ = ["BasetenClassifyOperator", "BasetenRerankOperator", "ClassifyJob", "RerankJob"]
 
@@ -46,6 +55,7 @@ TruncationDirection = Literal["Left", "Right"]
 #: Rerank and classify requests are small (a score or a few labels per text): the performance client's default.
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_CHARS = 64_000
+SCORES_FOLDER = "baseten-scores"
 
 
 # --- answer -> lines ------------------------------------------------------------------------------------------------
@@ -93,6 +103,7 @@ def _answer_error(message: str) -> dict[str, Any]:
 class _ScoringJob:
     """Packs of texts, one engine request each on the hot path; no side effects, so an abandoned pack is released."""
 
+    label = "Scoring"
     noun = "texts"
 
     def __init__(self, hook: BasetenHook, target: Target, packer: _Packer, prefix: str) -> None:
@@ -101,15 +112,10 @@ class _ScoringJob:
         self.packer = packer
         self.prefix = prefix
         self.requests = 0
-
-    @property
-    def progress_format(self) -> str:
-        return (
+        self.progress_format = (
             f"{self.label} %s: %d/%s {self.noun} done (%d failed, %d requests in flight, %d from an earlier try), "
             f"%.1f {self.noun}/s, ETA %s, %d requests"
         )
-
-    label = "Scoring"
 
     def take(self) -> tuple[Unit | None, list[Line]]:
         """The next pack as a unit (``None`` at the end) and the error lines of invalid records met on the way."""
@@ -129,6 +135,9 @@ class _ScoringJob:
 
     def progress_extra(self) -> tuple[Any, ...]:
         return (self.requests,)
+
+    async def send(self, sender: HotSender, unit: Any) -> list[Line]:
+        raise NotImplementedError
 
     async def _post(self, sender: HotSender, call: Any, key: int, size: int) -> Any:
         reply = await sender.request(
@@ -180,14 +189,70 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class _BasetenScoringOperator(LineageMixin, BasetenBaseOperator):
-    """Parameters shared by rerank and classify (see the subclasses); ``execute`` lands with the shared send loop."""
+class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
+    """What rerank and classify share: parameters, inputs, packing, and ``execute`` (the batch operators' steps).
+
+    **Inputs** as for :class:`~airflow_provider_baseten.operators.embeddings.BasetenEmbeddingsOperator`:
+    ``texts`` (a templated list of strings or records) or ``input_path`` (JSONL, CSV or Parquet, read lazily);
+    ``text_field`` and ``id_field`` pick a dict record's text and id; a record without a non-empty text is written
+    as an error and never sent. Up to ``batch_size`` texts per request, fewer when their characters would pass
+    ``max_chars_per_request``; ``max_concurrency`` requests in flight.
+
+    **Output**: JSONL at ``output_path`` (templated), else ``{[baseten] output_location}/baseten-scores/{dag_id}/
+    {run_id}/{task_id}[-{map_index}].jsonl``; one line per text, in completion order (a folder of parts on an
+    object store, as for batch predict). The task returns ``{output_path, parts, total, succeeded, failed,
+    skipped_existing, requests, duration_s}`` (``requests``: this try's; BEI reports no token usage for these
+    routes). A literal ``output_path`` is also an outlet asset.
+
+    **Cost, retries, re-runs.** Each request is billed as compute; none has side effects, so the hook retries
+    429s, 5xx and timeouts within the try's retry budget. A re-run (any try after the first) with
+    ``on_rerun="resume"`` (default) keeps every line whose text and options are unchanged and sends only the rest
+    (errors that never reached the model included); ``"fail"`` refuses to mix outputs of other inputs;
+    ``"replace"`` starts over. Requests in flight when a try ends have no line and are sent again by the next
+    try: at most ``max_concurrency`` requests are paid twice, and no text is lost.
+
+    :param baseten_conn_id: the ``baseten`` connection (templated).
+    :param model_id: the BEI model to call (templated).
+    :param environment: ``production`` (default), ``development`` or a named environment (templated).
+    :param deployment_id: pin one deployment instead of an environment (templated).
+    :param regional: use the regional host ``model-{id}-{environment}.api.baseten.co``.
+    :param texts: the texts (templated): a list of strings or records, or a JSON string of one.
+    :param input_path: a JSONL, CSV or Parquet file of records (templated). Exactly one of ``texts`` and
+        ``input_path``.
+    :param output_path: where to write the JSONL lines (templated): local path, URI or ``ObjectStoragePath``.
+    :param text_field: key of each dict record holding its text (default ``"text"``).
+    :param id_field: key of each dict record whose value is written as ``id``; default: the index.
+    :param model: the ``model`` field of each request (default: none sent).
+    :param raw_scores: ask for raw scores instead of BEI's sigmoid (or softmax) ones.
+    :param truncate: let BEI truncate texts longer than the model's context instead of failing them.
+    :param truncation_direction: ``"Right"`` (default) or ``"Left"``: which end ``truncate`` cuts.
+    :param batch_size: texts per request (default 32, at most 1024).
+    :param max_chars_per_request: characters per request (default 64,000).
+    :param max_concurrency: requests in flight at once (default 32).
+    :param on_rerun: ``"resume"`` (default), ``"fail"`` or ``"replace"`` (see above).
+    :param part_size: object stores: lines per part (default 10,000).
+    :param part_interval: object stores: seconds after which a part is written even if not full (default 60).
+    :param max_failed_fraction: the task fails when more than this fraction of the texts ends in an error
+        (default 0.0).
+    :param progress_interval: seconds between progress lines (done, rate, ETA, requests).
+    :param kill_grace_period: on ``on_kill``, seconds to let in-flight requests finish before they are dropped.
+    :param timeout: read timeout in seconds of each request (default: the connection's).
+    """
 
     template_fields: Sequence[str] = (*ADDRESS_TEMPLATE_FIELDS, "texts", "input_path", "output_path")
     template_fields_renderers = {"texts": "json"}
     operator_extra_links = (BasetenModelLink(),)
     target_kind = "model"
     ui_color = "#e5fff0"
+
+    #: Retries the whole try affords per request sent (at least 10; 429/529 spend none), as batch predict.
+    retry_budget_fraction = 0.05
+    wording = Wording(title="Scoring", run="scoring", items="texts", sent="scored", results="scores", id_key="id")
+    #: No side effects: a request in flight when a try ended is sent again by the next one.
+    resends_in_flight = True
+
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
+    _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
     def __init__(
         self,
@@ -204,6 +269,9 @@ class _BasetenScoringOperator(LineageMixin, BasetenBaseOperator):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_chars_per_request: int = DEFAULT_MAX_CHARS,
         max_concurrency: int = 32,
+        on_rerun: OnRerun = "resume",
+        part_size: int = 10_000,
+        part_interval: float = 60.0,
         max_failed_fraction: float = 0.0,
         progress_interval: float = 10.0,
         kill_grace_period: float = 10.0,
@@ -222,6 +290,10 @@ class _BasetenScoringOperator(LineageMixin, BasetenBaseOperator):
             raise BasetenConfigError(f"batch_size must be at most {MAX_BATCH_SIZE} (BEI's limit), got {batch_size}.")
         self.max_chars_per_request = _positive_int("max_chars_per_request", max_chars_per_request)
         self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        self.part_size = _positive_int("part_size", part_size)
+        if on_rerun not in get_args(OnRerun):
+            raise BasetenConfigError(f"on_rerun must be one of {', '.join(get_args(OnRerun))}; got {on_rerun!r}.")
+        self.on_rerun = on_rerun
         for name, flag in (("raw_scores", raw_scores), ("truncate", truncate)):
             if not isinstance(flag, bool):
                 raise BasetenConfigError(f"{name} must be True or False, got {flag!r}.")
@@ -243,12 +315,43 @@ class _BasetenScoringOperator(LineageMixin, BasetenBaseOperator):
         self.truncate = truncate
         self.truncation_direction = truncation_direction
         self.max_failed_fraction = float(max_failed_fraction)
+        self.part_interval = check_seconds(part_interval, "part_interval")
         self.progress_interval = check_seconds(progress_interval, "progress_interval", allow_zero=True)
         self.kill_grace_period = check_seconds(kill_grace_period, "kill_grace_period", allow_zero=True)
         self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
         asset = output_asset(output_path)
         if asset is not None and asset not in self.outlets:
             self.outlets = [*self.outlets, asset]
+        self._run_state: RunState | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target = self.target
+        source = self._source()
+        path = self._output_path(context)
+        output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
+        started = self._clock()
+        existing = self._begin(context, target, source, path, output)
+        self.log.info(
+            "%s on %s: %s texts, %d per request, concurrency %d, output %s",
+            self.wording.title,
+            target.describe(),
+            "?" if source.total is None else source.total,
+            self.batch_size,
+            self.max_concurrency,
+            output.uri,
+        )
+        state = self._prepare_to_send(target, context, existing, source.total)
+        job = self._job(target, self._packer(source, skip=existing.done), task_prefix(context, self))
+        self._send_all(output, job, state)
+        manifest = {"output_path": output.uri, "parts": output.part_uris(), **self._counts(source, state)}
+        manifest["requests"] = job.requests
+        return self._outcome(output, state, manifest, started)
+
+    def _job(self, target: Target, packer: _Packer, prefix: str) -> _ScoringJob:
+        raise NotImplementedError
+
+    def _output_path(self, context: Context | dict[str, Any]) -> ObjectStoragePath | Path:
+        return default_output_path(self.output_path, context, SCORES_FOLDER, ".jsonl")
 
     def _salt(self) -> list[Any]:
         """What else decides a line: a changed option makes every earlier score stale (a resume re-sends it)."""
@@ -266,8 +369,8 @@ class _BasetenScoringOperator(LineageMixin, BasetenBaseOperator):
             raise BasetenConfigError(f"texts must render to a list, got {type(texts).__name__}.")
         return ListSource(list(texts), self.id_field, None, self._salt())
 
-    def _packer(self, source: Source) -> _Packer:
-        return _Packer(source.items(), self.batch_size, self.max_chars_per_request, self.text_field)
+    def _packer(self, source: Source, *, skip: IndexSet | None = None) -> _Packer:
+        return _Packer(source.items(skip=skip), self.batch_size, self.max_chars_per_request, self.text_field)
 
 
 class BasetenRerankOperator(_BasetenScoringOperator):
@@ -281,6 +384,7 @@ class BasetenRerankOperator(_BasetenScoringOperator):
     """
 
     template_fields: Sequence[str] = (*_BasetenScoringOperator.template_fields, "query")
+    wording = Wording(title="Rerank", run="rerank", items="candidates", sent="scored", results="scores", id_key="id")
 
     def __init__(self, *, query: str, return_text: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -293,6 +397,11 @@ class BasetenRerankOperator(_BasetenScoringOperator):
 
     def _salt(self) -> list[Any]:
         return [*super()._salt(), self.query, self.return_text]
+
+    def _job(self, target: Target, packer: _Packer, prefix: str) -> _ScoringJob:
+        if not isinstance(self.query, str) or not self.query:
+            raise BasetenConfigError("query must render to a non-empty string.")
+        return RerankJob(self.hook, target, packer, prefix, self.query, self.options())
 
     def options(self) -> RerankOptions:
         options: RerankOptions = {
@@ -313,6 +422,11 @@ class BasetenClassifyOperator(_BasetenScoringOperator):
     Output: one line ``{index, id, input_fp, labels: [{label, score}]}`` per text. An engine's classify has no
     side effects (unlike a custom model's ``/predict``): retried like every engine route.
     """
+
+    wording = Wording(title="Classify", run="classify", items="texts", sent="classified", results="labels", id_key="id")
+
+    def _job(self, target: Target, packer: _Packer, prefix: str) -> _ScoringJob:
+        return ClassifyJob(self.hook, target, packer, prefix, self.options())
 
     def options(self) -> ClassifyOptions:
         options: ClassifyOptions = {
