@@ -266,6 +266,20 @@ def test_a_killed_try_leaves_in_flight_packs_to_the_retry_and_resends_no_written
     assert not (tmp_path / "out.jsonl.inflight").exists()
 
 
+def test_a_sigkilled_try_s_intents_are_sent_again(bei: FakeBEI, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    classify(tmp_path, texts=TEXTS[:4]).execute({"ti": ti(1)})
+    fingerprints = {line["index"]: line["input_fp"] for line in read_lines(out)}
+    # as a SIGKILL mid-request leaves it: indices 2 and 3 intended, no line written, no release recorded
+    out.write_text("".join(line + "\n" for line in out.read_text().splitlines() if json.loads(line)["index"] < 2))
+    intents = [{"index": n, "id": n, "input_fp": fingerprints[n]} for n in (2, 3)]
+    (tmp_path / "out.jsonl.inflight").write_text("".join(json.dumps(i) + "\n" for i in intents))
+    bei.calls.clear()
+    assert classify(tmp_path, texts=TEXTS[:4]).execute({"ti": ti(2)})["succeeded"] == 4
+    assert bei.sent() == TEXTS[2:4]
+    assert not (tmp_path / "out.jsonl.inflight").exists()
+
+
 def test_authentication_errors_stop_at_once(bei: FakeBEI, tmp_path: Path) -> None:
     bei.fail = lambda _texts: httpx.Response(401, json={"error": "bad key"})
     with pytest.raises(BasetenAuthError):
