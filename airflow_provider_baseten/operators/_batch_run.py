@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
 from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, find_stale
 from airflow_provider_baseten.operators._send_loop import Job, RunState, SendLoop
-from airflow_provider_baseten.operators._storage import as_path, warn_if_not_shared
+from airflow_provider_baseten.operators._storage import as_path, storage_uri, warn_if_not_shared
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -60,6 +60,7 @@ class BatchRunMixin:
     resends_in_flight: bool
     on_rerun: str
     max_failed_fraction: float
+    max_concurrency: int
     _run_state: RunState | None
     log: Any
     hook: Any
@@ -67,15 +68,37 @@ class BatchRunMixin:
     check_active_before_sending: Callable[[Target, Context], None]
 
     def _begin(
-        self, context: Context, target: Target, source: Source, path: ObjectStoragePath | Path, output: BatchOutput
-    ) -> Existing:
-        """Before anything is sent: warn of a worker-local output, persist the link, take stock of earlier tries."""
+        self,
+        context: Context,
+        target: Target,
+        source: Source,
+        path: ObjectStoragePath | Path,
+        output: BatchOutput,
+        per_request: int,
+    ) -> RunState:
+        """Everything before the first send: warn of a worker-local output, persist the link, take stock of earlier
+        tries, check the deployment is active (may defer to activate it) and resolve the connection; the try's state.
+        """
         warn_if_not_shared(path, f"The {self.wording.run} output", self.log)
         if "ti" in context:
             from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
             (BasetenModelLink if target.kind == "model" else BasetenChainLink).persist(context, self)  # type: ignore[arg-type]
-        return self._take_stock(output, source, rerun=is_rerun(context))
+        existing = self._take_stock(output, source, rerun=is_rerun(context))
+        self.log.info(
+            "%s on %s: %s %s, %d per request, concurrency %d, output %s",
+            self.wording.title,
+            target.describe(),
+            "?" if source.total is None else source.total,
+            self.wording.items,
+            per_request,
+            self.max_concurrency,
+            storage_uri(path),
+        )
+        self.check_active_before_sending(target, context)  # INACTIVE: every request would 404; may defer to activate
+        self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
+        state = self._run_state = RunState(existing=existing, total=source.total)
+        return state
 
     def _take_stock(self, output: BatchOutput, source: Source, *, rerun: bool) -> Existing:
         """What of an earlier try's output this try keeps, by ``on_rerun``; the rest is removed from the output."""
@@ -134,13 +157,6 @@ class BatchRunMixin:
                 "sent again" if self.resends_in_flight else "not re-sent",
             )
         return existing
-
-    def _prepare_to_send(self, target: Target, context: Context, existing: Existing, total: int | None) -> RunState:
-        """Checks that may stop the task before anything is billed; the run state of this try (for ``on_kill``)."""
-        self.check_active_before_sending(target, context)  # INACTIVE: every request would 404; may defer to activate
-        self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
-        state = self._run_state = RunState(existing=existing, total=total)
-        return state
 
     def _send_all(self, output: BatchOutput, job: Job, state: RunState, earlier: Iterable[Line] = ()) -> None:
         """Run the send loop to its end into ``output`` (in-flight units are settled however it ends).

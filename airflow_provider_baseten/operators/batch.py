@@ -138,7 +138,7 @@ class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperat
     #: retry_budget.RetryBudget` for the whole batch; 429/529 spend none). Baseten's performance client uses 5%.
     retry_budget_fraction = 0.05
     wording = Wording(
-        title="Batch", run="batch", items="inputs", sent="predicted", results="results", id_key="input_id"
+        title="Batch predict", run="batch", items="inputs", sent="predicted", results="results", id_key="input_id"
     )
     #: An item in flight when a try ended may have run: written as an error, never re-sent.
     resends_in_flight = False
@@ -214,15 +214,8 @@ class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperat
         path = self._output_path(context)
         output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
         started = self._clock()
-        existing = self._begin(context, target, source, path, output)
-        self.log.info(
-            "Batch predict on %s: %s inputs, concurrency %d, output %s",
-            target.describe(),
-            "?" if source.total is None else source.total,
-            self.max_concurrency,
-            output.uri,
-        )
-        state = self._prepare_to_send(target, context, existing, source.total)
+        state = self._begin(context, target, source, path, output, 1)
+        existing = state.existing
         job = _PredictJob(source.items(skip=existing.done), self._call(self.hook, target), task_prefix(context, self))
         earlier = [
             _in_flight_line(intent, "was in flight when an earlier try ended") for intent in existing.stranded.values()

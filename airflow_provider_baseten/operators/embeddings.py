@@ -241,16 +241,8 @@ class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator
             journal_path(path) if parquet else path, part_size=self.part_size, part_interval=self.part_interval
         )
         started = self._clock()
-        existing = self._begin(context, target, source, path, output)
-        self.log.info(
-            "Embeddings on %s: %s texts, %d per request, concurrency %d, output %s",
-            target.describe(),
-            "?" if source.total is None else source.total,
-            self.batch_size,
-            self.max_concurrency,
-            storage_uri(path),
-        )
-        state = self._prepare_to_send(target, context, existing, source.total)
+        state = self._begin(context, target, source, path, output, self.batch_size)
+        existing = state.existing
         packer = _Packer(source.items(skip=existing.done), self.batch_size, self.max_chars_per_request, self.text_field)
         options: EmbedOptions = {
             "model": self.model,

@@ -330,17 +330,8 @@ class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
         path = self._output_path(context)
         output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
         started = self._clock()
-        existing = self._begin(context, target, source, path, output)
-        self.log.info(
-            "%s on %s: %s texts, %d per request, concurrency %d, output %s",
-            self.wording.title,
-            target.describe(),
-            "?" if source.total is None else source.total,
-            self.batch_size,
-            self.max_concurrency,
-            output.uri,
-        )
-        state = self._prepare_to_send(target, context, existing, source.total)
+        state = self._begin(context, target, source, path, output, self.batch_size)
+        existing = state.existing
         job = self._job(target, self._packer(source, skip=existing.done), task_prefix(context, self))
         self._send_all(output, job, state)
         manifest = {"output_path": output.uri, "parts": output.part_uris(), **self._counts(source, state)}
