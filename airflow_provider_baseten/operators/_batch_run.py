@@ -11,7 +11,8 @@ may have run it), and its ``execute`` builds its job and calls the steps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
@@ -58,13 +59,17 @@ class BatchRunMixin:
     #: the call has no side effects (the job releases it), ``False`` when the model may have run it (the job's
     #: ``earlier`` lines write it as an error instead).
     resends_in_flight: bool
+    #: Retries the whole try affords per request sent (at least 10; 429/529 spend none): one ``RetryBudget``.
+    retry_budget_fraction = 0.05
+    #: Injectable for tests: a monotonic clock and an async sleep (progress reporting and the kill grace period).
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
+    _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
     on_rerun: str
     max_failed_fraction: float
     max_concurrency: int
     _run_state: RunState | None
     log: Any
     hook: Any
-    _clock: Callable[[], float]
     check_active_before_sending: Callable[[Target, Context], None]
 
     def _begin(

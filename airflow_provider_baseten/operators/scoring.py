@@ -18,9 +18,7 @@ makes the output resumable and memory flat), so a top-n needs every score first;
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModelError
@@ -245,14 +243,9 @@ class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
     target_kind = "model"
     ui_color = "#e5fff0"
 
-    #: Retries the whole try affords per request sent (at least 10; 429/529 spend none), as batch predict.
-    retry_budget_fraction = 0.05
     wording = Wording(title="Scoring", run="scoring", items="texts", sent="scored", results="scores", id_key="id")
     #: No side effects: a request in flight when a try ended is sent again by the next one.
     resends_in_flight = True
-
-    _clock: Callable[[], float] = staticmethod(time.monotonic)
-    _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
     def __init__(
         self,
@@ -344,6 +337,18 @@ class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
     def _output_path(self, context: Context | dict[str, Any]) -> ObjectStoragePath | Path:
         return default_output_path(self.output_path, context, SCORES_FOLDER, ".jsonl")
 
+    def options(self) -> ClassifyOptions:
+        """The hook options of every request (rerank's add ``return_text``)."""
+        options: ClassifyOptions = {
+            "raw_scores": self.raw_scores,
+            "truncate": self.truncate,
+            "truncation_direction": self.truncation_direction,
+            "timeout": self.timeout,
+        }
+        if self.model is not None:
+            options["model"] = self.model
+        return options
+
     def _salt(self) -> list[Any]:
         """What else decides a line: a changed option makes every earlier score stale (a resume re-sends it)."""
         return [self.text_field, self.model, self.raw_scores, self.truncate, self.truncation_direction]
@@ -395,16 +400,7 @@ class BasetenRerankOperator(_BasetenScoringOperator):
         return RerankJob(self.hook, target, packer, prefix, self.query, self.options())
 
     def options(self) -> RerankOptions:
-        options: RerankOptions = {
-            "raw_scores": self.raw_scores,
-            "return_text": self.return_text,
-            "truncate": self.truncate,
-            "truncation_direction": self.truncation_direction,
-            "timeout": self.timeout,
-        }
-        if self.model is not None:
-            options["model"] = self.model
-        return options
+        return {**super().options(), "return_text": self.return_text}
 
 
 class BasetenClassifyOperator(_BasetenScoringOperator):
@@ -418,14 +414,3 @@ class BasetenClassifyOperator(_BasetenScoringOperator):
 
     def _job(self, target: Target, packer: _Packer, prefix: str) -> _ScoringJob:
         return ClassifyJob(self.hook, target, packer, prefix, self.options())
-
-    def options(self) -> ClassifyOptions:
-        options: ClassifyOptions = {
-            "raw_scores": self.raw_scores,
-            "truncate": self.truncate,
-            "truncation_direction": self.truncation_direction,
-            "timeout": self.timeout,
-        }
-        if self.model is not None:
-            options["model"] = self.model
-        return options
