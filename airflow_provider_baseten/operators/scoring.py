@@ -28,10 +28,10 @@ from airflow_provider_baseten.operators._batch_inputs import ListSource, Source,
 from airflow_provider_baseten.operators._batch_journal import BatchOutput
 from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
-from airflow_provider_baseten.operators._send_loop import RunState, Unit, task_prefix
+from airflow_provider_baseten.operators._send_loop import RunState, task_prefix
 from airflow_provider_baseten.operators._storage import as_path
 from airflow_provider_baseten.operators.batch import OnRerun
-from airflow_provider_baseten.operators.embeddings import MAX_BATCH_SIZE, _line_of, _Packer
+from airflow_provider_baseten.operators.embeddings import MAX_BATCH_SIZE, _EmbedJob, _Packer
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
@@ -115,12 +115,9 @@ class _ScoringJob:
             f"%.1f {self.noun}/s, ETA %s, %d requests"
         )
 
-    def take(self) -> tuple[Unit | None, list[Line]]:
-        """The next pack as a unit (``None`` at the end) and the error lines of invalid records met on the way."""
-        pack, invalid = self.packer.next()
-        if not pack:
-            return None, invalid
-        return Unit([_line_of(item) for item in pack], [item.payload for item in pack]), invalid
+    #: The next pack as a unit (``None`` at the end) and the error lines of invalid records met on the way: the
+    #: embeddings job's own ``take`` (the same packer and lines), so a change to how packs are taken serves both.
+    take = _EmbedJob.take
 
     def request_id(self, key: int, size: int) -> str:
         from airflow_provider_baseten.hooks.hotpath import customer_request_id
