@@ -132,12 +132,14 @@ def test_classify_lines_keep_label_order() -> None:
 
 def test_packing_is_bounded_by_batch_size_and_characters_and_skips_invalid_records() -> None:
     op = rerank_op(texts=["aaaa", "", "bbbb", "cc", {"text": "d"}], batch_size=2, max_chars_per_request=6)
-    packer = op._packer(op._source())
-    first, invalid = packer.next()
-    assert [item.payload for item in first] == ["aaaa"]  # "bbbb" would pass 6 characters
+    job = RerankJob(BasetenHook, MODEL, op._packer(op._source()), "p", "q", op.options())  # type: ignore[arg-type]
+    first, invalid = job.take()
+    assert first is not None
+    assert first.payload == ["aaaa"]  # "bbbb" would pass 6 characters
     assert [line["index"] for line in invalid] == [1]
-    second, _ = packer.next()
-    assert [item.payload for item in second] == ["bbbb", "cc"]
+    second, _ = job.take()
+    assert second is not None
+    assert second.payload == ["bbbb", "cc"]
 
 
 def test_a_changed_query_or_option_changes_every_fingerprint() -> None:
