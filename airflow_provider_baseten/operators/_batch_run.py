@@ -163,6 +163,10 @@ class BatchRunMixin:
             )
         return existing
 
+    def _loop(self, job: Job, state: RunState) -> SendLoop:
+        """The send loop of this try; an operator may tune it (batch predict's worker start ramp)."""
+        return SendLoop(self, job, state)  # type: ignore[arg-type]
+
     def _send_all(self, output: BatchOutput, job: Job, state: RunState, earlier: Iterable[Line] = ()) -> None:
         """Run the send loop to its end into ``output`` (in-flight units are settled however it ends).
 
@@ -170,7 +174,7 @@ class BatchRunMixin:
         """
         try:
             with output.open_sink(self._clock) as sink:
-                asyncio.run(SendLoop(self, job, state).run(sink, earlier))  # type: ignore[arg-type]
+                asyncio.run(self._loop(job, state).run(sink, earlier))
             if not state.in_flight and state.writer is not None and state.writer.error is None:
                 output.forget_intents()
         finally:
