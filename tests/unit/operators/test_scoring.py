@@ -161,3 +161,15 @@ def test_take_gives_units_of_packed_intents_then_none() -> None:
     assert [line["index"] for line in first.lines] == [0, 2]
     assert [line["index"] for line in invalid] == [1]
     assert job.take() == (None, [])
+
+
+def test_a_bad_label_or_score_names_the_field_not_the_value() -> None:
+    """The answer is validated in one pydantic call; a bad one still fails with the fields it got wrong."""
+    classify_call = BasetenHook._classify_call(MODEL, ["a", "b"], {})
+    with pytest.raises(BasetenModelError, match=r"not a valid ClassifyLabel \(check: label\)"):
+        BasetenHook._labels_of([[{"label": "ok", "score": 1.0}], [{"label": 3, "score": 0.5}]], classify_call)
+    rerank_call = BasetenHook._rerank_call(MODEL, "q", ["a", "b"], {})
+    with pytest.raises(BasetenModelError, match=r"not a valid RerankResult \(check: score\)"):
+        BasetenHook._rerank_of([{"index": 0, "score": 0.5}, {"index": 1, "score": "high"}], rerank_call)
+    labels = BasetenHook._labels_of([[{"label": "pos", "score": 1}], []], classify_call)
+    assert [[(label.label, label.score) for label in row] for row in labels] == [[("pos", 1.0)], []]
