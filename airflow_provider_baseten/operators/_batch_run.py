@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.operators._batch_inputs import Source
 
-__all__ = ["BatchRunMixin", "Wording", "default_output_path", "is_rerun"]
+__all__ = ["BatchRunMixin", "Try", "Wording", "default_output_path", "is_rerun"]
 
 Line = dict[str, Any]
 
@@ -45,6 +46,23 @@ class Wording:
         self.sent = sent  # "predicted", as in "every input is predicted"
         self.results = results  # "results", as in "Writing the results to ... failed"
         self.id_key = id_key  # the line's id key, "input_id" or "id"
+
+
+@dataclass(slots=True)
+class Try:
+    """One try of a batch operator: its target, inputs, output (path and journal), run state and start time."""
+
+    target: Target
+    source: Source
+    path: ObjectStoragePath | Path
+    output: BatchOutput
+    state: RunState
+    started: float
+
+    @property
+    def existing(self) -> Existing:
+        """What earlier tries left (``state.existing``)."""
+        return self.state.existing
 
 
 class BatchRunMixin:
@@ -70,20 +88,22 @@ class BatchRunMixin:
     _run_state: RunState | None
     log: Any
     hook: Any
+    part_size: int
+    part_interval: float
+    target: Target
     check_active_before_sending: Callable[[Target, Context], None]
+    _source: Callable[[], Source]
+    _output_path: Callable[[Context], ObjectStoragePath | Path]
 
-    def _begin(
-        self,
-        context: Context,
-        target: Target,
-        source: Source,
-        path: ObjectStoragePath | Path,
-        output: BatchOutput,
-        per_request: int,
-    ) -> RunState:
-        """Everything before the first send: warn of a worker-local output, persist the link, take stock of earlier
-        tries, check the deployment is active (may defer to activate it) and resolve the connection; the try's state.
-        """
+    def _begin(self, context: Context, per_request: int) -> Try:
+        """Everything before the first send: the target, inputs and output; warn of a worker-local output, persist
+        the link, take stock of earlier tries, check the deployment is active (may defer to activate it) and
+        resolve the connection. Nothing is sent yet."""
+        started = self._clock()
+        target = self.target
+        source = self._source()
+        path = self._output_path(context)
+        output = self._output_of(path)
         warn_if_not_shared(path, f"The {self.wording.run} output", self.log)
         if "ti" in context:
             from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
@@ -103,7 +123,11 @@ class BatchRunMixin:
         self.check_active_before_sending(target, context)  # INACTIVE: every request would 404; may defer to activate
         self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
         state = self._run_state = RunState(existing=existing, total=source.total)
-        return state
+        return Try(target, source, path, output, state, started)
+
+    def _output_of(self, path: ObjectStoragePath | Path) -> BatchOutput:
+        """The journal the lines are written to (embeddings' Parquet output writes it beside the file)."""
+        return BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
 
     def _take_stock(self, output: BatchOutput, source: Source, *, rerun: bool) -> Existing:
         """What of an earlier try's output this try keeps, by ``on_rerun``; the rest is removed from the output."""
@@ -167,26 +191,28 @@ class BatchRunMixin:
         """The send loop of this try; an operator may tune it (batch predict's worker start ramp)."""
         return SendLoop(self, job, state)  # type: ignore[arg-type]
 
-    def _send_all(self, output: BatchOutput, job: Job, state: RunState, earlier: Iterable[Line] = ()) -> None:
-        """Run the send loop to its end into ``output`` (in-flight units are settled however it ends).
+    def _send_all(self, run: Try, job: Job, earlier: Iterable[Line] = ()) -> None:
+        """Run the send loop to its end into the output (in-flight units are settled however it ends).
 
         The intents sidecar is forgotten only when every unit this try sent has its line.
         """
+        state = run.state
         try:
-            with output.open_sink(self._clock) as sink:
+            with run.output.open_sink(self._clock) as sink:
                 asyncio.run(self._loop(job, state).run(sink, earlier))
             if not state.in_flight and state.writer is not None and state.writer.error is None:
-                output.forget_intents()
+                run.output.forget_intents()
         finally:
             self._run_state = None
 
-    def _raise_if_write_failed(self, output: BatchOutput, state: RunState) -> None:
-        if state.writer is not None and state.writer.error is not None:
-            raise BasetenError(f"Writing the {self.wording.results} to {output.uri} failed.") from state.writer.error
+    def _raise_if_write_failed(self, run: Try) -> None:
+        writer = run.state.writer
+        if writer is not None and writer.error is not None:
+            raise BasetenError(f"Writing the {self.wording.results} to {run.output.uri} failed.") from writer.error
 
-    def _counts(self, source: Source, state: RunState) -> dict[str, int]:
+    def _counts(self, run: Try) -> dict[str, int]:
         """``total``, ``succeeded``, ``failed`` and ``skipped_existing`` over the whole output (earlier tries too)."""
-        existing = state.existing
+        source, state, existing = run.source, run.state, run.state.existing
         return {
             "total": source.total if source.total is not None else source.seen,
             "succeeded": existing.succeeded + state.succeeded,
@@ -194,14 +220,12 @@ class BatchRunMixin:
             "skipped_existing": existing.kept,
         }
 
-    def _outcome(
-        self, output: BatchOutput, state: RunState, manifest: dict[str, Any], started: float
-    ) -> dict[str, Any]:
+    def _outcome(self, run: Try, manifest: dict[str, Any]) -> dict[str, Any]:
         """Log the manifest, then raise for a fatal error, an early stop or too many failures; else return it."""
-        words = self.wording
-        manifest["duration_s"] = round(self._clock() - started, 3)
+        words, state = self.wording, run.state
+        manifest["duration_s"] = round(self._clock() - run.started, 3)
         self.log.info("%s finished: %s", words.title, {**manifest, "parts": len(manifest.get("parts", ()))})
-        self._raise_if_write_failed(output, state)
+        self._raise_if_write_failed(run)
         if state.fatal is not None:
             self.log.error("Stopped at the first error that every request would hit; the rest is left for a retry.")
             raise state.fatal
@@ -211,7 +235,7 @@ class BatchRunMixin:
         if total and failed / total > self.max_failed_fraction:
             raise BasetenError(
                 f"{failed} of {total} {words.items} failed ({failed / total:.1%}), over max_failed_fraction="
-                f"{self.max_failed_fraction}; see the error lines in {output.uri}. A task retry re-sends only "
+                f"{self.max_failed_fraction}; see the error lines in {run.output.uri}. A task retry re-sends only "
                 "errors that never reached the model."
             )
         return manifest

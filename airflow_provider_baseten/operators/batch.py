@@ -23,7 +23,6 @@ from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.calls import encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
-from airflow_provider_baseten.operators._batch_journal import BatchOutput
 from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin
 from airflow_provider_baseten.operators._send_loop import (
@@ -209,20 +208,13 @@ class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperat
     # --- execute ----------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target = self.target
-        source = self._source()
-        path = self._output_path(context)
-        output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
-        started = self._clock()
-        state = self._begin(context, target, source, path, output, 1)
-        existing = state.existing
-        job = _PredictJob(source.items(skip=existing.done), self._call(self.hook, target), task_prefix(context, self))
-        earlier = [
-            _in_flight_line(intent, "was in flight when an earlier try ended") for intent in existing.stranded.values()
-        ]
-        self._send_all(output, job, state, earlier)
-        manifest = {"output_path": output.uri, "parts": output.part_uris(), **self._counts(source, state)}
-        return self._outcome(output, state, manifest, started)
+        run = self._begin(context, 1)
+        call = self._call(self.hook, run.target)
+        job = _PredictJob(run.source.items(skip=run.existing.done), call, task_prefix(context, self))
+        when = "was in flight when an earlier try ended"
+        self._send_all(run, job, [_in_flight_line(intent, when) for intent in run.existing.stranded.values()])
+        manifest = {"output_path": run.output.uri, "parts": run.output.part_uris(), **self._counts(run)}
+        return self._outcome(run, manifest)
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
 

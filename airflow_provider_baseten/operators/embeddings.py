@@ -231,40 +231,39 @@ class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator
     # --- execute ----------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target = self.target
-        source = self._source()
-        path = self._output_path(context)
-        parquet = self._format(path) == "parquet"
-        if parquet:
-            import_pyarrow_parquet("Parquet output")  # fail before sending anything
-        output = BatchOutput.at(
-            journal_path(path) if parquet else path, part_size=self.part_size, part_interval=self.part_interval
+        run = self._begin(context, self.batch_size)
+        parquet = self._format(run.path) == "parquet"
+        packer = _Packer(
+            run.source.items(skip=run.existing.done), self.batch_size, self.max_chars_per_request, self.text_field
         )
-        started = self._clock()
-        state = self._begin(context, target, source, path, output, self.batch_size)
-        existing = state.existing
-        packer = _Packer(source.items(skip=existing.done), self.batch_size, self.max_chars_per_request, self.text_field)
         options: EmbedOptions = {
             "model": self.model,
             "dimensions": self.dimensions,
             "encoding_format": self.encoding_format,
             "timeout": self.timeout,
         }
-        job = _EmbedJob(self.hook, target, packer, options, task_prefix(context, self), parquet)
-        self._send_all(output, job, state)
-        self._raise_if_write_failed(output, state)
-        if parquet and not state.stop_reason and state.fatal is None:
-            write_parquet(reopen(output), path)
+        job = _EmbedJob(self.hook, run.target, packer, options, task_prefix(context, self), parquet)
+        self._send_all(run, job)
+        self._raise_if_write_failed(run)
+        if parquet and not run.state.stop_reason and run.state.fatal is None:
+            write_parquet(reopen(run.output), run.path)
         manifest: dict[str, Any] = {
-            "output_path": storage_uri(path),
-            "parts": [storage_uri(path)] if parquet else output.part_uris(),
-            **self._counts(source, state),
+            "output_path": storage_uri(run.path),
+            "parts": [storage_uri(run.path)] if parquet else run.output.part_uris(),
+            **self._counts(run),
             "dimensions": job.dimensions or self.dimensions,
             "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.total_tokens},
         }
-        return self._outcome(output, state, manifest, started)
+        return self._outcome(run, manifest)
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
+
+    def _output_of(self, path: ObjectStoragePath | Path) -> BatchOutput:
+        """Parquet: the JSONL journal beside the file (pyarrow checked first: nothing is sent without it)."""
+        if self._format(path) != "parquet":
+            return super()._output_of(path)
+        import_pyarrow_parquet("Parquet output")
+        return BatchOutput.at(journal_path(path), part_size=self.part_size, part_interval=self.part_interval)
 
     def _format(self, path: ObjectStoragePath | Path) -> OutputFormat:
         if self.output_format is not None:

@@ -25,7 +25,6 @@ from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModel
 from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import ListSource, Source, open_file_source, parse_list
-from airflow_provider_baseten.operators._batch_journal import BatchOutput
 from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
 from airflow_provider_baseten.operators._send_loop import RunState, task_prefix
@@ -315,18 +314,12 @@ class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
         self._run_state: RunState | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target = self.target
-        source = self._source()
-        path = self._output_path(context)
-        output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
-        started = self._clock()
-        state = self._begin(context, target, source, path, output, self.batch_size)
-        existing = state.existing
-        job = self._job(target, self._packer(source, skip=existing.done), task_prefix(context, self))
-        self._send_all(output, job, state)
-        manifest = {"output_path": output.uri, "parts": output.part_uris(), **self._counts(source, state)}
+        run = self._begin(context, self.batch_size)
+        job = self._job(run.target, self._packer(run.source, skip=run.existing.done), task_prefix(context, self))
+        self._send_all(run, job)
+        manifest = {"output_path": run.output.uri, "parts": run.output.part_uris(), **self._counts(run)}
         manifest["requests"] = job.requests
-        return self._outcome(output, state, manifest, started)
+        return self._outcome(run, manifest)
 
     def _job(self, target: Target, packer: _Packer, prefix: str) -> _ScoringJob:
         raise NotImplementedError
