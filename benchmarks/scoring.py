@@ -180,8 +180,7 @@ def _report(n: int, args: Any, repeat: int, runs: dict[str, list[dict[str, Any]]
             LABELS[side], wall, ratio(n, wall), ratio(wall, peer_wall), cpu, ratio(cpu, peer_cpu),
             sum(r["errors"] for r in samples),
         )  # fmt: skip
-    table.notes.append("The operators also write every line to a JSONL file as they go (resumable); the client keeps")
-    table.notes.append("its results in memory.")
+    table.notes.append("The operators also write every line to JSONL as they go (resumable); the client keeps them.")
     if inline:
         table.notes.append("--inline: CPU includes the emulator (same process); only the walls are usable.")
     return table
