@@ -111,7 +111,8 @@ CONFIG: dict[str, Any] = {
         "options": {
             "output_location": {
                 "description": "Base URI of what Baseten tasks write for other tasks and for their own retries: "
-                "batch outputs ({location}/baseten-batches/...) and large predict, chain and chat results "
+                "batch outputs ({location}/baseten-batches/..., baseten-embeddings/..., baseten-scores/...) and "
+                "large predict, chain and chat results "
                 "({location}/baseten-results/...). Any ObjectStoragePath URI (s3://bucket/prefix, gs://..., "
                 "file:///shared/mount). Empty: results go to XCom and a batch needs output_path. With the Celery, "
                 "Kubernetes or Edge executor use a location every worker reaches: a local path warns in the log.",

@@ -34,6 +34,7 @@ BENCHMARKS = (
     "import_cost",
     "batch_predict",
     "embeddings",
+    "scoring",
     "trigger_fanout",
     "triggerer_convergence",
     "async_batch",

@@ -110,6 +110,25 @@ def _float32(encoded: str, position: int, what: str) -> list[float]:
 
 
 @cache
+def _adapter(shape: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(shape)
+
+
+def _all_validated(shape: Any, answer: Any, what: str, one_by_one: Callable[[], Any]) -> Any:
+    """``answer`` validated as ``shape`` (a list of answer models) in one pydantic call: the per-item loop cost
+    rerank and classify jobs a fifth of their client CPU. When it fails, ``one_by_one`` (the per-item
+    :func:`_validated`) runs instead, for the error that names the bad fields."""
+    from pydantic import ValidationError
+
+    try:
+        return _adapter(shape).validate_python(answer)
+    except ValidationError:
+        return one_by_one()
+
+
+@cache
 def _json_decoder() -> Callable[[bytes], Any]:
     """``msgspec.json.decode`` where installed (Airflow's task SDK brings it): it parses an embeddings answer of
     float vectors about 8 times faster than ``json.loads`` (1 MB, 128 texts at 384 dimensions: 9 ms against 72)."""
@@ -359,7 +378,9 @@ class EngineMixin:
             answer = answer["data"]
         if not isinstance(answer, list):
             raise BasetenModelError(f"{what}: the answer is not a list of scored texts.")
-        results = [_validated(RerankResult, item, what) for item in answer]
+        results = _all_validated(
+            list[RerankResult], answer, what, lambda: [_validated(RerankResult, item, what) for item in answer]
+        )
         expected = len(call.json_body["texts"])
         indices = [result.index for result in results]
         if len(set(indices)) != len(indices) or not all(0 <= index < expected for index in indices):
@@ -419,7 +440,12 @@ class EngineMixin:
             raise BasetenModelError(f"{what}: the answer is not one list of labels per input.")
         if len(answer) != expected:
             raise BasetenModelError(f"{what}: sent {expected} inputs but got {len(answer)} lists of labels.")
-        return [[_validated(ClassifyLabel, label, what) for label in labels] for labels in answer]
+        return _all_validated(
+            list[list[ClassifyLabel]],
+            answer,
+            what,
+            lambda: [[_validated(ClassifyLabel, label, what) for label in labels] for labels in answer],
+        )
 
     def classify(
         self, target: Target, inputs: Sequence[str], **options: Unpack[ClassifyOptions]

@@ -210,7 +210,7 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         return None
     if "output" not in record and "error" not in record and "embedding" not in record:  # embedding: embeddings
-        return None
+        return record if "score" in record or "labels" in record else None  # rerank, classify
     return record
 
 

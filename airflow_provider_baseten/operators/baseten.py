@@ -2,8 +2,8 @@
 
 Each operator lives in a module of its own area and is imported on first access of its name (PEP 562, as
 ``airflow.sdk`` does): a DAG file that uses the predict operator pays for predict's module, not for the async batch
-manifest, the embeddings journal or the lifecycle operators. ``from ... import X`` and ``baseten.X`` both work;
-nothing here imports the heavy optional stacks (OpenAI SDK, aiohttp, the emulator) either.
+manifest, the embeddings journal, rerank and classify or the lifecycle operators. ``from ... import X`` and
+``baseten.X`` both work; nothing here imports the heavy optional stacks (OpenAI SDK, aiohttp, the emulator) either.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from airflow_provider_baseten.operators.links import BasetenAsyncRequestLink, BasetenChainLink, BasetenModelLink
     from airflow_provider_baseten.operators.predict import BasetenChainRunOperator, BasetenPredictOperator
+    from airflow_provider_baseten.operators.scoring import BasetenClassifyOperator, BasetenRerankOperator
     from airflow_provider_baseten.operators.wake import BasetenWakeOperator
 
 #: Exported name -> the module (under ``airflow_provider_baseten.operators``) that defines it.
@@ -37,10 +38,12 @@ _MODULES = {
     "BasetenChainLink": "links",
     "BasetenChainRunOperator": "predict",
     "BasetenChatOperator": "chat",
+    "BasetenClassifyOperator": "scoring",
     "BasetenEmbeddingsOperator": "embeddings",
     "BasetenModelLink": "links",
     "BasetenPredictOperator": "predict",
     "BasetenPromoteOperator": "lifecycle",
+    "BasetenRerankOperator": "scoring",
     "BasetenRestoreAutoscalingOperator": "lifecycle",
     "BasetenWakeOperator": "wake",
     "batch_window": "lifecycle",
@@ -55,10 +58,12 @@ __all__ = [
     "BasetenChainLink",
     "BasetenChainRunOperator",
     "BasetenChatOperator",
+    "BasetenClassifyOperator",
     "BasetenEmbeddingsOperator",
     "BasetenModelLink",
     "BasetenPredictOperator",
     "BasetenPromoteOperator",
+    "BasetenRerankOperator",
     "BasetenRestoreAutoscalingOperator",
     "BasetenWakeOperator",
     "batch_window",

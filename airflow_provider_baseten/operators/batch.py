@@ -19,21 +19,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
+from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.calls import encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
-from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, Sink, find_stale
+from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._lineage import LineageMixin
 from airflow_provider_baseten.operators._send_loop import (
     RunState,
-    SendLoop,
     Unit,
     describe_error,
     model_may_have_run,
     task_prefix,
 )
-from airflow_provider_baseten.operators._storage import as_path, warn_if_not_shared
+from airflow_provider_baseten.operators._storage import as_path
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ BATCHES_FOLDER = "baseten-batches"
 OnRerun = Literal["resume", "replace", "fail"]
 
 
-class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
+class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
     """Predict on many inputs with bounded concurrency, writing one JSONL line per input; resumes on a re-run.
 
     **Inputs.** ``inputs`` (a templated list) or ``input_path`` (a JSONL file: a local path, ``file://`` or any
@@ -137,6 +136,11 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
     #: Retries the batch affords per item sent, at least 10 (one :class:`~airflow_provider_baseten.hooks.
     #: retry_budget.RetryBudget` for the whole batch; 429/529 spend none). Baseten's performance client uses 5%.
     retry_budget_fraction = 0.05
+    wording = Wording(
+        title="Batch predict", run="batch", items="inputs", sent="predicted", results="results", id_key="input_id"
+    )
+    #: An item in flight when a try ended may have run: written as an error, never re-sent.
+    resends_in_flight = False
 
     #: Injectable for tests: a monotonic clock and an async sleep (progress reporting and the kill grace period).
     _clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -204,116 +208,15 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
     # --- execute ----------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target = self.target
-        source = self._source()
-        path = self._output_path(context)
-        output = BatchOutput.at(path, part_size=self.part_size, part_interval=self.part_interval)
-        warn_if_not_shared(path, "The batch output", self.log)
-        started = self._clock()
-        if "ti" in context:
-            (BasetenModelLink if target.kind == "model" else BasetenChainLink).persist(context, self)
-        existing = self._take_stock(output, source, rerun=_is_rerun(context))
-        self.log.info(
-            "Batch predict on %s: %s inputs, concurrency %d, output %s",
-            target.describe(),
-            "?" if source.total is None else source.total,
-            self.max_concurrency,
-            output.uri,
-        )
-        self.check_active_before_sending(target, context)  # INACTIVE: every item would 404; may defer to activate
-        self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
-        state = self._run_state = RunState(existing=existing, total=source.total)
-        prefix = task_prefix(context, self)
-        try:
-            with output.open_sink(self._clock) as sink:
-                asyncio.run(self._run(target, source.items(skip=existing.done), sink, state, prefix))
-            if not state.in_flight and state.writer is not None and state.writer.error is None:
-                output.forget_intents()  # every item sent by this try has its line
-        finally:
-            self._run_state = None
-        duration = self._clock() - started
-        total = source.total if source.total is not None else source.seen
-        failed = existing.failed + state.failed
-        manifest: dict[str, Any] = {
-            "output_path": output.uri,
-            "parts": output.part_uris(),
-            "total": total,
-            "succeeded": existing.succeeded + state.succeeded,
-            "failed": failed,
-            "skipped_existing": existing.kept,
-            "duration_s": round(duration, 3),
-        }
-        self.log.info("Batch finished: %s", {**manifest, "parts": len(manifest["parts"])})
-        if state.writer is not None and state.writer.error is not None:
-            raise BasetenError(f"Writing the results to {output.uri} failed.") from state.writer.error
-        if state.fatal is not None:
-            self.log.error("Stopped at the first error that every input would hit; unsent inputs are left for a retry.")
-            raise state.fatal
-        if state.stop_reason:
-            raise BasetenError(f"The batch stopped early: {state.stop_reason} Written so far: {manifest}.")
-        failed_fraction = failed / total if total else 0.0
-        if failed_fraction > self.max_failed_fraction:
-            raise BasetenError(
-                f"{failed} of {total} inputs failed ({failed_fraction:.1%}), over max_failed_fraction="
-                f"{self.max_failed_fraction}; see the error lines in {output.uri}. A task retry re-predicts only "
-                "errors that never reached the model."
-            )
-        return manifest
-
-    def on_kill(self) -> None:
-        """Stop taking new inputs; let in-flight predicts finish for ``kill_grace_period``; written lines stay."""
-        state = self._run_state
-        if state is not None:
-            state.request_stop("the task was killed (on_kill).")
+        run = self._begin(context, 1)
+        call = self._call(self.hook, run.target)
+        job = _PredictJob(run.source.items(skip=run.existing.done), call, task_prefix(context, self))
+        when = "was in flight when an earlier try ended"
+        self._send_all(run, job, [_in_flight_line(intent, when) for intent in run.existing.stranded.values()])
+        manifest = {"output_path": run.output.uri, "parts": run.output.part_uris(), **self._counts(run)}
+        return self._outcome(run, manifest)
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
-
-    def _take_stock(self, output: BatchOutput, source: Source, *, rerun: bool) -> Existing:
-        """What of an earlier try's output this try keeps, by ``on_rerun``; the rest is removed from the output."""
-        if not output.exists():
-            return Existing()
-        if not rerun or self.on_rerun == "replace":
-            self.log.info(
-                "%s: replacing the existing output %s; every input is predicted.",
-                "First try" if not rerun else "on_rerun='replace'",
-                output.uri,
-            )
-            output.delete()
-            return Existing()
-        loaded = output.load(self.log)
-        stale = find_stale(loaded, source.fingerprints())
-        if stale.first is not None:
-            index, input_id = stale.first
-            now = "is past the end of the inputs" if input_id is None else f"now has input_id {input_id!r}"
-            if self.on_rerun == "fail":
-                raise BasetenConfigError(
-                    f"The output at {output.uri} was written for other inputs: {stale.indices.count} lines do not "
-                    f"match the current input at their index (first: index {index}, which {now}). on_rerun='fail' "
-                    "does not mix them: move the output away, choose another output_path, or use on_rerun='resume' "
-                    "(re-predicts only the changed inputs) or 'replace'."
-                )
-            self.log.warning(
-                "%d lines of %s were written for other inputs (first: index %d, which %s): they are dropped and "
-                "those inputs predicted again.",
-                stale.indices.count,
-                output.uri,
-                index,
-                now,
-            )
-        existing = output.compact(stale.indices, loaded)
-        for index in existing.stranded:
-            existing.done.add(index)  # written as may-have-run lines by _run, never re-sent
-        if existing.kept or existing.stranded:
-            self.log.info(
-                "Resuming: %d inputs already written to %s (%d failed); %d errors that never reached the model are "
-                "predicted again; %d were in flight when an earlier try ended and are not re-sent.",
-                existing.kept,
-                output.uri,
-                existing.failed,
-                existing.dropped_retryable,
-                len(existing.stranded),
-            )
-        return existing
 
     def _source(self) -> Source:
         if self.input_path not in (None, ""):
@@ -328,29 +231,9 @@ class BasetenBatchPredictOperator(LineageMixin, BasetenBaseOperator):
         return ListSource(list(inputs), self.id_field, self.input_field)
 
     def _output_path(self, context: Context) -> ObjectStoragePath | Path:
-        if self.output_path not in (None, ""):
-            return as_path(self.output_path)  # type: ignore[arg-type]
-        from airflow_provider_baseten.operators._results import required_location, task_result_path
+        return default_output_path(self.output_path, context, BATCHES_FOLDER, ".jsonl")
 
-        if "ti" not in context:
-            raise BasetenConfigError("Pass output_path= when running outside a task instance.")
-        base = required_location(None, BATCHES_FOLDER)
-        return as_path(task_result_path(context, base, suffix=".jsonl"))
-
-    # --- the async part ---------------------------------------------------------------------------------------
-
-    async def _run(self, target: Target, items: Iterator[Item], sink: Sink, state: RunState, prefix: str) -> None:
-        """The shared send loop (``_send_loop``) over one predict per input.
-
-        However it ends (also cancelled by ``asyncio.run`` after an ``execution_timeout`` or SIGTERM raised into
-        the loop), the items still in flight are written as ``model_may_have_run`` errors before it returns.
-        """
-        job = _PredictJob(items, self._call(self.hook, target), prefix)
-        earlier = [
-            _in_flight_line(intent, "was in flight when an earlier try ended")
-            for intent in state.existing.stranded.values()
-        ]
-        await SendLoop(self, job, state).run(sink, earlier)
+    # --- the requests -------------------------------------------------------------------------------------------
 
     def _call(self, hook: BasetenHook, target: Target) -> _Call:
         """What every item is sent as: the predict (run_remote) of ``target``, or its ``/sync/{route}``."""
@@ -415,13 +298,3 @@ def _in_flight_line(intent: dict[str, Any], when: str) -> dict[str, Any]:
             "model_may_have_run": True,
         },
     }
-
-
-# --- helpers --------------------------------------------------------------------------------------------------
-
-
-def _is_rerun(context: Context) -> bool:
-    """Every try but the first (a retry or a clear). Outside a task instance (a bare ``execute({})``): none."""
-    ti = context.get("ti") if hasattr(context, "get") else None
-    try_number = getattr(ti, "try_number", None)
-    return isinstance(try_number, int) and try_number > 1

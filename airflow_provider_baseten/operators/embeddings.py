@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
+from airflow_provider_baseten.exceptions import BasetenConfigError
 from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import (
@@ -33,18 +33,17 @@ from airflow_provider_baseten.operators._batch_inputs import (
 )
 from airflow_provider_baseten.operators._batch_journal import (
     BatchOutput,
-    Existing,
     LocalOutput,
     PartsOutput,
     encode_lines_bytes,
-    find_stale,
     parse_line,
 )
+from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
 from airflow_provider_baseten.operators._embed_lines import float_lines, raw_lines
 from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
-from airflow_provider_baseten.operators._send_loop import Encoded, RunState, SendLoop, Unit, task_prefix
-from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri, warn_if_not_shared
-from airflow_provider_baseten.operators.batch import OnRerun, _is_rerun
+from airflow_provider_baseten.operators._send_loop import Encoded, RunState, Unit, task_prefix
+from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri
+from airflow_provider_baseten.operators.batch import OnRerun
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ MAX_BATCH_SIZE = 1024
 _PARQUET_ROWS = 8192
 
 
-class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
+class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
     """Embed many texts on a BEI deployment (``/sync/v1/embeddings``), packed, concurrent, resumable.
 
     **Inputs.** ``texts`` (a templated list of strings, or of records) or ``input_path`` (a JSONL, CSV or Parquet
@@ -140,6 +139,11 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
 
     #: Retries the whole try affords per request sent (at least 10; 429/529 spend none), as batch predict.
     retry_budget_fraction = 0.05
+    wording = Wording(
+        title="Embeddings", run="embeddings", items="texts", sent="embedded", results="embeddings", id_key="id"
+    )
+    #: Embeddings have no side effects: a request in flight when a try ended is sent again by the next one.
+    resends_in_flight = True
 
     _clock: Callable[[], float] = staticmethod(time.monotonic)
     _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
@@ -229,85 +233,39 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
     # --- execute ----------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target = self.target
-        source = self._source()
-        path = self._output_path(context)
-        parquet = self._format(path) == "parquet"
-        if parquet:
-            import_pyarrow_parquet("Parquet output")  # fail before sending anything
-        output = BatchOutput.at(
-            journal_path(path) if parquet else path, part_size=self.part_size, part_interval=self.part_interval
+        run = self._begin(context, self.batch_size)
+        parquet = self._format(run.path) == "parquet"
+        packer = _Packer(
+            run.source.items(skip=run.existing.done), self.batch_size, self.max_chars_per_request, self.text_field
         )
-        warn_if_not_shared(path, "The embeddings output", self.log)
-        started = self._clock()
-        if "ti" in context:
-            BasetenModelLink.persist(context, self)
-        existing = self._take_stock(output, source, rerun=_is_rerun(context))
-        self.log.info(
-            "Embeddings on %s: %s texts, %d per request, concurrency %d, output %s",
-            target.describe(),
-            "?" if source.total is None else source.total,
-            self.batch_size,
-            self.max_concurrency,
-            storage_uri(path),
-        )
-        self.check_active_before_sending(target, context)  # INACTIVE: every pack would 404; may defer to activate
-        self.hook.settings  # noqa: B018  (resolve the connection synchronously, before the event loop)
-        state = self._run_state = RunState(existing=existing, total=source.total)
-        packer = _Packer(source.items(skip=existing.done), self.batch_size, self.max_chars_per_request, self.text_field)
         options: EmbedOptions = {
             "model": self.model,
             "dimensions": self.dimensions,
             "encoding_format": self.encoding_format,
             "timeout": self.timeout,
         }
-        job = _EmbedJob(self.hook, target, packer, options, task_prefix(context, self), parquet)
-        try:
-            with output.open_sink(self._clock) as sink:
-                asyncio.run(SendLoop(self, job, state).run(sink))
-            if not state.in_flight and state.writer is not None and state.writer.error is None:
-                output.forget_intents()
-        finally:
-            self._run_state = None
-        if state.writer is not None and state.writer.error is not None:
-            raise BasetenError(f"Writing the embeddings to {output.uri} failed.") from state.writer.error
-        total = source.total if source.total is not None else source.seen
-        parts = [storage_uri(path)] if parquet else output.part_uris()
-        if parquet and not state.stop_reason and state.fatal is None:
-            write_parquet(reopen(output), path)
-        failed = existing.failed + state.failed
+        job = _EmbedJob(self.hook, run.target, packer, options, task_prefix(context, self), parquet)
+        self._send_all(run, job)
+        self._raise_if_write_failed(run)
+        if parquet and not run.state.stop_reason and run.state.fatal is None:
+            write_parquet(reopen(run.output), run.path)
         manifest: dict[str, Any] = {
-            "output_path": storage_uri(path),
-            "parts": parts,
-            "total": total,
-            "succeeded": existing.succeeded + state.succeeded,
-            "failed": failed,
-            "skipped_existing": existing.kept,
+            "output_path": storage_uri(run.path),
+            "parts": [storage_uri(run.path)] if parquet else run.output.part_uris(),
+            **self._counts(run),
             "dimensions": job.dimensions or self.dimensions,
             "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.total_tokens},
-            "duration_s": round(self._clock() - started, 3),
         }
-        self.log.info("Embeddings finished: %s", {**manifest, "parts": len(parts)})
-        if state.fatal is not None:
-            self.log.error("Stopped at the first error that every request would hit; the rest is left for a retry.")
-            raise state.fatal
-        if state.stop_reason:
-            raise BasetenError(f"The embeddings stopped early: {state.stop_reason} Written so far: {manifest}.")
-        if total and failed / total > self.max_failed_fraction:
-            raise BasetenError(
-                f"{failed} of {total} texts failed ({failed / total:.1%}), over max_failed_fraction="
-                f"{self.max_failed_fraction}; see the error lines in {output.uri}. A task retry re-sends only "
-                "errors that never reached the model."
-            )
-        return manifest
-
-    def on_kill(self) -> None:
-        """Stop packing; let in-flight requests finish for ``kill_grace_period``; the rest is sent by a retry."""
-        state = self._run_state
-        if state is not None:
-            state.request_stop("the task was killed (on_kill).")
+        return self._outcome(run, manifest)
 
     # --- inputs and outputs -------------------------------------------------------------------------------------
+
+    def _output_of(self, path: ObjectStoragePath | Path) -> BatchOutput:
+        """Parquet: the JSONL journal beside the file (pyarrow checked first: nothing is sent without it)."""
+        if self._format(path) != "parquet":
+            return super()._output_of(path)
+        import_pyarrow_parquet("Parquet output")
+        return BatchOutput.at(journal_path(path), part_size=self.part_size, part_interval=self.part_interval)
 
     def _format(self, path: ObjectStoragePath | Path) -> OutputFormat:
         if self.output_format is not None:
@@ -329,43 +287,8 @@ class BasetenEmbeddingsOperator(LineageMixin, BasetenBaseOperator):
         return ListSource(list(texts), self.id_field, None, salt)
 
     def _output_path(self, context: Context | dict[str, Any]) -> ObjectStoragePath | Path:
-        if self.output_path not in (None, ""):
-            return as_path(self.output_path)  # type: ignore[arg-type]
-        from airflow_provider_baseten.operators._results import required_location, task_result_path
-
-        if "ti" not in context:
-            raise BasetenConfigError("Pass output_path= when running outside a task instance.")
-        base = required_location(None, EMBEDDINGS_FOLDER)
         suffix = ".parquet" if self.output_format == "parquet" else ".jsonl"
-        return as_path(task_result_path(context, base, suffix=suffix))  # type: ignore[arg-type]
-
-    def _take_stock(self, output: BatchOutput, source: Source, *, rerun: bool) -> Existing:
-        """What of an earlier try's output this try keeps, by ``on_rerun``; the rest is removed from the output."""
-        if not output.exists():
-            return Existing()
-        if not rerun or self.on_rerun == "replace":
-            self.log.info("Replacing the existing output %s; every text is embedded.", output.uri)
-            output.delete()
-            return Existing()
-        loaded = output.load(self.log)
-        stale = find_stale(loaded, source.fingerprints())
-        if stale.first is not None and self.on_rerun == "fail":
-            raise BasetenConfigError(
-                f"The output at {output.uri} was written for other texts ({stale.indices.count} lines, first at index "
-                f"{stale.first[0]}); on_rerun='fail' does not mix them: choose another output_path or on_rerun."
-            )
-        existing = output.compact(stale.indices, loaded)
-        self.log.info(
-            "Resuming: %d texts already written to %s (%d failed); %d stale lines dropped; %d errors that never "
-            "reached the model and %d texts in flight when an earlier try ended are sent again.",
-            existing.kept,
-            output.uri,
-            existing.failed,
-            stale.indices.count,
-            existing.dropped_retryable,
-            len(existing.stranded),
-        )
-        return existing
+        return default_output_path(self.output_path, context, EMBEDDINGS_FOLDER, suffix)
 
 
 # --- packing and lines -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import async_batch, batch_predict, embeddings, import_cost, run_all, trigger_fanout
+from benchmarks import async_batch, batch_predict, embeddings, import_cost, run_all, scoring, trigger_fanout
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,6 +87,20 @@ def test_batch_predict_quick(tmp_path: Path) -> None:
             assert all((r["ok"], r["errors"]) == (size, 0) for r in runs)
     assert [(r["ok"], r["errors"]) for r in raw["latency_runs"]["http_hook"]] == [(5, 0)]
     assert {goal.name for goal in out["goals"]} >= {"batch efficiency (ideal / actual)"}
+
+
+def test_scoring_quick(tmp_path: Path) -> None:
+    out = scoring.main(["--quick", "--inline", "--n", "200", "--results-dir", str(tmp_path)])
+
+    assert out["tables"][0].column("client") == [
+        "BasetenRerankOperator",
+        "baseten-performance-client rerank",
+        "BasetenClassifyOperator",
+        "baseten-performance-client classify",
+    ]
+    for side, runs in out["raw"]["runs"].items():
+        assert [(r["n"], r["ok"], r["errors"]) for r in runs] == [(200, 200, 0)], side
+    assert "Rerank and classify throughput" in (tmp_path / "scoring.md").read_text()
 
 
 def test_embeddings_quick(tmp_path: Path) -> None:

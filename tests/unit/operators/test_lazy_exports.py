@@ -9,7 +9,7 @@ import pytest
 
 import airflow_provider_baseten.operators.baseten as baseten
 
-HEAVY = ("async_batch", "_async_manifest", "embeddings", "_batch_journal", "lifecycle", "chat")
+HEAVY = ("async_batch", "_async_manifest", "embeddings", "scoring", "_batch_journal", "_batch_run", "lifecycle", "chat")
 
 
 def _modules_after(statement: str) -> set[str]:
