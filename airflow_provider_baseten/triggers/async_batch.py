@@ -308,42 +308,56 @@ class BatchWatcher:
         return self._sender, self._budget
 
     async def _poll(self, entries: list[Entry], failures: list[BaseException]) -> list[str | None]:
-        """Read ``entries`` (each read takes a budget token); record what changed; their statuses (``None``: failed)."""
+        """Read ``entries`` (each read takes a budget token); record what changed; their statuses (``None``: failed).
+
+        Reads go in groups: a group waits once for its tokens (``acquire_many``, at most the budget's burst) and
+        its reads run together, so they share the event loop's wake-ups instead of one paced read after another
+        (a wake-up costs several times a read's parsing). Up to :data:`POLL_CONCURRENCY` reads are in flight.
+        """
         from airflow_provider_baseten.exceptions import BasetenNotFoundError
         from airflow_provider_baseten.hooks._stepper import time_left
         from airflow_provider_baseten.operators._async_manifest import LOST
 
-        semaphore = asyncio.Semaphore(POLL_CONCURRENCY)
-        manifest = self.manifest
+        manifest, target = self.manifest, self.target
         sender, budget = await self._hot()
         left = time_left(self.deadline, self.clock())  # no read runs past the deadline
+        size = group_size(budget.burst)
+        results: list[str | None] = [None] * len(entries)
 
-        async def one(entry: Entry) -> str | None:
+        async def one(position: int, entry: Entry, granted: float) -> None:
             assert entry.request_id is not None
-            async with semaphore:
-                try:
-                    async with asyncio.timeout(left):
-                        state = await sender.get_async_request(self.target, entry.request_id, budget)
-                except BasetenNotFoundError:
-                    status, status_at, errors = LOST, None, []
-                except TimeoutError:  # the deadline cut the read short: the next turn reports the timeout
-                    return None
-                except Exception as err:
-                    failures.append(err)
-                    return None
-                else:
-                    status, status_at = str(state.status), state.status_at
-                    errors = [error.model_dump(mode="json") for error in state.errors] if state.errors else []
+            try:
+                async with asyncio.timeout(left):
+                    state = await sender.get_async_request(target, entry.request_id, budget, granted=granted)
+            except BasetenNotFoundError:
+                status, status_at, errors = LOST, None, []
+            except TimeoutError:  # the deadline cut the read short: the next turn reports the timeout
+                return
+            except Exception as err:
+                failures.append(err)
+                return
+            else:
+                status, status_at = str(state.status), state.status_at
+                errors = [error.model_dump(mode="json") for error in state.errors] if state.errors else []
             if status != entry.status:
                 was_pending = entry.in_flight
                 manifest.record(_status_record(entry, status, status_at, errors))
                 if was_pending and not entry.in_flight:
                     self._pending -= 1
-            return status
+            results[position] = status
 
-        results = await asyncio.gather(*(one(entry) for entry in entries))
+        groups = [range(start, min(start + size, len(entries))) for start in range(0, len(entries), size)]
+        queue = iter(groups)
+
+        async def lane() -> None:
+            for group in queue:  # the lanes share one iterator: each takes the next group
+                granted = await budget.acquire_many(len(group))
+                await asyncio.gather(*(one(position, entries[position], granted) for position in group))
+
+        lanes = min(len(groups), max(1, POLL_CONCURRENCY // size))
+        await (lane() if lanes == 1 else asyncio.gather(*(lane() for _ in range(lanes))))
         self.polls += len(entries)
-        return list(results)
+        return results
 
     def _judge(self, failures: list[BaseException], polled: int) -> str | None:
         from airflow_provider_baseten.hooks.retries import is_retryable
@@ -374,6 +388,11 @@ class BatchWatcher:
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self.log.info("Async batch %s: %s", self.manifest.uri, self.manifest.counts(self.total))
+
+
+def group_size(burst: float) -> int:
+    """Reads per wake-up: the budget's burst (what it may release at once anyway), within the concurrency cap."""
+    return max(1, min(POLL_CONCURRENCY, int(burst)))
 
 
 def _random() -> float:

@@ -349,3 +349,27 @@ async def test_a_429_shrinks_the_shared_status_budget_and_the_read_is_made_again
     await hook.aget_settings()
     budget = status_budget(hook)  # the one every trigger of this loop and connection shares
     assert budget.rate < budget.max_rate
+
+
+def real_budget(monkeypatch: pytest.MonkeyPatch, rate: float) -> None:
+    """The loopback connection with a status budget of ``rate`` req/s (burst ``rate / 5``) on the test's clock."""
+    import os
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_BASETEN_DEFAULT"])
+    conn["extra"]["status_rate_limit"] = rate
+    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
+
+
+async def test_reads_go_in_groups_of_the_budgets_burst_one_wait_per_group(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_budget(monkeypatch, 15)  # burst 3
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 9)
+    baseten.current = dict.fromkeys(range(9), "SUCCEEDED")
+    watcher = watcher_for(trigger(manifest, clock, 9), manifest, clock, 9)
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == list(range(9))
+    # The burst's three at once, then two groups of three, each after one wait for its third token (a paced read
+    # after another would wait six times).
+    assert clock.sleeps == pytest.approx([0.2, 0.2])
+    assert manifest.counts(9) == {"SUCCEEDED": 9}
