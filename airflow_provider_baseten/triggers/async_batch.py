@@ -9,8 +9,8 @@ seeing each finish as soon as the budget allows):
    requests. Then only that many of the oldest running ones are read (a FIFO queue of equal work finishes in start
    order), and a due request is read anyway once ``RECHECK_INTERVALS`` intervals passed since its last read. When
    one of those reads finds a request still running (the counts and the reads disagree), every running request is
-   read at once; when the deployment holds more than the batch (other callers' requests), the counts cannot tell,
-   and every due request is read.
+   read at once and the counts are not used for ``RECHECK_INTERVALS`` intervals; when the deployment holds more
+   than the batch (other callers' requests), the counts cannot tell, and every due request is read.
 2. ``QUEUED`` requests are read oldest first (the order they were accepted), in chunks, continuously while the reads
    find requests that left the queue (a backlog of finished requests is read at the budget's pace, not a chunk per
    ``poll_interval``). At the first chunk holding one still ``QUEUED`` the frontier pauses ``poll_interval``:
@@ -136,6 +136,7 @@ class BatchWatcher:
         #: The same requests in the order they left the queue (about their start order): the oldest are read first.
         self._started: list[Entry] = []
         self._started_head = 0
+        self._distrust_until = -math.inf
         for entry in in_flight:
             if entry.status == AsyncRequestStatus.IN_PROGRESS:
                 self._start(entry, now, -math.inf)  # seen running before this watcher: read once, whatever
@@ -244,7 +245,7 @@ class BatchWatcher:
                 reads.append(entry)
             else:
                 kept.append((entry, read_at))
-        finished = await self._finished_at_least() if kept else 0
+        finished = (await self._finished_at_least() if now >= self._distrust_until else None) if kept else 0
         if finished is None:
             reads += [entry for entry, _ in kept]
             kept = []
@@ -261,7 +262,10 @@ class BatchWatcher:
             if entry.index not in statuses:
                 self._push(entry, now + self._interval(), read_at)
         if any(statuses[entry.index] in _PENDING for entry in guided):
-            self._read_all_running(after)  # the counts and the reads disagree: read every running one at once
+            # The counts and the reads disagree (not FIFO, or requests gone from the queue unseen): read every
+            # running one at once, and go by poll intervals alone for a while.
+            self._read_all_running(after)
+            self._distrust_until = after + recheck
         return len(reads)
 
     async def _finished_at_least(self) -> int | None:

@@ -422,6 +422,11 @@ async def test_reads_disagreeing_with_the_counts_read_every_running_request(
     assert await watcher.round() is None  # at once, not a poll interval later
     assert sorted(baseten.reads) == list(range(1, 20))
     assert manifest.counts(20) == {"IN_PROGRESS": 18, "SUCCEEDED": 2}
+    baseten.reads.clear()
+    baseten.in_progress = 15  # three more by the counts; but they misled once: one poll interval, every due one
+    clock.now += 13
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == [*range(1, 15), *range(16, 20)]
 
 
 async def test_counts_holding_other_callers_requests_cannot_tell_so_every_due_request_is_read(
