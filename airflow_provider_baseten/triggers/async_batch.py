@@ -410,14 +410,15 @@ class BatchWatcher:
 
         manifest, target = self.manifest, self.target
         sender, budget = await self._hot()
-        left = time_left(self.deadline, self.clock())  # no read runs past the deadline
+        left = time_left(self.deadline, self.clock())  # no read, and no wait for tokens, runs past the deadline
+        until = None if left is None else asyncio.get_running_loop().time() + left
         size = group_size(budget.burst)
         results: list[str | None] = [None] * len(entries)
 
         async def one(position: int, entry: Entry, granted: float) -> None:
             assert entry.request_id is not None
             try:
-                async with asyncio.timeout(left):
+                async with asyncio.timeout_at(until):
                     state = await sender.get_async_request(target, entry.request_id, budget, granted=granted)
             except BasetenNotFoundError:
                 status, status_at, errors = LOST, None, []
@@ -441,7 +442,11 @@ class BatchWatcher:
 
         async def lane() -> None:
             for group in queue:  # the lanes share one iterator: each takes the next group
-                granted = await budget.acquire_many(len(group))
+                try:
+                    async with asyncio.timeout_at(until):
+                        granted = await budget.acquire_many(len(group))
+                except TimeoutError:
+                    return  # the deadline passed: the rest stay unread, and the next turn reports the timeout
                 await asyncio.gather(*(one(position, entries[position], granted) for position in group))
 
         lanes = min(len(groups), max(1, POLL_CONCURRENCY // size))

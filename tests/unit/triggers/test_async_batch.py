@@ -439,3 +439,22 @@ async def test_counts_holding_other_callers_requests_cannot_tell_so_every_due_re
     await read_once(watcher, baseten, clock)
     assert await watcher.round() is None
     assert sorted(baseten.reads) == [*range(7), 8, 9]
+
+
+async def test_no_wait_for_budget_tokens_runs_past_the_deadline(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_baseten.hooks.hotpath import status_budget
+
+    real_budget(monkeypatch, 1)
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 3)
+    baseten.current = dict.fromkeys(range(3), "IN_PROGRESS")
+    t = trigger(manifest, clock, 3, deadline=clock.now + 0.05)
+    hook = t._get_hook()
+    await hook.aget_settings()
+    budget = status_budget(hook)
+    budget._sleep = asyncio.sleep  # the tokens' wait takes loop time: 6 s for the next token
+    budget._tokens = -5.0
+    [event] = await asyncio.wait_for(events(t), timeout=2)
+    assert event["status"] == "timeout"
+    assert baseten.reads == []
