@@ -261,10 +261,12 @@ class HotSender:
         *,
         headers: Mapping[str, str] | None = None,
         budget: AsyncTokenBucket | None = None,
+        granted: float | None = None,
     ) -> Reply:
         """Send ``call`` (``body``: the encoded JSON) with the hook's retry policy; ``headers`` are added per request.
 
-        ``budget``: every attempt, retries included, takes a token of this poll budget (and a 429 shrinks it).
+        ``budget``: every attempt, retries included, takes a token of this poll budget (and a 429 shrinks it);
+        ``granted``: the first attempt's token was taken already (``budget.acquire_many``) at this clock reading.
         Retried only as :func:`~airflow_provider_baseten.hooks.retries.is_retryable` says, and only while the
         sender's retry budget (if any) has a retry left. A transport failure ends as the hook's
         :class:`~airflow_provider_baseten.exceptions.BasetenConnectionError`.
@@ -283,7 +285,8 @@ class HotSender:
             try:
                 if budget is None:
                     return await self._exchange(call, prepared, body, sent_headers)
-                granted = await budget.acquire()
+                if granted is None or attempt > 1:
+                    granted = await budget.acquire()
                 with budget_feedback(budget, granted):
                     return await self._exchange(call, prepared, body, sent_headers)
             except (BasetenAPIError, httpx.TransportError) as exc:
@@ -343,12 +346,15 @@ class HotSender:
         headers = {CUSTOMER_REQUEST_ID_HEADER: request_id} if request_id else None
         return self.result(await self.request(call, body, headers=headers), call, response_format)
 
-    async def get_async_request(self, target: Target, request_id: str, budget: AsyncTokenBucket) -> AsyncRequestState:
-        """``GET /async_request/{id}`` (the async request trigger's poll), each attempt inside ``budget``."""
+    async def get_async_request(
+        self, target: Target, request_id: str, budget: AsyncTokenBucket, *, granted: float | None = None
+    ) -> AsyncRequestState:
+        """``GET /async_request/{id}`` (the async request trigger's poll), each attempt inside ``budget``
+        (``granted``: the first attempt's token is taken already, see :meth:`request`)."""
         from airflow_provider_baseten.hooks.models import AsyncRequestState
 
         call = self.hook._status_call(target, request_id)
-        return self.parse(AsyncRequestState, await self.request(call, budget=budget), call)
+        return self.parse(AsyncRequestState, await self.request(call, budget=budget, granted=granted), call)
 
     async def get_deployment(self, target: Target, budget: AsyncTokenBucket) -> Deployment:
         """The deployment status read of the readiness trigger, each attempt inside ``budget``."""

@@ -3,7 +3,14 @@
 Which requests are read, and when (the rule that keeps thousands of waits inside a 20 req/s status limit while
 seeing each finish as soon as the budget allows):
 
-1. ``IN_PROGRESS`` requests may finish at any moment: each is read again ``poll_interval`` after its last read.
+1. ``IN_PROGRESS`` requests may finish at any moment: each is due again ``poll_interval`` after its last read.
+   When some are due, the deployment's ``async_queue_status`` (rule 3's read) says how many of the batch finished
+   at least: ``pending - (queued + in progress)`` when the deployment holds no more than the batch's pending
+   requests. Then only that many of the oldest running ones are read (a FIFO queue of equal work finishes in start
+   order), and a due request is read anyway once ``RECHECK_INTERVALS`` intervals passed since its last read. When
+   one of those reads finds a request still running (the counts and the reads disagree), every running request is
+   read at once and the counts are not used for ``RECHECK_INTERVALS`` intervals; when the deployment holds more
+   than the batch (other callers' requests), the counts cannot tell, and every due request is read.
 2. ``QUEUED`` requests are read oldest first (the order they were accepted), in chunks, continuously while the reads
    find requests that left the queue (a backlog of finished requests is read at the budget's pace, not a chunk per
    ``poll_interval``). At the first chunk holding one still ``QUEUED`` the frontier pauses ``poll_interval``:
@@ -28,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +49,7 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
     from airflow_provider_baseten.hooks.hotpath import HotSender
+    from airflow_provider_baseten.hooks.models import AsyncQueueStatus
     from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
     from airflow_provider_baseten.operators._async_manifest import Entry, Manifest
 
@@ -57,6 +67,8 @@ _PENDING = frozenset({"QUEUED", "IN_PROGRESS"})
 CANCEL_TIMEOUT_S = 20.0
 #: Seconds between progress lines.
 PROGRESS_EVERY_S = 60.0
+#: A running request the queue counts say need not be read is read anyway this many poll intervals after its last.
+RECHECK_INTERVALS = 4
 
 
 def batch_event(
@@ -116,12 +128,18 @@ class BatchWatcher:
         self._failing_since: float | None = None
         in_flight = manifest.in_flight()
         self._pending = len(in_flight)
-        #: (due, sequence, entry) of the requests last seen running (or out of the queue).
-        self._running: list[tuple[float, int, Entry]] = []
+        #: (due, sequence, entry, last read) of the requests last seen running (or out of the queue); an item whose
+        #: sequence is not ``_live[index]`` was replaced by a later push.
+        self._running: list[tuple[float, int, Entry, float]] = []
+        self._live: dict[int, int] = {}
         self._seq = 0
+        #: The same requests in the order they left the queue (about their start order): the oldest are read first.
+        self._started: list[Entry] = []
+        self._started_head = 0
+        self._distrust_until = -math.inf
         for entry in in_flight:
             if entry.status == AsyncRequestStatus.IN_PROGRESS:
-                self._push(entry, now)
+                self._start(entry, now, -math.inf)  # seen running before this watcher: read once, whatever
         #: Requests last seen queued, oldest first; ``_head`` is the frontier (earlier ones left the queue).
         self._queued = [entry for entry in in_flight if entry.status != AsyncRequestStatus.IN_PROGRESS]
         self._head = 0
@@ -156,9 +174,15 @@ class BatchWatcher:
     def _interval(self) -> float:
         return self.poll_interval * (0.75 + 0.5 * _random())
 
-    def _push(self, entry: Entry, due: float) -> None:
+    def _push(self, entry: Entry, due: float, read_at: float) -> None:
         self._seq += 1
-        heapq.heappush(self._running, (due, self._seq, entry))
+        self._live[entry.index] = self._seq
+        heapq.heappush(self._running, (due, self._seq, entry, read_at))
+
+    def _start(self, entry: Entry, due: float, read_at: float) -> None:
+        """A request that left the queue (last read at ``read_at``): read at ``due``, or among the oldest."""
+        self._started.append(entry)
+        self._push(entry, due, read_at)
 
     def _skip_left(self) -> None:
         """Move the frontier past requests that left the queue (read by the sweep or an earlier chunk)."""
@@ -190,19 +214,9 @@ class BatchWatcher:
         failures: list[BaseException] = []
         polled = 0
         now = self.clock()
-        # Rule 1: running requests whose read is due.
-        due: list[Entry] = []
-        while self._running and self._running[0][0] <= now and len(due) < ROUND_READS:
-            entry = heapq.heappop(self._running)[2]
-            if entry.in_flight:
-                due.append(entry)
-        if due:
-            results = await self._poll(due, failures)
-            polled += len(due)
-            after = self.clock()
-            for entry, status in zip(due, results, strict=True):
-                if status is None or status in _PENDING:
-                    self._push(entry, after + self._interval())
+        # Rule 1: running requests whose read is due (as many as the queue counts say finished, if they can tell).
+        if self._running and self._running[0][0] <= now:
+            polled += await self._read_running(now, failures)
         # Rule 2: the frontier, oldest first, in chunks, while the reads find requests that left the queue.
         self._skip_left()
         if self._head < len(self._queued) and self._frontier_due <= now and polled < ROUND_READS:
@@ -217,6 +231,78 @@ class BatchWatcher:
             await asyncio.to_thread(self._write)
         self._progress()
         return self._judge(failures, polled)
+
+    async def _read_running(self, now: float, failures: list[BaseException]) -> int:
+        """Rule 1: read the due running requests, or only as many of the oldest as the queue counts say finished."""
+        recheck = RECHECK_INTERVALS * self.poll_interval
+        reads: list[Entry] = []  # due, and not read for ``recheck`` (or never by this watcher): read whatever
+        kept: list[tuple[Entry, float]] = []  # due: read if the counts cannot tell
+        while self._running and self._running[0][0] <= now and len(reads) + len(kept) < ROUND_READS:
+            _, seq, entry, read_at = heapq.heappop(self._running)
+            if self._live.get(entry.index) != seq or not entry.in_flight:
+                continue  # replaced by a later push, or finished
+            if now - read_at >= recheck:
+                reads.append(entry)
+            else:
+                kept.append((entry, read_at))
+        finished = (await self._finished_at_least() if now >= self._distrust_until else None) if kept else 0
+        if finished is None:
+            reads += [entry for entry, _ in kept]
+            kept = []
+        chosen = {entry.index for entry in reads}
+        guided = self._oldest_running(min(finished, ROUND_READS - len(reads))) if finished else []
+        reads += [entry for entry in guided if entry.index not in chosen]
+        results = await self._poll(reads, failures) if reads else []
+        after = self.clock()
+        for entry, status in zip(reads, results, strict=True):
+            if status is None or status in _PENDING:
+                self._push(entry, after + self._interval(), after)
+        statuses = dict(zip((entry.index for entry in reads), results, strict=True))
+        for entry, read_at in kept:
+            if entry.index not in statuses:
+                self._push(entry, now + self._interval(), read_at)
+        if any(statuses[entry.index] in _PENDING for entry in guided):
+            # The counts and the reads disagree (not FIFO, or requests gone from the queue unseen): read every
+            # running one at once, and go by poll intervals alone for a while.
+            self._read_all_running(after)
+            self._distrust_until = after + recheck
+        return len(reads)
+
+    async def _finished_at_least(self) -> int | None:
+        """How many of the batch's pending requests finished at least, by the deployment's queue counts; ``None``
+        when the counts cannot tell (no answer, or the deployment holds more requests than the batch has pending).
+
+        Every pending request of the batch is queued or in progress on the deployment, so the counts hold them
+        all: the rest of what the batch thinks pending has finished (a count read earlier only says fewer).
+        """
+        queue = await self._queue_counts()
+        if queue is None:
+            return None
+        held = queue.num_queued_requests + queue.num_in_progress_requests
+        return None if held > self._pending else self._pending - held
+
+    def _oldest_running(self, count: int) -> list[Entry]:
+        """Up to ``count`` pending requests that left the queue, oldest first."""
+        started, head = self._started, self._started_head
+        while head < len(started) and not started[head].in_flight:
+            head += 1
+        if head > 1024 and head * 2 > len(started):  # compact now and then: O(1) per request overall
+            del started[:head]
+            head = 0
+        self._started_head = head
+        oldest: list[Entry] = []
+        for entry in itertools.islice(started, head, None):
+            if len(oldest) >= count:
+                break
+            if entry.in_flight:
+                oldest.append(entry)
+        return oldest
+
+    def _read_all_running(self, now: float) -> None:
+        """Every pending request that left the queue is due now, past the recheck (read whatever the counts say)."""
+        for entry in itertools.islice(self._started, self._started_head, None):
+            if entry.in_flight:
+                self._push(entry, now, -math.inf)
 
     async def _frontier(self, limit: int, failures: list[BaseException]) -> int:
         from airflow_provider_baseten.hooks.models import AsyncRequestStatus
@@ -237,7 +323,7 @@ class BatchWatcher:
                 if status is not None and status != AsyncRequestStatus.QUEUED:
                     left += 1
                     if status in _PENDING:
-                        self._push(entry, after + self._interval())
+                        self._start(entry, after + self._interval(), after)
             started += left
             if left < len(chunk):
                 # Rule 2: one of this chunk still waits (or could not be read): later ones cannot have started.
@@ -265,7 +351,7 @@ class BatchWatcher:
             after = self.clock()
             for entry, status in zip(chunk, results, strict=True):
                 if status == AsyncRequestStatus.IN_PROGRESS:
-                    self._push(entry, after + self._interval())
+                    self._start(entry, after + self._interval(), after)
         if self._sweep_at >= len(self._queued):
             # Due again FULL_SWEEP_S after this sweep ended: a sweep longer than that is not followed by another.
             self._sweep_at = None
@@ -279,7 +365,7 @@ class BatchWatcher:
         now = self.clock()
         for entry in self._queued[self._head :]:
             if entry.status == AsyncRequestStatus.QUEUED:  # the others are in the running heap already
-                self._push(entry, now)
+                self._start(entry, now, -math.inf)
         self._queued, self._head, self._sweep_at = [], 0, None
         self._frontier_stuck = False
 
@@ -288,14 +374,18 @@ class BatchWatcher:
         self.manifest.write_index(target=self.target.to_kwargs(), total=self.total)
 
     async def _queue_empty(self) -> bool:
+        queue = await self._queue_counts()
+        return queue is not None and queue.num_queued_requests == 0
+
+    async def _queue_counts(self) -> AsyncQueueStatus | None:
+        """The deployment's queue counts (one read per ``poll_interval / 2`` for every trigger of the loop)."""
         try:
-            queue = await self.hook.aget_async_queue_status(
+            return await self.hook.aget_async_queue_status(
                 self.target, max_age=self.poll_interval / 2, clock=self.clock
             )
         except Exception as err:
             self.log.debug("No queue depth for %s: %s", self.target.describe(), err)
-            return False
-        return queue.num_queued_requests == 0
+            return None
 
     async def _hot(self) -> tuple[HotSender, AsyncTokenBucket]:
         """The triggerer's shared hot-path sender and status budget for this hook's connection (built once)."""
@@ -308,42 +398,61 @@ class BatchWatcher:
         return self._sender, self._budget
 
     async def _poll(self, entries: list[Entry], failures: list[BaseException]) -> list[str | None]:
-        """Read ``entries`` (each read takes a budget token); record what changed; their statuses (``None``: failed)."""
+        """Read ``entries`` (each read takes a budget token); record what changed; their statuses (``None``: failed).
+
+        Reads go in groups: a group waits once for its tokens (``acquire_many``, at most the budget's burst) and
+        its reads run together, so they share the event loop's wake-ups instead of one paced read after another
+        (a wake-up costs several times a read's parsing). Up to :data:`POLL_CONCURRENCY` reads are in flight.
+        """
         from airflow_provider_baseten.exceptions import BasetenNotFoundError
         from airflow_provider_baseten.hooks._stepper import time_left
         from airflow_provider_baseten.operators._async_manifest import LOST
 
-        semaphore = asyncio.Semaphore(POLL_CONCURRENCY)
-        manifest = self.manifest
+        manifest, target = self.manifest, self.target
         sender, budget = await self._hot()
-        left = time_left(self.deadline, self.clock())  # no read runs past the deadline
+        left = time_left(self.deadline, self.clock())  # no read, and no wait for tokens, runs past the deadline
+        until = None if left is None else asyncio.get_running_loop().time() + left
+        size = group_size(budget.burst)
+        results: list[str | None] = [None] * len(entries)
 
-        async def one(entry: Entry) -> str | None:
+        async def one(position: int, entry: Entry, granted: float) -> None:
             assert entry.request_id is not None
-            async with semaphore:
-                try:
-                    async with asyncio.timeout(left):
-                        state = await sender.get_async_request(self.target, entry.request_id, budget)
-                except BasetenNotFoundError:
-                    status, status_at, errors = LOST, None, []
-                except TimeoutError:  # the deadline cut the read short: the next turn reports the timeout
-                    return None
-                except Exception as err:
-                    failures.append(err)
-                    return None
-                else:
-                    status, status_at = str(state.status), state.status_at
-                    errors = [error.model_dump(mode="json") for error in state.errors] if state.errors else []
+            try:
+                async with asyncio.timeout_at(until):
+                    state = await sender.get_async_request(target, entry.request_id, budget, granted=granted)
+            except BasetenNotFoundError:
+                status, status_at, errors = LOST, None, []
+            except TimeoutError:  # the deadline cut the read short: the next turn reports the timeout
+                return
+            except Exception as err:
+                failures.append(err)
+                return
+            else:
+                status, status_at = str(state.status), state.status_at
+                errors = [error.model_dump(mode="json") for error in state.errors] if state.errors else []
             if status != entry.status:
                 was_pending = entry.in_flight
                 manifest.record(_status_record(entry, status, status_at, errors))
                 if was_pending and not entry.in_flight:
                     self._pending -= 1
-            return status
+            results[position] = status
 
-        results = await asyncio.gather(*(one(entry) for entry in entries))
+        groups = [range(start, min(start + size, len(entries))) for start in range(0, len(entries), size)]
+        queue = iter(groups)
+
+        async def lane() -> None:
+            for group in queue:  # the lanes share one iterator: each takes the next group
+                try:
+                    async with asyncio.timeout_at(until):
+                        granted = await budget.acquire_many(len(group))
+                except TimeoutError:
+                    return  # the deadline passed: the rest stay unread, and the next turn reports the timeout
+                await asyncio.gather(*(one(position, entries[position], granted) for position in group))
+
+        lanes = min(len(groups), max(1, POLL_CONCURRENCY // size))
+        await (lane() if lanes == 1 else asyncio.gather(*(lane() for _ in range(lanes))))
         self.polls += len(entries)
-        return list(results)
+        return results
 
     def _judge(self, failures: list[BaseException], polled: int) -> str | None:
         from airflow_provider_baseten.hooks.retries import is_retryable
@@ -374,6 +483,11 @@ class BatchWatcher:
         if now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
             self.log.info("Async batch %s: %s", self.manifest.uri, self.manifest.counts(self.total))
+
+
+def group_size(burst: float) -> int:
+    """Reads per wake-up: the budget's burst (what it may release at once anyway), within the concurrency cap."""
+    return max(1, min(POLL_CONCURRENCY, int(burst)))
 
 
 def _random() -> float:

@@ -51,6 +51,7 @@ class Baseten:
         self.reads: list[int] = []
         self.answers: list[tuple[int, Any, dict[str, str]]] = []
         self.queued = 5
+        self.in_progress = 2
         self.queue_reads = 0
         self.cancels: list[dict[str, Any]] = []
         self.canceled: list[str] = []
@@ -74,7 +75,7 @@ class Baseten:
     async def queue(self, request: web.Request) -> web.Response:
         self.queue_reads += 1
         return web.json_response(
-            {"model_id": "abc123", "num_queued_requests": self.queued, "num_in_progress_requests": 2}
+            {"model_id": "abc123", "num_queued_requests": self.queued, "num_in_progress_requests": self.in_progress}
         )
 
     async def cancel(self, request: web.Request) -> web.Response:
@@ -349,3 +350,111 @@ async def test_a_429_shrinks_the_shared_status_budget_and_the_read_is_made_again
     await hook.aget_settings()
     budget = status_budget(hook)  # the one every trigger of this loop and connection shares
     assert budget.rate < budget.max_rate
+
+
+def real_budget(monkeypatch: pytest.MonkeyPatch, rate: float) -> None:
+    """The loopback connection with a status budget of ``rate`` req/s (burst ``rate / 5``) on the test's clock."""
+    import os
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_BASETEN_DEFAULT"])
+    conn["extra"]["status_rate_limit"] = rate
+    monkeypatch.setenv("AIRFLOW_CONN_BASETEN_DEFAULT", json.dumps(conn))
+
+
+async def test_reads_go_in_groups_of_the_budgets_burst_one_wait_per_group(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_budget(monkeypatch, 15)  # burst 3
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 9)
+    baseten.current = dict.fromkeys(range(9), "SUCCEEDED")
+    watcher = watcher_for(trigger(manifest, clock, 9), manifest, clock, 9)
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == list(range(9))
+    # The burst's three at once, then two groups of three, each after one wait for its third token (a paced read
+    # after another would wait six times).
+    assert clock.sleeps == pytest.approx([0.2, 0.2])
+    assert manifest.counts(9) == {"SUCCEEDED": 9}
+
+
+async def read_once(watcher: Any, baseten: Baseten, clock: FakeClock) -> None:
+    """The watcher's first round (it reads every request it found running once), then one poll interval on."""
+    assert await watcher.round() is None
+    baseten.reads.clear()
+    clock.now += 13  # past the longest jittered interval: every running request is due
+
+
+async def test_queue_counts_showing_three_finished_read_the_three_oldest_running_not_fifty(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 50)
+    baseten.current = dict.fromkeys(range(50), "IN_PROGRESS")
+    baseten.queued, baseten.in_progress = 0, 50
+    watcher = watcher_for(trigger(manifest, clock, 50), manifest, clock, 50)
+    await read_once(watcher, baseten, clock)
+    baseten.current |= dict.fromkeys(range(3), "SUCCEEDED")
+    baseten.in_progress = 47  # the deployment holds 47 of the batch's 50: three finished
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == [0, 1, 2]
+    assert manifest.counts(50) == {"IN_PROGRESS": 47, "SUCCEEDED": 3}
+
+    baseten.reads.clear()
+    clock.now += 13
+    assert await watcher.round() is None
+    assert baseten.reads == []  # the counts say none finished since: no read
+    clock.now += 4 * 13  # past RECHECK_INTERVALS: each running request is read again, whatever the counts say
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == list(range(3, 50))
+
+
+async def test_reads_disagreeing_with_the_counts_read_every_running_request(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 20)
+    baseten.current = dict.fromkeys(range(20), "IN_PROGRESS")
+    baseten.queued, baseten.in_progress = 0, 20
+    watcher = watcher_for(trigger(manifest, clock, 20), manifest, clock, 20)
+    await read_once(watcher, baseten, clock)
+    baseten.current |= {0: "SUCCEEDED", 15: "SUCCEEDED"}  # not in start order
+    baseten.in_progress = 18
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == [0, 1]  # the two oldest: 1 still runs, so the counts and the reads disagree
+    baseten.reads.clear()
+    assert await watcher.round() is None  # at once, not a poll interval later
+    assert sorted(baseten.reads) == list(range(1, 20))
+    assert manifest.counts(20) == {"IN_PROGRESS": 18, "SUCCEEDED": 2}
+    baseten.reads.clear()
+    baseten.in_progress = 15  # three more by the counts; but they misled once: one poll interval, every due one
+    clock.now += 13
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == [*range(1, 15), *range(16, 20)]
+
+
+async def test_counts_holding_other_callers_requests_cannot_tell_so_every_due_request_is_read(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 10)
+    baseten.current = dict.fromkeys(range(10), "IN_PROGRESS") | {7: "SUCCEEDED"}
+    baseten.queued, baseten.in_progress = 30, 10  # more than the batch has pending
+    watcher = watcher_for(trigger(manifest, clock, 10), manifest, clock, 10)
+    await read_once(watcher, baseten, clock)
+    assert await watcher.round() is None
+    assert sorted(baseten.reads) == [*range(7), 8, 9]
+
+
+async def test_no_wait_for_budget_tokens_runs_past_the_deadline(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_baseten.hooks.hotpath import status_budget
+
+    real_budget(monkeypatch, 1)
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 3)
+    baseten.current = dict.fromkeys(range(3), "IN_PROGRESS")
+    t = trigger(manifest, clock, 3, deadline=clock.now + 0.05)
+    hook = t._get_hook()
+    await hook.aget_settings()
+    budget = status_budget(hook)
+    budget._sleep = asyncio.sleep  # the tokens' wait takes loop time: 6 s for the next token
+    budget._tokens = -5.0
+    [event] = await asyncio.wait_for(events(t), timeout=2)
+    assert event["status"] == "timeout"
+    assert baseten.reads == []
