@@ -109,7 +109,7 @@ def peak_rate(times: Sequence[float], window: float = WINDOW_S) -> float:
 def simulate(
     *,
     processes: int,
-    triggers: int,
+    triggers: int | Sequence[int],
     seed: int,
     horizon: float = 1800.0,
     budget_rate: float | None = None,
@@ -119,7 +119,8 @@ def simulate(
     burst: float = LIMIT,
     polls: int | None = None,
 ) -> SimResult:
-    """Run ``processes`` budgets of ``triggers`` triggers each against one limit for ``horizon`` virtual seconds.
+    """Run ``processes`` budgets of ``triggers`` triggers each (or ``triggers[p]`` for process ``p``: an uneven
+    spread) against one limit for ``horizon`` virtual seconds.
 
     ``polls``: stop once that many status reads were answered 200 in all (``done_at``: when), for a throughput
     figure; ``budget_rate``: the per-process budget (default: the connection's ``status_rate_limit``).
@@ -171,10 +172,11 @@ def simulate(
             await sleep(poll_interval * (0.75 + 0.5 * rng.random()))
 
     queue: list[tuple[float, int, Any]] = []
-    order = list(range(processes * triggers))
+    spread = [triggers] * processes if isinstance(triggers, int) else list(triggers)
+    order = [p for p, count in enumerate(spread) for _ in range(count)]
     rng.shuffle(order)  # tasks defer in no particular order of process
-    for seq, index in enumerate(order):
-        coro = trigger(index % processes, arrive_s * seq / len(order))
+    for seq, process in enumerate(order):
+        coro = trigger(process, arrive_s * seq / len(order))
         heapq.heappush(queue, (0.0, seq, coro))
     seq = len(order)
     while queue and result.done_at is None:
