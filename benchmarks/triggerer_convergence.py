@@ -14,7 +14,8 @@ measures is whether P independent budgets converge under one shared limit withou
     python -m benchmarks.triggerer_convergence --quick      # N = 60, settle 20 s, measure 10 s
 
 The settling time covers the budgets' convergence (the first 429s and the climb back below them: about 30 s with
-three processes starting together); the measurement then falls within their hold (see ``hooks/ratelimit.py``).
+three processes starting together); the measurement then falls where they stay (no probe while a 429 is
+remembered, see ``hooks/ratelimit.py``).
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ Why no probe while a 429 is remembered: the only signal is a 429, and a limit wi
 emulator's 20-token bucket) answers one only once the sum of the clients' rates has stayed above the limit long
 enough to spend that burst (a sum of 20.7 req/s takes about 30 s), so every probe that meets the limit first runs
 above it for tens of seconds. Simulated (``benchmarks/triggerer_convergence``: three processes, 36 triggers, 16
-seeds, spreads 12/12/12 and 2/12/22), a probe that stopped at 0.85 x the ceiling after a 5-minute hold still met the
-limit every cycle: 5 s peaks of 21-22 req/s in 10-14 of 16 seeds and 13-25 x 429s in 25 minutes; without the probe
-0-7 seeds pass 20 and 0-4 x 429s, for 1-2 req/s less aggregate throughput. The costs: a process whose peers went
-away regains its full rate only after the quiet hour; and 429s are the only signal, so a process that never met one
-(its demand grew after the others' 429s) keeps its rate, and the sum can still settle just under the limit, where 5 s
-windows jitter past it (the seeds that still pass 20).
+seeds, spreads 12/12/12, 6/12/18 and 2/12/22), a probe that stopped at 0.85 x the ceiling after a 5-minute hold
+met the limit every cycle: 5 s peaks of 21-22 req/s in 10-14 of 16 seeds, 13-25 x 429s in 25 minutes; without it
+0-7 seeds pass 20 and 0-1 x 429s, for 0.5-1.8 req/s less aggregate throughput (one process alone: unchanged).
+The costs: a process whose peers went away regains its full rate only after the quiet hour; and 429s are the only
+signal, so a process that never met one (its demand grew after the others' 429s) keeps its rate, and the sum can
+settle just under the limit, where 5 s windows jitter past it (the seeds that still pass 20).
 """
 
 from __future__ import annotations
