@@ -235,13 +235,16 @@ def test_batch_shards_resume_on_the_other_worker_after_sigkill(
 
 
 # ---------------------------------------------------------------------------- scenario B: three triggerers
-# Not green yet (issue #11): with the probe stopped below the last ceiling, two ungated runs on 2026-12-02 gave peak
-# 17.8 req/s (7/11/18 triggers per triggerer, no 429) and 22.6 req/s (2/12/22, one 429 in the measured window: the
-# quiet 10 s came before the budgets converged); a third run 17.0 (8/13/15). SYSTEST_DIST_UNFINISHED=1 runs it.
+# Not green yet (issue #11). With the probe stopped below the last ceiling, three ungated runs on 2026-12-02 gave peak
+# 17.8 req/s (7/11/18 triggers per triggerer, no 429), 22.6 (2/12/22, one 429 in the measured window: the quiet 10 s
+# came before the budgets converged) and 17.0 (8/13/15). With no probe while a 429 is remembered, measured only once
+# the fleet is spread and after 30 s without a 429 (branch triggershare, three runs at load 3-7): 17.2 (7/14/15),
+# 20.6 (6/8/22: mean 17.7, yet one 429 in the measured 30 s: a surge of 20+ requests in about a second, which the
+# budgets' rates alone do not make) and 18.2 (5/15/16). SYSTEST_DIST_UNFINISHED=1 runs it.
 @pytest.mark.skipif(
     os.environ.get("SYSTEST_DIST_UNFINISHED") != "1",
-    reason="not green yet (issue #11): peak 22.6 req/s over 5 s in one of three runs against the 20 req/s bound; "
-    "SYSTEST_DIST_UNFINISHED=1 runs it",
+    reason="not green yet (issue #11): peak 20.6 req/s over 5 s (mean 17.7, one 429) in one of three runs against "
+    "the 20 req/s bound; SYSTEST_DIST_UNFINISHED=1 runs it",
 )
 @pytest.mark.timeout(2400)  # deferring the fleet through two Celery workers takes ~4 s a task on a loaded machine
 def test_three_triggerers_hold_the_status_limit_together(
@@ -311,7 +314,10 @@ def test_three_triggerers_hold_the_status_limit_together(
     assert {ti["state"] for ti in api.task_instances(dag_id, run_id)} == {"success"}
     assert len(accepted_submits(emu, RATE_MODEL)) == RATE_SIZE
     assert Counter(rec.status.value for rec in records(emu, RATE_MODEL).values()) == {"SUCCEEDED": RATE_SIZE}
-    assert peak <= STATUS_LIMIT, f"aggregate status traffic over the limit once converged: {figure}"
+    # Requests per second over the measured window: a surge (an event loop catching up, triggers moving between
+    # triggerers) looks unlike a sum of rates sitting at the limit.
+    per_second = [sum(1 for e in polls if t0 + i <= e.time < t0 + i + 1) for i in range(int(t1 - t0))]
+    assert peak <= STATUS_LIMIT, f"aggregate status traffic over the limit once converged: {figure}; {per_second}"
 
 
 # ------------------------------------------------------------------------------- scenario C: forward proxy
