@@ -8,18 +8,19 @@ The budget starts at the connection's ``status_rate_limit``. A 429 halves the ra
 once per round of requests: a 429 for a request sent before the last decrease does not shrink it again) and no token
 is handed out before its ``Retry-After`` passes; tokens granted earlier but not yet used are re-queued behind it.
 The rate at that 429 (or the rate really used over ``USED_WINDOW_S``, if lower) is the ceiling. The rate then grows
-back additively (``max_rate / 30`` per second) to ``AIM`` (0.7) of the ceiling, holds there for ``HOLD_S`` (5
-minutes), then probes upwards slowly (``max_rate / 300`` per second), but only to ``CEILING_SHARE`` (0.85) of the
-ceiling. Each later 429 sets a lower ceiling; the ceiling is forgotten (the probe goes on towards ``max_rate``) only
-after ``FORGET_S`` (an hour) without a 429.
+back additively (``max_rate / 30`` per second) to ``AIM`` (0.7) of the ceiling and stays there: it probes upwards
+(``max_rate / 300`` per second) only after ``FORGET_S`` (an hour) without a 429. Each later 429 sets a lower ceiling.
 
-Why not plain AIMD: a limit with a burst (the emulator's is a 20-token bucket) answers the first 429 only once a
-probe above the limit has spent the burst, so every probe past the limit runs above it for several seconds (22
-req/s over 5 s with three triggerers, once every hold-and-probe cycle when the probe went on to ``max_rate``).
-Stopping the probe below the last ceiling ends those cycles: several processes on one key stay under the limit with
-no coordination once their ceilings are set. The costs: a process whose peers went away regains its full rate only
-after the quiet hour; and 429s are the only signal, so a process that never met one (its demand grew after the
-others' 429s) keeps its rate, and the sum can settle just under the limit (see ``benchmarks/triggerer_convergence``).
+Why no probe while a 429 is remembered: the only signal is a 429, and a limit with a burst (Baseten's, and the
+emulator's 20-token bucket) answers one only once the sum of the clients' rates has stayed above the limit long
+enough to spend that burst (a sum of 20.7 req/s takes about 30 s), so every probe that meets the limit first runs
+above it for tens of seconds. Simulated (``benchmarks/triggerer_convergence``: three processes, 36 triggers, 16
+seeds, spreads 12/12/12, 6/12/18 and 2/12/22), a probe that stopped at 0.85 x the ceiling after a 5-minute hold
+met the limit every cycle: 5 s peaks of 21-22 req/s in 10-14 of 16 seeds, 13-25 x 429s in 25 minutes; without it
+0-7 seeds pass 20 and 0-1 x 429s, for 0.5-1.8 req/s less aggregate throughput (one process alone: unchanged).
+The costs: a process whose peers went away regains its full rate only after the quiet hour; and 429s are the only
+signal, so a process that never met one (its demand grew after the others' 429s) keeps its rate, and the sum can
+settle just under the limit, where 5 s windows jitter past it (the seeds that still pass 20).
 """
 
 from __future__ import annotations
@@ -40,17 +41,14 @@ DECREASE = 0.5
 MIN_RATE_DIVISOR = 16.0
 #: Seconds for additive increase to regain ``max_rate`` from zero (the climb back to the aim after a 429).
 RECOVERY_S = 30.0
-#: After a 429 the rate climbs back to this share of the rate it had when the 429 came (the ceiling) ...
+#: After a 429 the rate climbs back to this share of the rate it had when the 429 came (the ceiling) and stays
+#: there: a probe upwards is what brings the next 429s, after tens of seconds above the limit.
 AIM = 0.7
-#: ... stays there this many seconds ...
-HOLD_S = 300.0
-#: ... then probes upwards this slowly (seconds to gain ``max_rate`` from zero) ...
-PROBE_S = 300.0
-#: ... but only up to this share of the ceiling: a probe past the ceiling is what brings the next 429s.
-CEILING_SHARE = 0.85
-#: The ceiling is forgotten (the probe goes on to ``max_rate``) after this many seconds without a 429: a process
-#: whose peers went away regains its full rate, at the cost of one probe past the limit per quiet period.
+#: The ceiling is forgotten after this many seconds without a 429, and the rate probes upwards ...
 FORGET_S = 3600.0
+#: ... this slowly (seconds to gain ``max_rate`` from zero): a process whose peers went away regains its full rate,
+#: at the cost of one probe past the limit per quiet period.
+PROBE_S = 300.0
 #: The rate a process really used (tokens granted over this many seconds) caps the ceiling a 429 sets: a process
 #: that polls less than its budget allows must not aim at the budget. Long enough to smooth over poll jitter
 #: (a 2 s window read the burst before a 429 as the rate, and aimed too high).
@@ -75,10 +73,8 @@ class _AdaptiveBucket:
         self._updated = self._created = clock()
         self.probe = self.max_rate / PROBE_S
         self._base_rate = self.max_rate
-        #: The rate the climb after a 429 aims at (``AIM`` x the ceiling).
+        #: The rate the climb after a 429 aims at and stays at (``AIM`` x the ceiling) until ``FORGET_S`` after it.
         self._aim = self.max_rate
-        #: The probe's top (``CEILING_SHARE`` x the ceiling), until ``FORGET_S`` after the last 429.
-        self._top = self.max_rate
         self._throttled_at = -math.inf
         self._recover_from = -math.inf
         self._blocked_until = -math.inf
@@ -99,15 +95,10 @@ class _AdaptiveBucket:
         return self._clock()
 
     def _rate_at(self, now: float) -> float:
-        """Climb from the base to the aim, hold, then probe up to the top (see the module docstring)."""
-        since = max(0.0, now - self._recover_from)
-        climbed = self._base_rate + self.recovery * since
-        if climbed <= self._aim:
-            return climbed
-        probing = since - (self._aim - self._base_rate) / self.recovery - HOLD_S
-        # Past the quiet period the top rises at the probe's pace (no jump to the probe's own level).
-        top = self._top + self.probe * max(0.0, now - self._throttled_at - FORGET_S)
-        return min(self.max_rate, top, self._aim + self.probe * max(0.0, probing))
+        """Climb from the base to the aim and stay; past the quiet hour the aim rises at the probe's pace."""
+        climbed = self._base_rate + self.recovery * max(0.0, now - self._recover_from)
+        aim = self._aim + self.probe * max(0.0, now - self._throttled_at - FORGET_S)
+        return min(self.max_rate, climbed, aim)
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._updated
@@ -136,8 +127,8 @@ class _AdaptiveBucket:
         return used / span if span >= USED_WINDOW_S / 4 and used >= 2 else None
 
     def rate_limited(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
-        """Baseten answered 429: halve the rate (once per round), aim the climb back below the rate it had, and hand
-        out no token before ``retry_after``."""
+        """Baseten answered 429: halve the rate (once per round), aim the climb back below the rate it had (no probe
+        past that aim for ``FORGET_S``), and hand out no token before ``retry_after``."""
         with self._mutex:
             now = self._clock()
             self._refill(now)
@@ -148,7 +139,6 @@ class _AdaptiveBucket:
                 ceiling = self._rate_at(now) if used is None else min(self._rate_at(now), used)
                 self._base_rate = max(self.min_rate, ceiling * DECREASE)
                 self._aim = max(self._base_rate, ceiling * AIM)
-                self._top = max(self._aim, ceiling * CEILING_SHARE)
                 self._decreased_at = now
             self._throttled_at = now
             self._recover_from = self._blocked_until

@@ -47,7 +47,9 @@ EMULATOR_HOST = "127.0.0.2"
 TIME_SCALE = float(os.environ.get("BASETEN_SYSTEM_TIME_SCALE", "15"))  # as conftest.py
 STATUS_LIMIT = 20.0  # the emulator's (and Baseten's documented) async status limit, req/s per organization
 WINDOW_S = 5.0
-QUIET_S = float(os.environ.get("SYSTEST_DIST_QUIET_S", "10"))
+# A sum of rates 0.7 req/s over the limit spends the emulator's 20-token burst in about 30 s before its first 429:
+# a shorter quiet spell can fall between two rounds of 429s and call that converged.
+QUIET_S = float(os.environ.get("SYSTEST_DIST_QUIET_S", "30"))
 MEASURE_S = float(os.environ.get("SYSTEST_DIST_MEASURE_S", "30"))
 
 
@@ -233,13 +235,17 @@ def test_batch_shards_resume_on_the_other_worker_after_sigkill(
 
 
 # ---------------------------------------------------------------------------- scenario B: three triggerers
-# Not green yet (issue #11): with the probe stopped below the last ceiling, two ungated runs on 2026-12-02 gave peak
-# 17.8 req/s (7/11/18 triggers per triggerer, no 429) and 22.6 req/s (2/12/22, one 429 in the measured window: the
-# quiet 10 s came before the budgets converged); a third run 17.0 (8/13/15). SYSTEST_DIST_UNFINISHED=1 runs it.
+# Not green yet (issue #11). With the probe stopped below the last ceiling, three ungated runs on 2026-12-02 gave peak
+# 17.8 req/s (7/11/18 triggers per triggerer, no 429), 22.6 (2/12/22, one 429 in the measured window: the quiet 10 s
+# came before the budgets converged) and 17.0 (8/13/15). With no probe while a 429 is remembered, measured only once
+# the fleet is spread and after 30 s without a 429 (branch triggershare, load 2-7): 17.2 (7/14/15),
+# 20.6 (6/8/22: mean 17.7, yet one 429 in the measured 30 s: a surge of 20+ requests in about a second, which the
+# budgets' rates alone do not make), 18.2 (5/15/16) and, at load 0-2, 16.2 (4/10/22). SYSTEST_DIST_UNFINISHED=1
+# runs it.
 @pytest.mark.skipif(
     os.environ.get("SYSTEST_DIST_UNFINISHED") != "1",
-    reason="not green yet (issue #11): peak 22.6 req/s over 5 s in one of three runs against the 20 req/s bound; "
-    "SYSTEST_DIST_UNFINISHED=1 runs it",
+    reason="not green yet (issue #11): peak 20.6 req/s over 5 s (mean 17.7, one 429) in one of four runs against "
+    "the 20 req/s bound; SYSTEST_DIST_UNFINISHED=1 runs it",
 )
 @pytest.mark.timeout(2400)  # deferring the fleet through two Celery workers takes ~4 s a task on a loaded machine
 def test_three_triggerers_hold_the_status_limit_together(
@@ -271,10 +277,12 @@ def test_three_triggerers_hold_the_status_limit_together(
         return by if sum(by.values()) == RATE_SIZE and None not in by and len(by) == len(TRIGGERERS) else None
 
     per_triggerer = wait_for(spread, timeout=120, what="the triggers spread over three triggerers")
+    spread_at = time.time()
     phase(f"triggers per triggerer {sorted(per_triggerer.values())}")
 
-    # "Once converged": the budgets have met the limit (the first 429s) and then seen none for QUIET_S (a budget
-    # that met a 429 climbs back to its aim within seconds and holds it for minutes). Measured from then on.
+    # "Once converged": every trigger polls from its triggerer, the budgets have met the limit (the first 429s) and
+    # then seen none for QUIET_S (a budget that met a 429 climbs back to its aim within seconds and stays there).
+    # Measured from then on, never from before the fleet was complete.
     def converged() -> float | None:
         statuses = [(e.time, e.status) for e in journal(emu, RATE_MODEL, "async_status", "GET")]
         throttled = [t for t, status in statuses if status == 429]
@@ -286,7 +294,7 @@ def test_three_triggerers_hold_the_status_limit_together(
     last_429 = wait_for(converged, timeout=180, interval=1, what=f"{QUIET_S:.0f} s without a 429")
     first_poll = journal(emu, RATE_MODEL, "async_status", "GET")[0].time
     phase(f"converged {last_429 - first_poll:.0f} s after the first status poll")
-    t0 = last_429 + QUIET_S
+    t0 = max(last_429 + QUIET_S, spread_at)
     time.sleep(max(0.0, t0 + MEASURE_S - time.time()))  # a measurement window, not a timeout
     t1 = time.time()
     polls = [e for e in journal(emu, RATE_MODEL, "async_status", "GET") if t0 <= e.time < t1]
@@ -307,7 +315,10 @@ def test_three_triggerers_hold_the_status_limit_together(
     assert {ti["state"] for ti in api.task_instances(dag_id, run_id)} == {"success"}
     assert len(accepted_submits(emu, RATE_MODEL)) == RATE_SIZE
     assert Counter(rec.status.value for rec in records(emu, RATE_MODEL).values()) == {"SUCCEEDED": RATE_SIZE}
-    assert peak <= STATUS_LIMIT, f"aggregate status traffic over the limit once converged: {figure}"
+    # Requests per second over the measured window: a surge (an event loop catching up, triggers moving between
+    # triggerers) looks unlike a sum of rates sitting at the limit.
+    per_second = [sum(1 for e in polls if t0 + i <= e.time < t0 + i + 1) for i in range(int(t1 - t0))]
+    assert peak <= STATUS_LIMIT, f"aggregate status traffic over the limit once converged: {figure}; {per_second}"
 
 
 # ------------------------------------------------------------------------------- scenario C: forward proxy

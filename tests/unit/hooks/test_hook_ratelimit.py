@@ -11,10 +11,8 @@ from airflow_provider_baseten.hooks.baseten import shared_status_bucket
 from airflow_provider_baseten.hooks.connection import ClientSettings
 from airflow_provider_baseten.hooks.ratelimit import (
     AIM,
-    CEILING_SHARE,
     DECREASE,
     FORGET_S,
-    HOLD_S,
     PROBE_S,
     RECOVERY_S,
     AsyncTokenBucket,
@@ -120,7 +118,7 @@ async def test_shared_status_bucket_is_per_settings_and_uses_their_rate() -> Non
 # --- adapting to 429s (AIMD) -----------------------------------------------------------------------------------
 
 
-def test_a_429_halves_the_rate_climbs_back_below_it_holds_then_probes_below_it(clock: FakeClock) -> None:
+def test_a_429_halves_the_rate_climbs_back_below_it_and_stays_until_the_quiet_hour(clock: FakeClock) -> None:
     b = bucket(clock, rate=15)
     start = clock.now
     b.rate_limited(None, sent_at=clock.now)
@@ -129,31 +127,26 @@ def test_a_429_halves_the_rate_climbs_back_below_it_holds_then_probes_below_it(c
     assert b.rate == pytest.approx(7.5 + 3 * 15 / RECOVERY_S)  # the additive climb ...
     clock.now += 10
     assert b.rate == pytest.approx(AIM * 15)  # ... stops below the rate the 429 came at
-    clock.now += HOLD_S - 20
-    assert b.rate == pytest.approx(AIM * 15)  # and holds there
-    clock.now += 20
-    assert AIM * 15 < b.rate < AIM * 15 + 20 * 15 / PROBE_S + 0.01  # then probes upwards, slowly
-    clock.now += 10 * PROBE_S
-    assert b.rate == pytest.approx(CEILING_SHARE * 15)  # but only to a share of the ceiling: no probe past it
-    clock.now = start + FORGET_S - 1
-    assert b.rate == pytest.approx(CEILING_SHARE * 15)  # for as long as 429s are remembered
+    for minutes in (5, 6, 30, 59):
+        clock.now = start + 60 * minutes
+        assert b.rate == pytest.approx(AIM * 15)  # and stays there: no probe towards the limit, no 429 it brings
     clock.now = start + FORGET_S + 10
-    assert b.rate == pytest.approx(CEILING_SHARE * 15 + 10 * 15 / PROBE_S)  # then on, from there, at the probe's pace
+    assert b.rate == pytest.approx(AIM * 15 + 10 * 15 / PROBE_S)  # after the quiet hour it probes, slowly
     clock.now += 10 * PROBE_S
     assert b.rate == 15  # never above the configured rate
 
 
-def test_a_later_429_lowers_the_ceiling_and_restarts_the_quiet_period(clock: FakeClock) -> None:
+def test_a_later_429_lowers_the_aim_and_restarts_the_quiet_hour(clock: FakeClock) -> None:
     b = bucket(clock, rate=15)
     b.rate_limited(None, sent_at=clock.now)
-    clock.now += 2 * HOLD_S
-    assert b.rate == pytest.approx(CEILING_SHARE * 15)
-    b.rate_limited(None, sent_at=clock.now)  # the probe met the limit again: a new, lower ceiling
+    clock.now += 600
+    assert b.rate == pytest.approx(AIM * 15)
+    b.rate_limited(None, sent_at=clock.now)  # the limit again (a peer grew): a new, lower ceiling
     second = clock.now
     clock.now += FORGET_S - 1
-    assert b.rate == pytest.approx(CEILING_SHARE**2 * 15)
+    assert b.rate == pytest.approx(AIM**2 * 15)
     clock.now = second + FORGET_S + 10
-    assert b.rate > CEILING_SHARE**2 * 15
+    assert b.rate > AIM**2 * 15
 
 
 async def test_a_process_polling_below_its_budget_aims_at_what_it_used(clock: FakeClock) -> None:
@@ -331,16 +324,21 @@ def test_three_processes_stay_under_a_bursting_limit_once_converged() -> None:
     assert len(late) / (end - converged) >= 0.65 * 20  # and the budgets did not collapse
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_three_budgets_stop_meeting_the_limit_once_converged(seed: int) -> None:
-    """Three budgets of 12 triggers each on one simulated key (the emulator's limit, the hook's 429 retry; the
-    benchmark's simulation) for 25 minutes: past the first two, the probes stop below the last ceiling, so 429s and
-    the 22 req/s excursions past the limit do not come back every hold-and-probe cycle (they did: 12-14 x 429)."""
+@pytest.mark.parametrize("spread", [(12, 12, 12), (2, 12, 22)])
+def test_three_budgets_stop_meeting_the_limit_once_converged(spread: tuple[int, ...]) -> None:
+    """Three budgets on one simulated key (the emulator's 20-token limit, the hook's 429 retry; the benchmark's
+    simulation), 25 minutes, 8 seeds, the even spread and the uneven one the red system-test run had: past the first
+    two minutes no budget probes back into the limit, so 429s and the 21-22 req/s 5 s windows of each probe stop
+    (a probe after a 5-minute hold, stopped at 0.85 x the ceiling, met it in most seeds: 8-10 x 429s, 5-8 seeds
+    over 20)."""
+    from statistics import median
+
     from benchmarks.triggerer_convergence import peak_rate, simulate
 
-    run = simulate(processes=3, triggers=12, seed=seed, horizon=1500)
-    assert run.throttled, "the limit was never reached: the test proves nothing"
-    sent, throttled = run.after(120)
-    assert len(throttled) <= 2, f"{len(throttled)} x 429 after convergence"
-    assert peak_rate(sent) < 22.0  # no excursion as far past the limit as an unbounded probe's
-    assert len(sent) / (1500 - 120) >= 0.85 * 20  # and the budgets did not collapse
+    runs = [simulate(processes=3, triggers=spread, seed=seed, horizon=1500) for seed in range(8)]
+    assert all(run.throttled for run in runs), "the limit was never reached: the test proves nothing"
+    late = [run.after(120) for run in runs]
+    assert sum(len(throttled) for _, throttled in late) <= 1, [len(throttled) for _, throttled in late]
+    peaks = [peak_rate(sent) for sent, _ in late]
+    assert sum(peak > 20 for peak in peaks) <= 2, peaks  # seeds left over: a peer that never met a 429 (docstring)
+    assert median(len(sent) / (1500 - 120) for sent, _ in late) >= 0.8 * 20  # and the budgets did not collapse
