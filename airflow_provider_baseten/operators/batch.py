@@ -23,7 +23,7 @@ from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
 from airflow_provider_baseten.hooks.calls import encode_json
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators._batch_inputs import FileSource, Item, ListSource, Source, parse_list
-from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, Sink, find_stale
+from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, Sink, compact_json, find_stale
 from airflow_provider_baseten.operators._lineage import LineageMixin
 from airflow_provider_baseten.operators._send_loop import (
     RunState,
@@ -390,8 +390,10 @@ class _PredictJob:
 
     async def send(self, sender: HotSender, unit: Unit) -> list[dict[str, Any]]:
         [line] = unit.lines
-        body = encode_json(unit.payload)  # NaN and the like fail here, as an error line
-        result = await sender.predict(self.call, body, request_id=line["customer_request_id"])
+        # msgspec, else json.dumps, where NaN and the like fail (an error line)
+        body = compact_json(unit.payload) or encode_json(unit.payload)
+        # raw: the answer goes into the line as the model wrote it, never decoded and encoded again
+        result = await sender.predict(self.call, body, request_id=line["customer_request_id"], raw=True)
         return [{**line, "output": result.data}]
 
     def abandoned(self, unit: Unit) -> list[dict[str, Any]]:
