@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from airflow_provider_baseten.exceptions import BasetenConfigError
+from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
 from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 
 from . import test_batch as base
@@ -118,3 +119,46 @@ def test_a_line_json_dumps_writes_keeps_an_undecoded_answer_as_json() -> None:
 
     line = {"index": 0, "input_id": float("nan"), "output": msgspec.Raw(b'{"a": [1, 2]}')}
     assert encode_line(line) == '{"index":0,"input_id":NaN,"output":{"a":[1,2]}}\n'
+
+
+# --- the start ramp ----------------------------------------------------------------------------------------------
+
+
+def _record_ramp(monkeypatch: pytest.MonkeyPatch, then: Any = None) -> list[float]:
+    from airflow_provider_baseten.operators._send_loop import SendLoop
+
+    delays: list[float] = []
+
+    async def ramp_sleep(seconds: float) -> None:  # no wall-clock sleeping in tests
+        delays.append(seconds)
+        if then is not None:
+            then()
+
+    monkeypatch.setattr(SendLoop, "_ramp_sleep", staticmethod(ramp_sleep))
+    return delays
+
+
+def test_workers_start_on_a_ramp(
+    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delays = _record_ramp(monkeypatch)
+    make_op(waits, tmp_path, inputs=list(range(10)), max_concurrency=4).execute({"ti": ti()})
+    assert sorted(delays) == pytest.approx([0.0005, 0.001, 0.0015])  # worker 0 at once, then one every 0.5 ms
+    assert sorted(model.calls) == list(range(10))
+
+
+def test_the_ramp_is_bounded_however_many_workers() -> None:
+    op = BasetenBatchPredictOperator(task_id="t", model_id="abc123", inputs=[1], max_concurrency=1001)
+    assert op._ramp() * 1000 == pytest.approx(op.start_ramp_max)
+    assert BasetenBatchPredictOperator(task_id="t", model_id="abc123", inputs=[1])._ramp() == op.start_ramp_step
+
+
+def test_a_stop_during_the_ramp_starts_no_further_sends(
+    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    op = make_op(waits, tmp_path, inputs=list(range(10)), max_concurrency=4, kill_grace_period=5)
+    _record_ramp(monkeypatch, then=op.on_kill)  # the kill comes while workers 1-3 wait for their start
+    with pytest.raises(BasetenError, match="killed"):
+        op.execute({"ti": ti()})
+    assert model.calls == [0]  # only worker 0, which started at once, sent (and wrote) its item
+    assert [(line["index"], "output" in line) for line in read_lines(tmp_path / "out.jsonl")] == [(0, True)]
