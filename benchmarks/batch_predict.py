@@ -2,12 +2,13 @@
 
 Method: the emulator (in this process, on 127.0.0.1) serves a model that answers after 50 ms of real time (time
 scale 1) and an echo model with no delay. Each client runs in a fresh child process that reads the same JSONL input
-file and sends every line as one predict at the same concurrency; wall time, CPU seconds (all threads, so the
-performance client's Rust workers count) and peak RSS are the child's own. The ideal wall time is
-``N / concurrency * latency``; efficiency is ideal / actual. The sequential ``HttpHook.run`` loop is timed on a
-subset and extrapolated to N (said so in the table). At 0 ms the model costs nothing and the figure is the client's
-own overhead: requests per CPU-second of the client process ("per core"). Memory is the child's peak RSS growth over
-its state after imports, at N = 1k, 5k and 20k read from a file.
+file and sends every line as one predict at the same concurrency (each is handed its connection before the measured
+window: the performance client its URL and key, the operator its resolved Airflow connection); wall time, CPU
+seconds (all threads, so the performance client's Rust workers count) and peak RSS are the child's own. The ideal
+wall time is ``N / concurrency * latency``; efficiency is ideal / actual. The sequential ``HttpHook.run`` loop is
+timed on a subset and extrapolated to N (said so in the table). At 0 ms the model costs nothing and the figure is
+the client's own overhead: requests per CPU-second of the client process ("per core"). Memory is the child's peak
+RSS growth over its state after imports, at N = 1k, 5k and 20k read from a file.
 
     python -m benchmarks.batch_predict            # N=5,000 x 3 repetitions + memory scaling, ~3 minutes
     python -m benchmarks.batch_predict --quick    # N=300, one repetition
@@ -38,8 +39,10 @@ MODULE = "benchmarks.batch_predict"
 SLOW_MODEL = "bench50ms"
 FAST_MODEL = "bench0ms"
 HTTP_CONN_ID = "bench_http"
-GOAL_EFFICIENCY = 0.9
-GOAL_VS_PERF_CLIENT = 0.9
+GOAL_EFFICIENCY = 0.95
+GOAL_VS_PERF_CLIENT = 1.0
+#: Requests per client CPU-second at 0 ms, as a fraction of the performance client's (a Rust client).
+GOAL_PER_CORE = 0.5
 #: "Flat" memory: the peak RSS growth at the largest N is within this many MiB of the smallest N's.
 GOAL_FLAT_MIB = 5.0
 
@@ -85,7 +88,11 @@ def child_operator(params: dict[str, Any]) -> dict[str, Any]:
     """``BasetenBatchPredictOperator.execute`` over the input file, as a worker runs it."""
     import httpx_aiohttp  # noqa: F401  (imported before measuring, as the performance client's import is)
 
-    import airflow_provider_baseten.hooks.baseten  # noqa: F401
+    # and what execute() imports on first use, so only the batch is measured
+    import airflow_provider_baseten.hooks.baseten
+    import airflow_provider_baseten.hooks.hotpath
+    import airflow_provider_baseten.hooks.readiness
+    import airflow_provider_baseten.hooks.retry_budget  # noqa: F401
     from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator
 
     operator = BasetenBatchPredictOperator(
@@ -96,6 +103,9 @@ def child_operator(params: dict[str, Any]) -> dict[str, Any]:
         max_concurrency=params["concurrency"],
         progress_interval=3600,
     )
+    # The connection is resolved before the window, as the performance client is handed its URL and key: outside
+    # a task runner the lookup imports Airflow's supervisor (about 40 ms), which a real task has already loaded.
+    operator.hook.settings  # noqa: B018
     with Meter() as meter:
         manifest = operator.execute({})
     return {**meter.as_dict(), "n": manifest["total"], "ok": manifest["succeeded"], "errors": manifest["failed"]}
@@ -295,13 +305,30 @@ def _report(
             f"{theirs:,.0f} for the performance client ({ours / theirs:.2f}x)."
         )
 
+    per_core_ratio = ratio(ours, theirs) or 0.0
     efficiency = ratio(ideal, walls["operator"]) or 0.0
     versus = ratio(walls["perf_client"], walls["operator"]) or 0.0
     small, large = growth["operator"][sizes[0]], growth["operator"][sizes[-1]]
     flat = small is not None and large is not None and large - small <= GOAL_FLAT_MIB
     goals = [
-        Goal("batch efficiency (ideal / actual)", f">= {GOAL_EFFICIENCY}", f"{efficiency:.2f}", efficiency >= 0.9),
-        Goal("throughput vs performance client", f">= {GOAL_VS_PERF_CLIENT}x", f"{versus:.2f}x", versus >= 0.9),
+        Goal(
+            "batch efficiency (ideal / actual)",
+            f">= {GOAL_EFFICIENCY}",
+            f"{efficiency:.3f}",
+            efficiency >= GOAL_EFFICIENCY,
+        ),
+        Goal(
+            "throughput vs performance client",
+            f">= {GOAL_VS_PERF_CLIENT}x",
+            f"{versus:.3f}x",
+            versus >= GOAL_VS_PERF_CLIENT,
+        ),
+        Goal(
+            "requests per CPU-second at 0 ms vs performance client",
+            f">= {GOAL_PER_CORE}x",
+            f"{per_core_ratio:.2f}x",
+            per_core_ratio >= GOAL_PER_CORE,
+        ),
         Goal(
             "memory flat in N (file input)",
             f"RSS growth at {sizes[-1]:,} within {GOAL_FLAT_MIB:.0f} MiB of {sizes[0]:,}",

@@ -57,6 +57,7 @@ __all__ = [
     "IDEMPOTENT_SYNC_ROUTES",
     "MAX_CUSTOMER_REQUEST_ID",
     "HotSender",
+    "as_raw_json",
     "customer_request_id",
     "status_budget",
     "status_poll",
@@ -97,6 +98,34 @@ def task_request_prefix(*parts: object) -> str:
 def customer_request_id(prefix: str, index: int) -> str:
     """The ``x-baseten-customer-request-id`` of item ``index`` of a batch: ``{prefix}:{index}``."""
     return f"{prefix}:{index}"
+
+
+def _raw_json_decoder() -> Callable[[bytes], Any] | None:
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    return msgspec.json.Decoder(msgspec.Raw).decode
+
+
+_decode_raw = _raw_json_decoder()
+
+
+def as_raw_json(body: bytes) -> Any | None:
+    """``body`` as a ``msgspec.Raw`` if it is one line of valid UTF-8 JSON, else ``None`` (decode it instead).
+
+    msgspec writes a ``Raw`` into an encoded document as-is: a batch output line carries the model's answer without
+    parsing it into Python objects and encoding it again (the cost grows with the answer). Not one line (a
+    pretty-printed answer would break the JSONL), not UTF-8, NaN, or msgspec missing: ``None``.
+    """
+    if _decode_raw is None or b"\n" in body or b"\r" in body:
+        return None
+    try:
+        if not body.isascii():
+            body.decode()  # msgspec checks the syntax, not the UTF-8 inside strings
+        return _decode_raw(body)
+    except ValueError:  # msgspec.DecodeError and UnicodeDecodeError are ValueErrors
+        return None
 
 
 class _Prepared:
@@ -321,15 +350,22 @@ class HotSender:
 
     # --- typed calls -----------------------------------------------------------------------------------------------
 
-    def result(self, reply: Reply, call: _Call, response_format: ResponseFormat = "json") -> BasetenResult:
-        """The answer as the hook's ``_result`` gives it; JSON is decoded here, anything unusual by the hook."""
+    def result(
+        self, reply: Reply, call: _Call, response_format: ResponseFormat = "json", *, raw: bool = False
+    ) -> BasetenResult:
+        """The answer as the hook's ``_result`` gives it; JSON is decoded here, anything unusual by the hook.
+
+        ``raw``: a one-line JSON answer stays undecoded, a ``msgspec.Raw`` (:func:`as_raw_json`) for a caller that
+        writes it out as JSON; any other answer is decoded as without it.
+        """
         if response_format == "json" and reply.body:
-            try:
-                data = json.loads(reply.body)
-            except ValueError:
-                pass
-            else:
-                return BasetenResult(data, reply.headers.get(REQUEST_ID_HEADER), reply.status)
+            data = as_raw_json(reply.body) if raw else None
+            if data is None:
+                try:
+                    data = json.loads(reply.body)
+                except ValueError:
+                    return self.hook._result(reply.as_httpx(), call, response_format)
+            return BasetenResult(data, reply.headers.get(REQUEST_ID_HEADER), reply.status)
         return self.hook._result(reply.as_httpx(), call, response_format)
 
     def parse(self, model: type[ModelT], reply: Reply, call: _Call) -> ModelT:
@@ -340,11 +376,18 @@ class HotSender:
             return self.hook._parse(model, reply.as_httpx(), call)
 
     async def predict(
-        self, call: _Call, body: bytes, *, request_id: str | None = None, response_format: ResponseFormat = "json"
+        self,
+        call: _Call,
+        body: bytes,
+        *,
+        request_id: str | None = None,
+        response_format: ResponseFormat = "json",
+        raw: bool = False,
     ) -> BasetenResult:
-        """One predict-like POST (``call`` from the hook, ``body`` already encoded) with its customer request id."""
+        """One predict-like POST (``call`` from the hook, ``body`` already encoded) with its customer request id;
+        ``raw`` as :meth:`result` says."""
         headers = {CUSTOMER_REQUEST_ID_HEADER: request_id} if request_id else None
-        return self.result(await self.request(call, body, headers=headers), call, response_format)
+        return self.result(await self.request(call, body, headers=headers), call, response_format, raw=raw)
 
     async def get_async_request(
         self, target: Target, request_id: str, budget: AsyncTokenBucket, *, granted: float | None = None

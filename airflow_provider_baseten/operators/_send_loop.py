@@ -9,6 +9,10 @@ would hit, a failed write) stops the taking; in-flight units get ``kill_grace_pe
 the loop (also a cancel by ``asyncio.run`` after an ``execution_timeout`` or SIGTERM), the units still in flight
 are settled before it returns: written as ``model_may_have_run`` errors, or released for the next try to send.
 
+Workers may start on a ramp (``ramp`` seconds apart) instead of all at once: the first wave then reaches the server
+spread out rather than as one burst of ``max_concurrency`` connects and requests, and the answers come back spread
+out too, so neither side queues a burst on every round trip. A stop during the ramp starts no further sends.
+
 What an operator supplies is a :class:`Job`: how the next unit is taken (one input; a pack of texts), how a unit
 is sent and its answer becomes lines, and what becomes of a unit still in flight when the try ends.
 """
@@ -158,10 +162,15 @@ class RunState:
 class SendLoop:
     """Run one :class:`Job` for ``host`` to its end (see the module docstring)."""
 
-    def __init__(self, host: Host, job: Job, state: RunState) -> None:
+    #: Injectable for tests: the sleep of the start ramp (wall time, never the host's injected sleep).
+    _ramp_sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
+
+    def __init__(self, host: Host, job: Job, state: RunState, *, ramp: float = 0.0) -> None:
+        """``ramp``: seconds between the starts of consecutive workers (worker ``i`` starts after ``i * ramp``)."""
         self.host = host
         self.job = job
         self.state = state
+        self.ramp = ramp
         self.progress = Progress(host, job, state)
 
     async def run(self, sink: Sink, first_lines: Iterable[Line] = ()) -> None:
@@ -183,7 +192,10 @@ class SendLoop:
             max_connections=host.max_concurrency,
             retry_budget=RetryBudget(host.retry_budget_fraction),
         )
-        workers = [asyncio.create_task(self._worker(sender, writer)) for _ in range(host.max_concurrency)]
+        workers = [
+            asyncio.create_task(self._worker(sender, writer, number * self.ramp))
+            for number in range(host.max_concurrency)
+        ]
         reporter = asyncio.create_task(self.report())
         stopper = asyncio.create_task(state.stopped.wait())
         all_done = asyncio.gather(*workers)
@@ -213,8 +225,10 @@ class SendLoop:
                 await sender.aclose()
         self.progress.log_now(final=True)
 
-    async def _worker(self, sender: HotSender, writer: LineWriter) -> None:
+    async def _worker(self, sender: HotSender, writer: LineWriter, start_after: float = 0.0) -> None:
         state, job, progress = self.state, self.job, self.progress
+        if start_after > 0:
+            await self._ramp_sleep(start_after)
         while not state.stop_reason:
             unit, unsent = job.take()
             for line in unsent:
