@@ -333,3 +333,39 @@ async def test_polls_of_many_request_ids_share_one_prepared_shape(
         await sender.get_async_request(MODEL, request_id, budget=CountingBudget())  # type: ignore[arg-type]
     assert [path for _, path, _, _ in app.seen] == ["/async_request/reqA", "/async_request/reqB", "/async_request/reqC"]
     assert len(sender._prepared) == 1
+
+
+async def test_triggers_on_one_connection_share_one_lookup_and_sender(
+    app: Script, make_hook: Callable[..., BasetenHook], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A triggerer starting 50 triggers resolves the connection once (about 1 ms each); later starters, after
+    ``SHARED_SENDER_TTL_S``, resolve it again (a rotated key reaches them)."""
+    import types
+
+    from airflow.providers.common.compat import connection as compat_connection
+
+    from airflow_provider_baseten.hooks import hotpath
+
+    lookups: list[str] = []
+    real_lookup = compat_connection.get_async_connection
+
+    async def counting_lookup(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return await real_lookup(conn_id)
+
+    monkeypatch.setattr(compat_connection, "get_async_connection", counting_lookup)
+    now = [1000.0]
+    monkeypatch.setattr(hotpath, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    app.answer((200, ASYNC_STATE, {}))
+
+    def trigger_poll() -> Callable[[], Awaitable[Any]]:
+        hook = make_hook()
+        return hotpath.status_poll(hook, lambda sender, budget: sender.get_async_request(MODEL, "req1", budget))
+
+    polls = [trigger_poll() for _ in range(50)]
+    states = await asyncio.gather(*(poll() for poll in polls))
+    assert {state.status for state in states} == {ASYNC_STATE["status"]}
+    assert (len(lookups), len(app.seen)) == (1, 50)
+    now[0] += hotpath.SHARED_SENDER_TTL_S + 1
+    await trigger_poll()()
+    assert len(lookups) == 2
