@@ -174,6 +174,13 @@ def start_emulator(scenario: Scenario) -> Any:
 
 def child_fanout(params: dict[str, Any]) -> dict[str, Any]:
     side = params["side"]
+    # What a triggerer process has loaded before any trigger runs (its supervisor, logging, connection lookup),
+    # which both sides' first polls otherwise import inside the measured run.
+    import airflow.sdk._shared.logging.structlog
+    import airflow.sdk.definitions.connection
+    import airflow.sdk.execution_time.supervisor  # noqa: F401
+    import asgiref.sync  # noqa: F401
+
     if side == "baseten":  # everything the first poll would import, so imports are not measured
         import httpx_aiohttp  # noqa: F401
         from airflow.providers.common.compat.connection import get_async_connection  # noqa: F401
