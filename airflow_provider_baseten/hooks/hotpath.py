@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
-    from airflow_provider_baseten.hooks.models import AsyncRequestState, Deployment
+    from airflow_provider_baseten.hooks.models import AsyncRequestState, Deployment, Environment
     from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
     from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
@@ -365,6 +365,13 @@ class HotSender:
         if not isinstance(record, dict):
             record = hook._json_object(reply.as_httpx(), call.what)
         return hook._deployment_of(record, target)
+
+    async def get_environment(self, model_id: str, environment: str, budget: AsyncTokenBucket) -> Environment:
+        """``GET .../environments/{env}`` (the promotion trigger's poll), each attempt inside ``budget``."""
+        from airflow_provider_baseten.hooks.models import Environment
+
+        call = self.hook._environment_call(model_id, environment)
+        return self.parse(Environment, await self.request(call, budget=budget), call)
 
 
 def status_budget(hook: BasetenHook) -> AsyncTokenBucket:
