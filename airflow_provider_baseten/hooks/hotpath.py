@@ -405,7 +405,13 @@ async def _shared_poller(hook: BasetenHook) -> tuple[HotSender, AsyncTokenBucket
     Triggers whose first polls come together wait for one lookup; a failed lookup fails those polls only (the next
     poll looks the connection up again).
     """
-    pollers = _POLLERS.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    pollers = _POLLERS.get(loop)
+    if pollers is None:
+        # The futures refer to their loop, so a loop closed without clean-up would stay alive as a key: drop those.
+        for ended in [other for other in _POLLERS if other.is_closed()]:
+            del _POLLERS[ended]
+        pollers = _POLLERS[loop] = {}
     key = (type(hook), hook.baseten_conn_id, hook.timeout, hook._read_timeout_cap, hook._customer_id(),
            hook._clock, hook._async_sleep)  # fmt: skip
     entry = pollers.get(key)

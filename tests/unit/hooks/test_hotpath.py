@@ -369,3 +369,18 @@ async def test_triggers_on_one_connection_share_one_lookup_and_sender(
     now[0] += hotpath.SHARED_SENDER_TTL_S + 1
     await trigger_poll()()
     assert len(lookups) == 2
+
+
+def test_shared_pollers_of_closed_loops_are_dropped(set_conn: Callable[..., None]) -> None:
+    """The cached openings refer to their event loop: a closed loop's entry goes when the next loop polls."""
+    from airflow_provider_baseten.hooks import hotpath
+
+    set_conn(host="127.0.0.1:9")
+
+    async def open_one() -> None:
+        hook = BasetenHook(customer_request_id="")
+        await hotpath._shared_poller(hook)
+
+    asyncio.run(open_one())
+    asyncio.run(open_one())
+    assert len([loop for loop in hotpath._POLLERS if loop.is_closed()]) <= 1
