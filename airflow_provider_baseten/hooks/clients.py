@@ -331,12 +331,17 @@ def build_aiohttp_session(settings: ClientSettings, *, max_connections: int = 25
         ssl=ssl_context(settings.verify),
         keepalive_timeout=_limits(max_connections).keepalive_expiry or 5.0,
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         trust_env=False,
         timeout=aiohttp.ClientTimeout(sock_connect=settings.connect_timeout, sock_read=settings.timeout),
         raise_for_status=False,
     )
+    # aiohttp silently sends an idempotent request (a status GET) again when the connection drops under it: that
+    # resend bypasses the poll budget (and the retry table). Off, so the drop reaches the sender, which retries it
+    # as a counted attempt. (Private flag; aiohttp's own test client clears it the same way.)
+    session._retry_connection = False
+    return session
 
 
 def shared_aiohttp_session(settings: ClientSettings) -> aiohttp.ClientSession:

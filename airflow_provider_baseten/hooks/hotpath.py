@@ -18,9 +18,12 @@ RetryPolicy`). Only the error path builds an ``httpx.Response``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_baseten.hooks.addressing import Target
     from airflow_provider_baseten.hooks.baseten import BasetenHook
-    from airflow_provider_baseten.hooks.models import AsyncRequestState, Deployment
+    from airflow_provider_baseten.hooks.models import AsyncRequestState, Deployment, Environment
     from airflow_provider_baseten.hooks.ratelimit import AsyncTokenBucket
     from airflow_provider_baseten.hooks.retry_budget import RetryBudget
 
@@ -412,6 +415,13 @@ class HotSender:
             record = hook._json_object(reply.as_httpx(), call.what)
         return hook._deployment_of(record, target)
 
+    async def get_environment(self, model_id: str, environment: str, budget: AsyncTokenBucket) -> Environment:
+        """``GET .../environments/{env}`` (the promotion trigger's poll), each attempt inside ``budget``."""
+        from airflow_provider_baseten.hooks.models import Environment
+
+        call = self.hook._environment_call(model_id, environment)
+        return self.parse(Environment, await self.request(call, budget=budget), call)
+
 
 def status_budget(hook: BasetenHook) -> AsyncTokenBucket:
     """The event loop's shared status-poll budget for the hook's connection (settings must be resolved)."""
@@ -421,20 +431,68 @@ def status_budget(hook: BasetenHook) -> AsyncTokenBucket:
     return shared_status_bucket(hook._settings, clock=hook._clock, sleep=hook._async_sleep)
 
 
+#: A trigger whose first poll comes within this many seconds of another's, on the same connection and event loop,
+#: polls on the sender (settings, prepared URLs and headers) that one resolved: a triggerer starting a thousand
+#: triggers looks the connection up once, not a thousand times (about 1 ms of CPU each). The cost: a changed
+#: connection (a rotated key) reaches triggers that start after the change at most this late.
+SHARED_SENDER_TTL_S = 60.0
+
+_POLLERS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], tuple[asyncio.Future[HotSender], float]]
+] = weakref.WeakKeyDictionary()
+
+
+def _usable(opening: asyncio.Future[HotSender]) -> bool:
+    if not opening.done():
+        return True
+    return not opening.cancelled() and opening.exception() is None and not opening.result().closed
+
+
+async def _shared_poller(hook: BasetenHook) -> tuple[HotSender, AsyncTokenBucket]:
+    """The event loop's sender and status budget for hooks configured like ``hook`` (see ``SHARED_SENDER_TTL_S``).
+
+    Triggers whose first polls come together wait for one lookup; a failed lookup fails those polls only (the next
+    poll looks the connection up again).
+    """
+    loop = asyncio.get_running_loop()
+    pollers = _POLLERS.get(loop)
+    if pollers is None:
+        # The futures refer to their loop, so a loop closed without clean-up would stay alive as a key: drop those.
+        for ended in [other for other in _POLLERS if other.is_closed()]:
+            del _POLLERS[ended]
+        pollers = _POLLERS[loop] = {}
+    key = (type(hook), hook.baseten_conn_id, hook.timeout, hook._read_timeout_cap, hook._customer_id(),
+           hook._clock, hook._async_sleep)  # fmt: skip
+    entry = pollers.get(key)
+    now = time.monotonic()
+    if entry is None or now - entry[1] > SHARED_SENDER_TTL_S or not _usable(entry[0]):
+        entry = pollers[key] = (asyncio.ensure_future(HotSender.shared(hook)), now)
+    try:
+        sender = await asyncio.shield(entry[0])
+    except Exception:
+        if pollers.get(key) is entry:
+            del pollers[key]
+        raise
+    if hook._settings is None:  # the trigger's own calls (queue depth, cancel) need no lookup of their own either
+        hook._settings = sender.settings
+    return sender, status_budget(sender.hook)
+
+
 def status_poll(
     hook: BasetenHook, read: Callable[[HotSender, AsyncTokenBucket], Awaitable[T]]
 ) -> Callable[[], Awaitable[T]]:
     """``read(sender, budget)`` as a trigger's poll, on the event loop's shared sender and status budget.
 
-    Both are opened on the first poll and reused by every later one (the endpoint's URL and headers are built
-    once); a connection that cannot be resolved fails that poll, which the waiting loop turns into its event.
+    Both are opened on the first poll (or taken from a trigger on the same connection that started within
+    ``SHARED_SENDER_TTL_S``) and reused by every later one; a connection that cannot be resolved fails that poll,
+    which the waiting loop turns into its event.
     """
     opened: tuple[HotSender, AsyncTokenBucket] | None = None
 
     async def poll() -> T:
         nonlocal opened
         if opened is None or opened[0].closed:
-            opened = (await HotSender.shared(hook), status_budget(hook))
+            opened = await _shared_poller(hook)
         return await read(*opened)
 
     return poll

@@ -141,16 +141,21 @@ class BasetenManagementMixin:
         call = self._deployment_call(target)
         return self._deployment_of(self._json_object(await self._asend(call, budgeted=True), call.what), target)
 
+    @staticmethod
+    def _environment_call(model_id: str, environment: str) -> _Call:
+        """The environment read (the hook's and the hot path's promotion polls)."""
+        return _call("GET", _environment_endpoint(model_id, environment), f"get environment {environment}")
+
     def get_environment(self, model_id: str, environment: str, *, time_left: float | None = None) -> Environment:
         """``EnvironmentV1``: current and candidate deployment, autoscaling, and the promotion in progress.
 
         With ``time_left`` the call, retries included, ends within that long."""
-        call = _call("GET", _environment_endpoint(model_id, environment), f"get environment {environment}")
+        call = self._environment_call(model_id, environment)
         return self._parse(Environment, self._send(call, time_left=time_left), call)
 
     async def aget_environment(self, model_id: str, environment: str) -> Environment:
         """Async twin of :meth:`get_environment` (the promotion trigger), inside the poll budget."""
-        call = _call("GET", _environment_endpoint(model_id, environment), f"get environment {environment}")
+        call = self._environment_call(model_id, environment)
         return self._parse(Environment, await self._asend(call, budgeted=True), call)
 
     def list_environments(self, model_id: str) -> list[Environment]:

@@ -112,7 +112,12 @@ class _AdaptiveBucket:
             self._refill(now)
             self._tokens -= 1
             wait = max(0.0, self._updated - now) + max(0.0, -self._tokens) / self._rate_at(now)
-            self._grants.append(now + wait)
+            grants = self._grants
+            grants.append(now + wait)
+            # Only the last USED_WINDOW_S is ever read: without this, a triggerer's budget kept every grant of
+            # its life (15 a second, about 100 MB a week).
+            while grants[0] < now - USED_WINDOW_S:
+                grants.popleft()
             return wait, self.generation
 
     def _used_rate(self, now: float) -> float | None:

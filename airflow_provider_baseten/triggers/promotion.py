@@ -18,9 +18,11 @@ class BasetenPromotionTrigger(BaseTrigger):
     """Poll an environment (``GET .../environments/{env}``) until the promotion of one deployment ends.
 
     The promote itself is sent by the operator on the worker; this trigger only reads, so running it twice (a
-    triggerer restart or move) is harmless. It shares :class:`~airflow_provider_baseten.hooks.promotion.
-    PromotionWatch` with the operator's worker mode. A user who kills the deferred task cancels the promotion
-    (``on_kill``, Airflow 3.3+) unless ``cancel_on_kill=False``.
+    triggerer restart or move) is harmless. It polls on the hot path (:func:`~airflow_provider_baseten.hooks.
+    hotpath.status_poll`: the event loop's shared ``aiohttp`` session and status budget, the hook's retry table)
+    and shares :class:`~airflow_provider_baseten.hooks.promotion.PromotionWatch` with the operator's worker mode.
+    A user who kills the deferred task cancels the promotion (``on_kill``, Airflow 3.3+) unless
+    ``cancel_on_kill=False``.
 
     One event: ``{"status": "success" | "failed" | "timeout" | "error", "message", "environment", "deployment_id",
     "waited_s"}``.
@@ -51,6 +53,7 @@ class BasetenPromotionTrigger(BaseTrigger):
         self.cancel_on_kill = bool(cancel_on_kill)
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
+        self._hook_clock = clock  # an injected clock also runs the hook's poll budget (tests)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         from airflow_provider_baseten.hooks.promotion import PROMOTION_TRIGGER_FIELDS
@@ -61,16 +64,18 @@ class BasetenPromotionTrigger(BaseTrigger):
     def _hook(self) -> Any:
         from airflow_provider_baseten.hooks.baseten import BasetenHook
 
-        return BasetenHook(self.baseten_conn_id, customer_request_id="", async_sleep=self._sleep)
+        return BasetenHook(
+            self.baseten_conn_id, customer_request_id="", async_sleep=self._sleep, clock=self._hook_clock
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_baseten.hooks.hotpath import status_poll
         from airflow_provider_baseten.hooks.promotion import PROMOTION_TRIGGER_FIELDS, PromotionWatch
 
         watch = PromotionWatch(logger=self.log, **{name: getattr(self, name) for name in PROMOTION_TRIGGER_FIELDS})
-        hook = self._hook()
-        event = await watch.arun(
-            lambda: hook.aget_environment(self.model_id, self.environment), clock=self._clock, sleep=self._sleep
-        )
+        model_id, environment = self.model_id, self.environment
+        read = status_poll(self._hook(), lambda sender, budget: sender.get_environment(model_id, environment, budget))
+        event = await watch.arun(read, clock=self._clock, sleep=self._sleep)
         (self.log.info if event["status"] == "success" else self.log.warning)("%s", event["message"])
         yield TriggerEvent(event)
 

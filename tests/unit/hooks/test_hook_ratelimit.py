@@ -15,6 +15,7 @@ from airflow_provider_baseten.hooks.ratelimit import (
     FORGET_S,
     PROBE_S,
     RECOVERY_S,
+    USED_WINDOW_S,
     AsyncTokenBucket,
     TokenBucket,
     status_burst,
@@ -66,6 +67,14 @@ async def test_sustained_rate(clock: FakeClock) -> None:
     for _ in range(20 + 40):
         await b.acquire()
     assert clock.now - start == pytest.approx(2.0)  # 20 burst, then 40 tokens at 20/s
+
+
+async def test_the_record_of_grants_keeps_only_the_used_window(clock: FakeClock) -> None:
+    """A triggerer's budget lives for weeks: it must not remember every token it ever handed out."""
+    b = bucket(clock, rate=20)
+    for _ in range(20 * 60):  # a minute at the full rate
+        await b.acquire()
+    assert len(b._grants) <= 20 * (USED_WINDOW_S + 1)
 
 
 async def test_idle_time_refills_up_to_the_burst_only(clock: FakeClock) -> None:

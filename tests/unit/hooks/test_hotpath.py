@@ -291,10 +291,13 @@ async def test_a_disconnect_after_sending(
             assert isinstance(ambiguous.value.__cause__, httpx.RemoteProtocolError)
             assert len(connections) == 1  # a billed predict is never sent twice
         else:
+            budget = CountingBudget()
             with pytest.raises(BasetenConnectionError) as failed:
-                await poll(sender)
+                await sender.get_async_request(MODEL, "req1", budget=budget)  # type: ignore[arg-type]
             assert (failed.value.kind, failed.value.attempts) == ("disconnected", 2)
             assert len(sleeps) == 1
+            # aiohttp's silent resend of an idempotent GET is off: every send is a counted, budgeted attempt.
+            assert len(connections) == budget.taken == 2
     finally:
         await close_shared_async_clients()
         server.close()
@@ -330,3 +333,54 @@ async def test_polls_of_many_request_ids_share_one_prepared_shape(
         await sender.get_async_request(MODEL, request_id, budget=CountingBudget())  # type: ignore[arg-type]
     assert [path for _, path, _, _ in app.seen] == ["/async_request/reqA", "/async_request/reqB", "/async_request/reqC"]
     assert len(sender._prepared) == 1
+
+
+async def test_triggers_on_one_connection_share_one_lookup_and_sender(
+    app: Script, make_hook: Callable[..., BasetenHook], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A triggerer starting 50 triggers resolves the connection once (about 1 ms each); later starters, after
+    ``SHARED_SENDER_TTL_S``, resolve it again (a rotated key reaches them)."""
+    import types
+
+    from airflow.providers.common.compat import connection as compat_connection
+
+    from airflow_provider_baseten.hooks import hotpath
+
+    lookups: list[str] = []
+    real_lookup = compat_connection.get_async_connection
+
+    async def counting_lookup(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return await real_lookup(conn_id)
+
+    monkeypatch.setattr(compat_connection, "get_async_connection", counting_lookup)
+    now = [1000.0]
+    monkeypatch.setattr(hotpath, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    app.answer((200, ASYNC_STATE, {}))
+
+    def trigger_poll() -> Callable[[], Awaitable[Any]]:
+        hook = make_hook()
+        return hotpath.status_poll(hook, lambda sender, budget: sender.get_async_request(MODEL, "req1", budget))
+
+    polls = [trigger_poll() for _ in range(50)]
+    states = await asyncio.gather(*(poll() for poll in polls))
+    assert {state.status for state in states} == {ASYNC_STATE["status"]}
+    assert (len(lookups), len(app.seen)) == (1, 50)
+    now[0] += hotpath.SHARED_SENDER_TTL_S + 1
+    await trigger_poll()()
+    assert len(lookups) == 2
+
+
+def test_shared_pollers_of_closed_loops_are_dropped(set_conn: Callable[..., None]) -> None:
+    """The cached openings refer to their event loop: a closed loop's entry goes when the next loop polls."""
+    from airflow_provider_baseten.hooks import hotpath
+
+    set_conn(host="127.0.0.1:9")
+
+    async def open_one() -> None:
+        hook = BasetenHook(customer_request_id="")
+        await hotpath._shared_poller(hook)
+
+    asyncio.run(open_one())
+    asyncio.run(open_one())
+    assert len([loop for loop in hotpath._POLLERS if loop.is_closed()]) <= 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -412,35 +411,7 @@ def test_promote_defers_and_resumes(clock):
         op.execute_complete({}, None)
 
 
-def test_promotion_trigger_runs_to_one_event_and_on_kill_cancels(clock):
-    fake = FakePromotions(["RAMPING_UP", "SUCCEEDED"])
-    fake.candidate, fake.status = "new1", "RELEASING"
-
-    class AsyncFake:
-        async def aget_environment(self, model_id: str, environment: str) -> Environment:
-            return fake.get_environment(model_id, environment)
-
-        async def acancel_promotion(self, model_id: str, environment: str) -> None:
-            fake.cancel_promotion(model_id, environment)
-
-    trigger = BasetenPromotionTrigger(
-        model_id="abc123",
-        environment="production",
-        deployment_id="new1",
-        started_at=T0,
-        deadline=T0 + 600,
-        clock=clock.time,
-        sleep=clock.asleep,
-    )
-    trigger._hook = lambda: AsyncFake()  # type: ignore[method-assign]
-
-    async def main() -> list[Any]:
-        return [event.payload async for event in trigger.run()]
-
-    events = asyncio.run(main())
-    assert [event["status"] for event in events] == ["success"]
-    asyncio.run(trigger.on_kill())
-    assert fake.cancels == 1
+# The promotion trigger's own tests (hot path, loopback server): tests/unit/triggers/test_promotion.py.
 
 
 def test_module_exports_from_the_public_path():
