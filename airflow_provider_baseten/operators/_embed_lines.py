@@ -3,11 +3,11 @@
 JSONL output of float vectors never needs the floats: the raw path decodes the answer with msgspec, keeping each
 ``embedding`` as its JSON text (``msgspec.Raw``), checks every vector at C speed (an array of numbers, the same
 length in the whole answer, the length asked for) and writes each line by joining bytes: the line's head, the
-vector's text as the server wrote it, ``}``. It parses equal to the line the float path writes (the same numbers,
-perhaps spelt otherwise: ``1`` for ``1.0``). Any answer the raw path cannot prove right (base64 vectors, a vector
-broken over lines, a missing index, another length) goes through the float path, which decodes it as
-:meth:`~airflow_provider_baseten.hooks.engine.EngineMixin.aembed` does and raises the hook's error naming what is
-wrong. Parquet output needs float32 vectors, so its journal always takes the float path.
+vector's text as the server wrote it (less the spaces some encoders put after commas), ``}``. It parses equal to the
+line the float path writes (the same numbers, perhaps spelt otherwise: ``1`` for ``1.0``). Any answer the raw path
+cannot prove right (base64 vectors, a vector broken over lines, a missing index, another length) goes through the
+float path, which decodes it as :meth:`~airflow_provider_baseten.hooks.engine.EngineMixin.aembed` does and raises the
+hook's error naming what is wrong. Parquet output needs float32 vectors, so its journal always takes the float path.
 """
 
 from __future__ import annotations
@@ -94,8 +94,11 @@ def raw_lines(body: bytes, call: _Call, intents: bytes) -> Answer | None:
     dimensions = wanted if wanted is not None else len(bytes(vectors[0]).translate(None, _NUMBER_BYTES)) - 1
     if dimensions < 2:  # "[]" and "[0.5]" leave the same shape: the float path tells them apart
         return None
-    if b"".join(vectors).translate(None, _NUMBER_BYTES) != _shape(dimensions) * count:
+    text = b"".join(vectors)
+    if text.translate(None, _NUMBER_BYTES) != _shape(dimensions) * count:
         return None
+    if b" " in text:  # "[1.5, 2.0]" (Python's json.dumps) is written as "[1.5,2.0]": output bytes never hang on it
+        vectors = [bytes(vector).replace(b" ", b"") for vector in vectors]
     parts: list[Any] = [_END] * (4 * count)
     parts[0::4] = heads[:-1]
     parts[1::4] = [EMBEDDING_KEY] * count
