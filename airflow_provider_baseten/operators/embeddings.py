@@ -66,7 +66,95 @@ MAX_BATCH_SIZE = 1024
 _PARQUET_ROWS = 8192
 
 
-class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BasetenConfigError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+class TextBatchParams:
+    """The parameters the text-batch operators (embeddings, rerank, classify) share, checked once for all three."""
+
+    texts: list[Any] | str | None
+    input_path: str | ObjectStoragePath | None
+    output_path: str | ObjectStoragePath | None
+    text_field: str
+    id_field: str | None
+    model: str | None
+    batch_size: int
+    max_chars_per_request: int
+    max_concurrency: int
+    on_rerun: str
+    part_size: int
+    part_interval: float
+    max_failed_fraction: float
+    progress_interval: float
+    kill_grace_period: float
+    timeout: float | None
+    outlets: Any
+    _run_state: RunState | None
+
+    def _set_text_batch_params(
+        self,
+        *,
+        texts: list[Any] | str | None,
+        input_path: str | ObjectStoragePath | None,
+        output_path: str | ObjectStoragePath | None,
+        text_field: str,
+        id_field: str | None,
+        model: str | None,
+        batch_size: int,
+        max_chars_per_request: int,
+        max_concurrency: int,
+        on_rerun: OnRerun,
+        part_size: int,
+        part_interval: float,
+        max_failed_fraction: float,
+        progress_interval: float,
+        kill_grace_period: float,
+        timeout: float | None,
+    ) -> None:
+        """Check and set what every text-batch operator takes; an output path that names an asset joins the outlets.
+        Raises :class:`BasetenConfigError` naming the parameter."""
+        if (texts is None) == (input_path is None):
+            raise BasetenConfigError(
+                "Pass exactly one of texts= (a list) and input_path= (a JSONL, CSV or Parquet file)."
+            )
+        if isinstance(texts, tuple | set | dict):
+            raise BasetenConfigError("texts must be a list (or a templated string rendering to one).")
+        self.batch_size = _positive_int("batch_size", batch_size)
+        if batch_size > MAX_BATCH_SIZE:
+            raise BasetenConfigError(f"batch_size must be at most {MAX_BATCH_SIZE} (BEI's limit), got {batch_size}.")
+        self.max_chars_per_request = _positive_int("max_chars_per_request", max_chars_per_request)
+        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        self.part_size = _positive_int("part_size", part_size)
+        if on_rerun not in get_args(OnRerun):
+            raise BasetenConfigError(f"on_rerun must be one of {', '.join(get_args(OnRerun))}; got {on_rerun!r}.")
+        for name, key in (("text_field", text_field), ("id_field", id_field), ("model", model)):
+            if key is not None and (not isinstance(key, str) or not key):
+                raise BasetenConfigError(f"{name} must be a non-empty string.")
+        fraction_ok = isinstance(max_failed_fraction, int | float) and not isinstance(max_failed_fraction, bool)
+        if not fraction_ok or not 0.0 <= max_failed_fraction <= 1.0:
+            raise BasetenConfigError(f"max_failed_fraction must be a number from 0 to 1, got {max_failed_fraction!r}.")
+        self.texts = texts
+        self.input_path = input_path
+        self.output_path = output_path
+        self.text_field = text_field
+        self.id_field = id_field
+        self.model = model
+        self.on_rerun = on_rerun
+        self.max_failed_fraction = float(max_failed_fraction)
+        self.part_interval = check_seconds(part_interval, "part_interval")
+        self.progress_interval = check_seconds(progress_interval, "progress_interval", allow_zero=True)
+        self.kill_grace_period = check_seconds(kill_grace_period, "kill_grace_period", allow_zero=True)
+        self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
+        asset = output_asset(output_path)
+        if asset is not None and asset not in self.outlets:
+            self.outlets = [*self.outlets, asset]
+        self._run_state = None
+
+
+class BasetenEmbeddingsOperator(TextBatchParams, BatchRunMixin, LineageMixin, BasetenBaseOperator):
     """Embed many texts on a BEI deployment (``/sync/v1/embeddings``), packed, concurrent, resumable.
 
     **Inputs.** ``texts`` (a templated list of strings, or of records) or ``input_path`` (a JSONL, CSV or Parquet
@@ -144,6 +232,7 @@ class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator
     )
     #: Embeddings have no side effects: a request in flight when a try ended is sent again by the next one.
     resends_in_flight = True
+    model: str  # the OpenAI ``model`` field BEI ignores; always sent
 
     _clock: Callable[[], float] = staticmethod(time.monotonic)
     _sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
@@ -173,62 +262,35 @@ class BasetenEmbeddingsOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (texts is None) == (input_path is None):
-            raise BasetenConfigError(
-                "Pass exactly one of texts= (a list) and input_path= (a JSONL, CSV or Parquet file)."
-            )
-        if isinstance(texts, tuple | set | dict):
-            raise BasetenConfigError("texts must be a list (or a templated string rendering to one).")
+        self._set_text_batch_params(
+            texts=texts,
+            input_path=input_path,
+            output_path=output_path,
+            text_field=text_field,
+            id_field=id_field,
+            model=model,
+            batch_size=batch_size,
+            max_chars_per_request=max_chars_per_request,
+            max_concurrency=max_concurrency,
+            on_rerun=on_rerun,
+            part_size=part_size,
+            part_interval=part_interval,
+            max_failed_fraction=max_failed_fraction,
+            progress_interval=progress_interval,
+            kill_grace_period=kill_grace_period,
+            timeout=timeout,
+        )
         if output_format is not None and output_format not in get_args(OutputFormat):
             raise BasetenConfigError(f"output_format must be 'jsonl' or 'parquet', got {output_format!r}.")
-        if on_rerun not in get_args(OnRerun):
-            raise BasetenConfigError(f"on_rerun must be one of {', '.join(get_args(OnRerun))}; got {on_rerun!r}.")
         if encoding_format not in (None, "float", "base64"):
             raise BasetenConfigError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}.")
-        counts = (
-            ("batch_size", batch_size),
-            ("max_chars_per_request", max_chars_per_request),
-            ("max_concurrency", max_concurrency),
-            ("part_size", part_size),
-        )
-        for name, count in counts:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise BasetenConfigError(f"{name} must be a positive integer, got {count!r}.")
-        if batch_size > MAX_BATCH_SIZE:
-            raise BasetenConfigError(f"batch_size must be at most {MAX_BATCH_SIZE} (BEI's limit), got {batch_size}.")
         if dimensions is not None and (
             isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
         ):
             raise BasetenConfigError(f"dimensions must be a positive integer or None, got {dimensions!r}.")
-        fraction_ok = isinstance(max_failed_fraction, int | float) and not isinstance(max_failed_fraction, bool)
-        if not fraction_ok or not 0.0 <= max_failed_fraction <= 1.0:
-            raise BasetenConfigError(f"max_failed_fraction must be a number from 0 to 1, got {max_failed_fraction!r}.")
-        for name, key in (("text_field", text_field), ("id_field", id_field), ("model", model)):
-            if key is not None and (not isinstance(key, str) or not key):
-                raise BasetenConfigError(f"{name} must be a non-empty string.")
-        self.texts = texts
-        self.input_path = input_path
-        self.output_path = output_path
         self.output_format = output_format
-        self.text_field = text_field
-        self.id_field = id_field
-        self.model = model
         self.dimensions = dimensions
         self.encoding_format = encoding_format
-        self.batch_size = batch_size
-        self.max_chars_per_request = max_chars_per_request
-        self.max_concurrency = max_concurrency
-        self.on_rerun = on_rerun
-        self.part_size = part_size
-        self.max_failed_fraction = float(max_failed_fraction)
-        self.part_interval = check_seconds(part_interval, "part_interval")
-        self.progress_interval = check_seconds(progress_interval, "progress_interval", allow_zero=True)
-        self.kill_grace_period = check_seconds(kill_grace_period, "kill_grace_period", allow_zero=True)
-        self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
-        asset = output_asset(output_path)
-        if asset is not None and asset not in self.outlets:
-            self.outlets = [*self.outlets, asset]
-        self._run_state: RunState | None = None
 
     # --- execute ----------------------------------------------------------------------------------------------
 

@@ -19,18 +19,18 @@ makes the output resumable and memory flat), so a top-n needs every score first;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenModelError
 from airflow_provider_baseten.hooks.calls import CUSTOMER_REQUEST_ID_HEADER, encode_json
-from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
+from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator
 from airflow_provider_baseten.operators._batch_inputs import ListSource, Source, open_file_source, parse_list
 from airflow_provider_baseten.operators._batch_run import BatchRunMixin, Wording, default_output_path
-from airflow_provider_baseten.operators._lineage import LineageMixin, output_asset
-from airflow_provider_baseten.operators._send_loop import RunState, task_prefix
+from airflow_provider_baseten.operators._lineage import LineageMixin
+from airflow_provider_baseten.operators._send_loop import task_prefix
 from airflow_provider_baseten.operators._storage import as_path
 from airflow_provider_baseten.operators.batch import OnRerun
-from airflow_provider_baseten.operators.embeddings import MAX_BATCH_SIZE, _EmbedJob, _Packer
+from airflow_provider_baseten.operators.embeddings import TextBatchParams, _EmbedJob, _Packer
 from airflow_provider_baseten.operators.links import BasetenModelLink
 
 if TYPE_CHECKING:
@@ -177,13 +177,7 @@ class ClassifyJob(_ScoringJob):
 # --- operators: parameters and validation ---------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BasetenConfigError(f"{name} must be a positive integer, got {value!r}.")
-    return value
-
-
-class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
+class _BasetenScoringOperator(TextBatchParams, BatchRunMixin, LineageMixin, BasetenBaseOperator):
     """What rerank and classify share: parameters, inputs, packing, and ``execute`` (the batch operators' steps).
 
     **Inputs** as for :class:`~airflow_provider_baseten.operators.embeddings.BasetenEmbeddingsOperator`:
@@ -268,50 +262,32 @@ class _BasetenScoringOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (texts is None) == (input_path is None):
-            raise BasetenConfigError(
-                "Pass exactly one of texts= (a list) and input_path= (a JSONL, CSV or Parquet file)."
-            )
-        if isinstance(texts, tuple | set | dict):
-            raise BasetenConfigError("texts must be a list (or a templated string rendering to one).")
-        self.batch_size = _positive_int("batch_size", batch_size)
-        if batch_size > MAX_BATCH_SIZE:
-            raise BasetenConfigError(f"batch_size must be at most {MAX_BATCH_SIZE} (BEI's limit), got {batch_size}.")
-        self.max_chars_per_request = _positive_int("max_chars_per_request", max_chars_per_request)
-        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
-        self.part_size = _positive_int("part_size", part_size)
-        if on_rerun not in get_args(OnRerun):
-            raise BasetenConfigError(f"on_rerun must be one of {', '.join(get_args(OnRerun))}; got {on_rerun!r}.")
-        self.on_rerun = on_rerun
+        self._set_text_batch_params(
+            texts=texts,
+            input_path=input_path,
+            output_path=output_path,
+            text_field=text_field,
+            id_field=id_field,
+            model=model,
+            batch_size=batch_size,
+            max_chars_per_request=max_chars_per_request,
+            max_concurrency=max_concurrency,
+            on_rerun=on_rerun,
+            part_size=part_size,
+            part_interval=part_interval,
+            max_failed_fraction=max_failed_fraction,
+            progress_interval=progress_interval,
+            kill_grace_period=kill_grace_period,
+            timeout=timeout,
+        )
         for name, flag in (("raw_scores", raw_scores), ("truncate", truncate)):
             if not isinstance(flag, bool):
                 raise BasetenConfigError(f"{name} must be True or False, got {flag!r}.")
         if truncation_direction not in ("Left", "Right"):
             raise BasetenConfigError(f"truncation_direction must be 'Left' or 'Right', got {truncation_direction!r}.")
-        for name, key in (("text_field", text_field), ("id_field", id_field), ("model", model)):
-            if key is not None and (not isinstance(key, str) or not key):
-                raise BasetenConfigError(f"{name} must be a non-empty string.")
-        fraction_ok = isinstance(max_failed_fraction, int | float) and not isinstance(max_failed_fraction, bool)
-        if not fraction_ok or not 0.0 <= max_failed_fraction <= 1.0:
-            raise BasetenConfigError(f"max_failed_fraction must be a number from 0 to 1, got {max_failed_fraction!r}.")
-        self.texts = texts
-        self.input_path = input_path
-        self.output_path = output_path
-        self.text_field = text_field
-        self.id_field = id_field
-        self.model = model
         self.raw_scores = raw_scores
         self.truncate = truncate
         self.truncation_direction = truncation_direction
-        self.max_failed_fraction = float(max_failed_fraction)
-        self.part_interval = check_seconds(part_interval, "part_interval")
-        self.progress_interval = check_seconds(progress_interval, "progress_interval", allow_zero=True)
-        self.kill_grace_period = check_seconds(kill_grace_period, "kill_grace_period", allow_zero=True)
-        self.timeout = None if timeout is None else check_seconds(timeout, "timeout")
-        asset = output_asset(output_path)
-        if asset is not None and asset not in self.outlets:
-            self.outlets = [*self.outlets, asset]
-        self._run_state: RunState | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         run = self._begin(context, self.batch_size)
