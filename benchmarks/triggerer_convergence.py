@@ -96,15 +96,32 @@ class SimResult:
         return [t for t in self.sent if t >= start], [t for t in self.throttled if t >= start]
 
 
-def peak_rate(times: Sequence[float], window: float = WINDOW_S) -> float:
-    """Requests per second in the busiest half-open ``window`` (sliding: any start, like a server's limit)."""
+def peak_window(times: Sequence[float], window: float = WINDOW_S) -> tuple[float, int]:
+    """The busiest half-open ``window`` (sliding: any start, like a server's limit): its start and request count."""
     ordered = sorted(times)
-    best = begin = 0
+    best, start, begin = 0, 0.0, 0
     for end, t in enumerate(ordered):
         while ordered[begin] <= t - window:
             begin += 1
-        best = max(best, end - begin + 1)
-    return best / window
+        if end - begin + 1 > best:
+            best, start = end - begin + 1, ordered[begin]
+    return start, best
+
+
+def peak_rate(times: Sequence[float], window: float = WINDOW_S) -> float:
+    """Requests per second in the busiest half-open ``window``."""
+    return peak_window(times, window)[1] / window
+
+
+def peak_senders(run: SimResult, start: float, window: float = WINDOW_S) -> list[int]:
+    """Requests each process sent in the busiest ``window`` after ``start``: whether a peak is one process's surge
+    or the sum of steady rates (what the issue-11 diagnosis read)."""
+    at, _ = peak_window([t for t in run.sent if t >= start], window)
+    counts = [0] * run.processes
+    for t, process in zip(run.sent, run.senders, strict=True):
+        if at <= t < at + window:
+            counts[process] += 1
+    return counts
 
 
 def simulate(
@@ -270,7 +287,8 @@ def simulation_table(counts: Sequence[int], n: int, seeds: int) -> tuple[Table, 
         mean = median(len(sent) / (SIM_HORIZON_S - SIM_SETTLE_S) for sent, _ in after) or 0.0
         name = "/".join(map(str, spread))
         table.add(name, mean, median(peaks), max(peaks), sum(peak > LIMIT for peak in peaks), median(late), sum(late))
-        raw[name] = {"peaks": peaks, "late_429s": late}
+        senders = [peak_senders(run, SIM_SETTLE_S) for run in runs]
+        raw[name] = {"peaks": peaks, "late_429s": late, "peak_senders": senders}
     polls = 20 * n
     done = simulate(processes=1, triggers=36, seed=0, horizon=10 * polls, polls=polls).done_at
     table.notes.append(
