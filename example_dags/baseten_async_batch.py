@@ -77,6 +77,7 @@ with DAG(
         inputs=make_inputs(),
         id_field="review_id",
         webhook_endpoint="{{ var.value.baseten_webhook_url }}",
+        webhook_outputs="{{ var.value.baseten_webhook_store }}",  # the trigger learns completions from the store
         submit_rate=50,
         max_in_flight=200,
         poll_interval=15,

@@ -20,7 +20,7 @@ One record a line, ``event`` first::
     {"event": "rejected",  "index", "attempt", "error", "at"}                          refused, never queued
     {"event": "released",  "index", "attempt", "at"}                                   never sent (or provably not
                                                                                        queued): may be sent again
-    {"event": "status",    "index", "attempt", "request_id", "status", "at", ["status_at", "errors"]}
+    {"event": "status",    "index", "attempt", "request_id", "status", "at", ["status_at", "errors", "output_uri"]}
     {"event": "cancel",    "index", "attempt", "request_id", "canceled", "message", "at"}
 
 An ``intent`` with no outcome (the worker died between the intent and the outcome part) reads as ``AMBIGUOUS``:
@@ -191,6 +191,7 @@ class Manifest:
             entry.status = status
             entry.status_at = record.get("status_at", entry.status_at)
             entry.errors = list(record.get("errors") or [])
+            entry.output_uri = record.get("output_uri", entry.output_uri)
         elif event == "cancel" and record.get("request_id") == entry.request_id and record.get("canceled"):
             entry.status = AsyncRequestStatus.CANCELED.value
 

@@ -45,6 +45,7 @@ from airflow_provider_baseten.operators._base import (
     is_templated,
 )
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
+from airflow_provider_baseten.triggers._deliveries import check_outputs_location
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
@@ -107,6 +108,10 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
     :param id_field: key of each record whose value is its ``input_id`` in the manifest (default: the index).
     :param input_field: key of each record whose value is sent as ``model_input`` (default: the record).
     :param webhook_endpoint: HTTPS URL Baseten posts each output to (templated).
+    :param webhook_outputs: where the :class:`~airflow_provider_baseten.webhooks.WebhookReceiver` behind
+        ``webhook_endpoint`` stores the deliveries (``URI[/prefix]``, templated; needs ``webhook_endpoint``): the
+        trigger lists it each interval and ends a delivered request without a status read (its manifest entry
+        records the output's URI); requests with no delivery are read once the queue holds none of the batch.
     :param priority: 0 (default; runs first), 1 or 2.
     :param max_time_in_queue_seconds: 10 to 259200; default: the time left before the deadline, else the maximum
         (the batch bounds its own queue with ``max_in_flight``; Baseten's 600 s would expire later inputs).
@@ -131,6 +136,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         "inputs",
         "input_path",
         "webhook_endpoint",
+        "webhook_outputs",
         "output_uri_template",
         "manifest_location",
     )
@@ -151,6 +157,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         id_field: str | None = None,
         input_field: str | None = None,
         webhook_endpoint: str | None = None,
+        webhook_outputs: str | None = None,
         priority: int = 0,
         max_time_in_queue_seconds: int | None = None,
         inference_retry_config: dict[str, int] | None = None,
@@ -177,6 +184,14 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
         self.id_field = id_field
         self.input_field = input_field
         self.webhook_endpoint = webhook_endpoint
+        if webhook_outputs is not None:
+            if webhook_endpoint is None:
+                raise BasetenConfigError(
+                    "webhook_outputs needs webhook_endpoint=: without a webhook nothing is delivered to the store."
+                )
+            if not is_templated(webhook_outputs):
+                check_outputs_location(webhook_outputs)
+        self.webhook_outputs = webhook_outputs
         self.priority = priority
         self.max_time_in_queue_seconds = max_time_in_queue_seconds
         self.inference_retry_config = inference_retry_config
@@ -341,6 +356,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
             deadline=self._deadline,
             refill_below=refill_below,
             cancel_on_kill=self.cancel_on_kill,
+            webhook_outputs=None if self.webhook_outputs is None else check_outputs_location(self.webhook_outputs),
         )
 
     def _result(self, manifest: Manifest, total: int) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_baseten.triggers._addressed import AddressedTrigger
+from airflow_provider_baseten.triggers._deliveries import Delivery, DeliveryListing
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.addressing import Target
@@ -107,6 +108,7 @@ class BatchWatcher:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         error_budget: float | None = None,
+        webhook_outputs: str | None = None,
     ) -> None:
         from airflow_provider_baseten.hooks.async_requests import DEFAULT_ERROR_BUDGET_S
         from airflow_provider_baseten.hooks.models import AsyncRequestStatus
@@ -147,6 +149,12 @@ class BatchWatcher:
         self._frontier_stuck = False
         self._sweep_due = now + FULL_SWEEP_S
         self._sweep_at: int | None = None
+        #: The webhook receiver's deliveries (rule 0), the pending requests by id, and when the rules last ran.
+        self._outputs = DeliveryListing(webhook_outputs) if webhook_outputs else None
+        self._by_id = {entry.request_id: entry for entry in in_flight if entry.request_id is not None}
+        self._outputs_due = now
+        self._gated = False
+        self._reads_ran = now
 
     async def run(self) -> dict[str, Any]:
         """Rounds until every request is terminal, capacity frees up, the deadline passes or polls keep failing."""
@@ -199,12 +207,15 @@ class BatchWatcher:
         self._head = head
 
     def _next_due(self) -> float:
-        """When the next read is worth making: the earliest running request's, the frontier's or the sweep's."""
+        """When the next read is worth making: the earliest running request's, the frontier's or the sweep's
+        (only the next listing's while the deliveries gate the reads)."""
+        if self._outputs is not None and self._gated:
+            return self._outputs_due
         self._skip_left()
         due = self._running[0][0] if self._running else float("inf")
         if self._head < len(self._queued):
             due = min(due, self._frontier_due, self._sweep_due)
-        return due
+        return due if self._outputs is None else min(due, self._outputs_due)
 
     async def round(self) -> str | None:
         """Read what is due (rules 1-4), at most :data:`ROUND_READS`; record the changes as one part.
@@ -214,6 +225,15 @@ class BatchWatcher:
         failures: list[BaseException] = []
         polled = 0
         now = self.clock()
+        # Rule 0: deliveries end requests without a read; while the batch still has work on the deployment, only
+        # the listing runs (and rules 1-4 once every FULL_SWEEP_S): a lost webhook is read once the queue is done.
+        if self._outputs is not None and self._outputs_due <= now:
+            polled += await self._collect(failures)
+            self._outputs_due = now + self._interval()
+            self._gated = self._pending > 0 and now - self._reads_ran < FULL_SWEEP_S and await self._batch_busy()
+            if self._gated:
+                return await self._end_round(failures, polled)
+            self._reads_ran = now
         # Rule 1: running requests whose read is due (as many as the queue counts say finished, if they can tell).
         if self._running and self._running[0][0] <= now:
             polled += await self._read_running(now, failures)
@@ -227,10 +247,60 @@ class BatchWatcher:
         # Rule 4: the sweep, past a paused frontier (a flowing one reads them anyway).
         if self._head < len(self._queued) and self._sweep_due <= now and self._frontier_stuck and polled < ROUND_READS:
             polled += await self._sweep(ROUND_READS - polled, failures)
+        return await self._end_round(failures, polled)
+
+    async def _end_round(self, failures: list[BaseException], polled: int) -> str | None:
         if self.manifest.pending_records():
             await asyncio.to_thread(self._write)
         self._progress()
         return self._judge(failures, polled)
+
+    async def _collect(self, failures: list[BaseException]) -> int:
+        """Rule 0: record the new deliveries of pending requests; a malformed one is read instead. Reads made."""
+        assert self._outputs is not None
+        outputs = self._outputs
+        try:
+            fresh = await asyncio.to_thread(outputs.new_ids)
+        except Exception as err:
+            self.log.warning("Cannot list the webhook outputs at %s: %s: %s", outputs.uri, type(err).__name__, err)
+            return 0
+        entries = [self._by_id[rid] for rid in fresh if rid in self._by_id and self._by_id[rid].in_flight]
+        if not entries:
+            return 0
+
+        def read_all() -> list[Delivery | Exception]:
+            results: list[Delivery | Exception] = []
+            for entry in entries:
+                assert entry.request_id is not None
+                try:
+                    results.append(outputs.read(entry.request_id))
+                except Exception as err:
+                    results.append(err)
+            return results
+
+        unreadable: list[Entry] = []
+        for entry, delivery in zip(entries, await asyncio.to_thread(read_all), strict=True):
+            if isinstance(delivery, Exception):
+                self.log.warning(
+                    "Cannot use the webhook delivery of %s (%s); reading its status instead.",
+                    entry.request_id,
+                    delivery,
+                )
+                unreadable.append(entry)
+                continue
+            record = _status_record(entry, delivery.status, None, delivery.errors)
+            record["output_uri"] = delivery.uri
+            self.manifest.record(record)
+            self._pending -= 1
+        if unreadable:
+            await self._poll(unreadable, failures)
+        return len(unreadable)
+
+    async def _batch_busy(self) -> bool:
+        """Whether the deployment's queue counts show requests queued or in progress (the batch's, as far as they
+        can tell); ``False`` when there are no counts, so the status reads take over."""
+        queue = await self._queue_counts()
+        return queue is not None and queue.num_queued_requests + queue.num_in_progress_requests > 0
 
     async def _read_running(self, now: float, failures: list[BaseException]) -> int:
         """Rule 1: read the due running requests, or only as many of the oldest as the queue counts say finished."""
@@ -549,6 +619,8 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
     :param deadline: absolute wall-clock deadline in epoch seconds; a ``timeout`` event once it passes.
     :param refill_below: yield ``capacity`` once this few requests are in flight (``None``: wait for all).
     :param cancel_on_kill: cancel the queued requests in :meth:`on_kill` (Airflow 3.3+) when a user kills the task.
+    :param webhook_outputs: the webhook receiver's store folder (``{store}/{prefix}``): a request delivered there is
+        terminal without a status read, and the manifest records the output's URI.
     :param clock: test hook, not serialized. :param sleep: test hook, not serialized.
     """
 
@@ -567,6 +639,7 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
         deadline: float | None = None,
         refill_below: int | None = None,
         cancel_on_kill: bool = True,
+        webhook_outputs: str | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
@@ -583,6 +656,7 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.refill_below = None if refill_below is None else int(refill_below)
         self.cancel_on_kill = cancel_on_kill
+        self.webhook_outputs = webhook_outputs
         self._clock = clock or time.time
         self._sleep = sleep or asyncio.sleep
         self._hook_clock = clock
@@ -600,6 +674,7 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
                 "deadline": self.deadline,
                 "refill_below": self.refill_below,
                 "cancel_on_kill": self.cancel_on_kill,
+                **({"webhook_outputs": self.webhook_outputs} if self.webhook_outputs else {}),
             },
         )
 
@@ -643,6 +718,7 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
             log=self.log,
             clock=self._clock,
             sleep=self._sleep,
+            webhook_outputs=self.webhook_outputs,
         )
         yield TriggerEvent(await watcher.run())
 
