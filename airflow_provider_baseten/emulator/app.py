@@ -148,6 +148,7 @@ class EmulatorApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         assert state is not None, "the emulator has not started"
+        arrived = state.scheduler.now()
         path: str = scope["path"]
         if path.startswith("/_emulator/"):
             await self._admin(scope, receive, send)
@@ -158,7 +159,7 @@ class EmulatorApp:
                 host = value.decode("latin-1")
             elif key == b"authorization":
                 auth = value.decode("latin-1")
-        call = Call(state, scope["method"], host, path, scope["query_string"], scope["headers"], receive)
+        call = Call(state, scope["method"], host, path, scope["query_string"], scope["headers"], receive, arrived)
         try:
             answer = await self._answer(call, auth)
         except Stopped:

@@ -238,9 +238,10 @@ class Slots:
             return 1
         return deployment.spec.predict_concurrency * max(1, deployment.active_replicas)
 
-    async def acquire(self) -> None:
-        """Take a slot, or wait in line for one (a released slot is handed to the first in line)."""
-        if self.busy < self.capacity and not self.waiting:
+    async def acquire(self) -> bool:
+        """Take a slot, or wait in line for one (a released slot is handed to the first in line); True if it waited."""
+        waited = not (self.busy < self.capacity and not self.waiting)
+        if not waited:
             self.busy += 1
         else:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -254,6 +255,7 @@ class Slots:
                     self.release()  # handed a slot while being cancelled: pass it on
                 raise
         self.peak = max(self.peak, self.busy)
+        return waited
 
     def release(self) -> None:
         self.served += 1
@@ -300,7 +302,8 @@ async def serve(call: Call) -> Any:
     route = "/".join(call.params)
     call.inputs = _inputs_of(route, await call.json())
     slots = slots_of(call.deployment)
-    await slots.acquire()
+    if await slots.acquire():
+        call.arrived = call.state.scheduler.now()  # a queued request's model time starts when it gets its slot
     try:
         return await _run_model(call, route)
     finally:

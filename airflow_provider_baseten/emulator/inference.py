@@ -97,12 +97,15 @@ async def _park(call: Call) -> Response | None:
 async def _run_model(call: Call, route_name: str) -> Response:
     deployment = call.deployment
     assert deployment is not None
+    arrived = call.arrived if deployment.ready else None  # a cold start's wait is not the model's time
     parked = await _park(call)
     if parked is not None:
         return parked
     payload = await call.json()
     call.model_ran = True
-    reply = await deployment.invoke(payload, route=route_name, time_limit=deployment.spec.predict_timeout)
+    reply = await deployment.invoke(
+        payload, route=route_name, time_limit=deployment.spec.predict_timeout, arrived=arrived
+    )
     if reply is None:
         return error(
             504,

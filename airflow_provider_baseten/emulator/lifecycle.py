@@ -214,8 +214,14 @@ class DeploymentRuntime:
             self._ready_callbacks.append(callback)
         self.wake()
 
-    async def invoke(self, payload: Any, *, route: str, time_limit: float, is_async: bool = False) -> Reply | None:
-        """Run the model once; ``None`` if its work takes longer than ``time_limit`` emulated seconds."""
+    async def invoke(
+        self, payload: Any, *, route: str, time_limit: float, is_async: bool = False, arrived: float | None = None
+    ) -> Reply | None:
+        """Run the model once; ``None`` if its work takes longer than ``time_limit`` emulated seconds.
+
+        The model's time runs from ``arrived`` (the request's arrival; now if not given): the reply is due at
+        ``arrived + delay``, so the emulator's own work before this call does not add to the latency.
+        """
         self.calls += 1
         self.in_flight += 1
         self.last_activity = self.scheduler.now()
@@ -224,11 +230,11 @@ class DeploymentRuntime:
                 payload, route, self.target.id, self.spec.id, self.calls, self.last_activity, is_async
             )
             reply = await resolve_reply(self.behaviour, request)
+            spent = 0.0 if arrived is None else max(0.0, self.scheduler.now() - arrived)
             if reply.delay > time_limit:
-                await self.scheduler.sleep(time_limit)
+                await self.scheduler.sleep(time_limit - spent)
                 return None
-            if reply.delay > 0:
-                await self.scheduler.sleep(reply.delay)
+            await self.scheduler.sleep(reply.delay - spent)  # returns at once when nothing is left
             return reply
         finally:
             self.in_flight -= 1
