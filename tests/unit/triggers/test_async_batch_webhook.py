@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import object_store_fs  # tests/ is on sys.path (as test_batch_storage imports it: one module, one store)
 import pytest
 from airflow_testing import FakeClock
 
@@ -36,16 +37,19 @@ def test_the_listing_returns_each_delivery_once_and_skips_partials(tmp_path: Pat
     assert listing.new_ids() == []
 
 
-def test_the_listing_reads_a_memory_store_through_object_storage() -> None:
+object_store = object_store_fs.object_store  # the fixture: an in-memory object store registered with Airflow
+
+
+def test_the_listing_reads_an_object_store_through_object_storage(object_store: str) -> None:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-    folder = ObjectStoragePath("memory://deliveries/run-1")
+    folder = ObjectStoragePath(f"{object_store}/deliveries/run-1")
     (folder / "req0007.json").write_text(json.dumps({"request_id": "req0007", "errors": [{"code": "X"}]}))
-    listing = DeliveryListing("memory://deliveries/run-1")
+    listing = DeliveryListing(f"{object_store}/deliveries/run-1")
     assert listing.new_ids() == ["req0007"]
     delivery = listing.read("req0007")
     assert (delivery.status, delivery.errors) == ("FAILED", [{"code": "X"}])
-    assert delivery.uri == "memory://deliveries/run-1/req0007.json"
+    assert delivery.uri == f"{object_store}/deliveries/run-1/req0007.json"
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "s3://", 7])
