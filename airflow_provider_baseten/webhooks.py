@@ -296,8 +296,14 @@ class WebhookServer:
         self.max_body_bytes = max_body_bytes
         #: Answers given, by HTTP status.
         self.answers: dict[int, int] = {}
-        self._server = http.server.ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            #: The listen backlog. The stdlib's 5 refuses connections when a batch's deliveries arrive together (as
+            #: fast as the deployment finishes requests), and Baseten tries each delivery only twice.
+            request_queue_size = 1024
+
+        self._server = Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
@@ -311,11 +317,15 @@ class WebhookServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a sender reuses its connections (every answer has a length)
+
             def do_POST(self) -> None:
                 length = self.headers.get("content-length")
                 if length is None or not length.isdigit():
+                    self.close_connection = True  # the unread body would be taken for the next request
                     self._answer(411, {"error": "A content-length header is required."})
                 elif int(length) > server.max_body_bytes:
+                    self.close_connection = True
                     self._answer(413, {"error": f"The body is over {server.max_body_bytes} bytes."})
                 else:
                     raw = self.rfile.read(int(length))

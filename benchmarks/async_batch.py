@@ -4,7 +4,11 @@ Scenario (the same for both sides, one run): N async requests (10,000) are queue
 runs 50 at a time (``async_concurrency=50``), each taking ``--work`` emulated seconds, so the queue drains over
 ``N / 50 * work`` seconds. Then, in a fresh child process (a triggerer's event loop), either one batch trigger
 reads the requests from a manifest and waits on all of them, or N single triggers wait on one request each; the
-trigger loops run directly under asyncio until their first event, as ``benchmarks/trigger_fanout.py`` does.
+trigger loops run directly under asyncio until their first event, as ``benchmarks/trigger_fanout.py`` does. A third
+side queues the requests with ``webhook_endpoint`` set to a receiver in its own process (``python -m
+airflow_provider_baseten.webhooks serve``, storing each verified delivery on local disk) and gives the batch trigger
+``webhook_outputs``: it ends delivered requests from the stored files and reads only the undelivered. The receiver's
+CPU is reported in its own column: it is not the triggerer's, and a webhook user runs one whatever waits.
 
 Both sides share one status budget per connection (``status_rate_limit``, 15 req/s, under Baseten's 20 req/s).
 The single triggers poll every ``max(5 s, N / 12 req/s)`` (the fan-out rule: any faster and N triggers exceed the
@@ -67,9 +71,14 @@ from benchmarks._common import (
 
 MODULE = "benchmarks.async_batch"
 MODEL = "asyncbench01"
-SIDES = ("batch", "single")
+SIDES = ("batch", "webhook", "single")
 SUBMIT_LIMIT = 200.0  # Baseten's async submits per second (the emulator's default limit)
-LABELS = {"batch": "1 BasetenAsyncBatchTrigger", "single": "N BasetenAsyncRequestTrigger"}
+LABELS = {
+    "batch": "1 BasetenAsyncBatchTrigger",
+    "webhook": "1 BasetenAsyncBatchTrigger, webhook_outputs",
+    "single": "N BasetenAsyncRequestTrigger",
+}
+BATCH_SIDES = ("batch", "webhook")
 
 
 @dataclass(frozen=True)
@@ -97,11 +106,13 @@ class Scenario:
 
 
 def bench_world(scenario: Scenario) -> Any:
-    from airflow_provider_baseten.emulator import DeploymentSpec, ModelSpec, World
+    from airflow_provider_baseten.emulator import DEMO_WEBHOOK_SECRET, DeploymentSpec, ModelSpec, World
     from airflow_provider_baseten.emulator.behaviours import Echo, Sleep
 
     deployment = DeploymentSpec(f"{MODEL}prod", min_replicas=1, async_concurrency=scenario.concurrency)
-    return World().add(ModelSpec(MODEL, Sleep(scenario.work, Echo()), deployments=[deployment]))
+    return World(webhook_secrets=[DEMO_WEBHOOK_SECRET]).add(
+        ModelSpec(MODEL, Sleep(scenario.work, Echo()), deployments=[deployment])
+    )
 
 
 def start_emulator(scenario: Scenario) -> Any:
@@ -144,12 +155,13 @@ def _triggers(params: dict[str, Any], go: dict[str, Any]) -> list[Any]:
     async def sleep(seconds: float) -> None:
         await asyncio.sleep(seconds / k)
 
-    if params["side"] == "batch":
+    if params["side"] in BATCH_SIDES:
         trigger = BasetenAsyncBatchTrigger(
             manifest_uri=go["manifest_uri"],
             total=len(go["request_ids"]),
             model_id=MODEL,
             poll_interval=params["interval"],
+            webhook_outputs=go["webhook_outputs"],
             clock=clock,
             sleep=sleep,
         )
@@ -187,7 +199,7 @@ async def _wait(params: dict[str, Any], go: dict[str, Any]) -> dict[str, Any]:
     for _, payload in events:
         status = payload.get("status", "?") if isinstance(payload, dict) else str(payload)
         statuses[status] = statuses.get(status, 0) + 1
-    counts = events[0][1].get("counts") if params["side"] == "batch" and events else None
+    counts = events[0][1].get("counts") if params["side"] in BATCH_SIDES and events else None
     last = max((wall for wall, _ in events), default=None)
     return {**meter.as_dict(), "events": statuses, "last_event_wall": last, "unfired": len(pending), "counts": counts}
 
@@ -242,17 +254,74 @@ def _write_manifest(folder: Path, request_ids: list[str]) -> str:
     return manifest.uri
 
 
+class Receiver:
+    """``python -m airflow_provider_baseten.webhooks serve`` in its own process (as a receiver runs beside Airflow,
+    not in the triggerer), storing each output under ``{store}/run``; :meth:`cpu_s` is its CPU so far."""
+
+    PREFIX = "run"
+
+    def __init__(self, store: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import psutil
+
+        from airflow_provider_baseten.emulator import DEMO_WEBHOOK_SECRET
+
+        self.outputs_uri = f"{store.as_uri()}/{self.PREFIX}"
+        command = [sys.executable, "-m", "airflow_provider_baseten.webhooks", "serve", "--port", "0"]
+        self._proc = subprocess.Popen(
+            [*command, "--store", str(store), "--prefix", self.PREFIX],
+            env={**os.environ, "BASETEN_WEBHOOK_SECRETS": DEMO_WEBHOOK_SECRET},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()  # "Receiving Baseten webhooks on http://127.0.0.1:PORT/ -> ..."
+        if " on " not in line:
+            self.close()
+            raise RuntimeError(f"the webhook receiver did not start: {line!r}")
+        self.url = line.split(" on ", 1)[1].split()[0]
+        self._ps = psutil.Process(self._proc.pid)
+
+    def cpu_s(self) -> float:
+        times = self._ps.cpu_times()
+        return float(times.user + times.system)
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+
 def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> dict[str, Any]:
-    from airflow_provider_baseten.hooks.models import AsyncPredictRequest
     from airflow_provider_baseten.operators import _async_manifest  # noqa: F401 - imported before the clock starts
+
+    scratch = Path(tempfile.mkdtemp(prefix="baseten-bench-async-batch-"))
+    receiver = Receiver(scratch / "outputs") if side == "webhook" else None
+    try:
+        return _run_side(runner, emu, scenario, side, scratch, receiver)
+    finally:
+        if receiver is not None:
+            receiver.close()
+
+
+def _run_side(
+    runner: ChildRunner, emu: Any, scenario: Scenario, side: str, scratch: Path, receiver: Receiver | None
+) -> dict[str, Any]:
+    from airflow_provider_baseten.hooks.models import AsyncPredictRequest
 
     k = scenario.time_scale
     emu.reset()
     before: dict[str, Any] = {}
-    scratch = Path(tempfile.mkdtemp(prefix="baseten-bench-async-batch-"))
 
     def on_ready() -> dict[str, Any]:
-        request = AsyncPredictRequest(model_input={"x": 1}, max_time_in_queue_seconds=259_200)
+        request = AsyncPredictRequest(
+            model_input={"x": 1},
+            max_time_in_queue_seconds=259_200,
+            webhook_endpoint=receiver.url if receiver else None,
+        )
 
         def submit(state: Any) -> list[str]:
             deployment = state.deployment(MODEL)
@@ -260,17 +329,19 @@ def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> di
 
         ids = emu.call(submit)
         e0, w0 = emu.clock.now(), time.time()
-        uri = _write_manifest(scratch / "manifest", ids) if side == "batch" else ""
-        before.update(emu.counters())
-        go = {"request_ids": ids, "manifest_uri": uri, "e0": e0, "w0": w0, "time_scale": k}
+        uri = _write_manifest(scratch / "manifest", ids) if side in BATCH_SIDES else ""
+        before.update(emu.counters(), receiver_cpu_s=receiver.cpu_s() if receiver else None)
+        outputs = receiver.outputs_uri if receiver else None
+        go = {"request_ids": ids, "manifest_uri": uri, "webhook_outputs": outputs, "e0": e0, "w0": w0, "time_scale": k}
         before["go"] = go
         return go
 
     conn = {"conn_type": "baseten", "host": emu.url, "password": emu.api_key, "extra": {"status_rate_limit": BUDGET}}
-    interval = scenario.batch_interval if side == "batch" else scenario.single_interval
+    interval = scenario.batch_interval if side in BATCH_SIDES else scenario.single_interval
     params = {"side": side, "interval": interval, "cap_wall": scenario.cap / k}
     result = runner.run("wait", params, env={"AIRFLOW_CONN_BASETEN_DEFAULT": json.dumps(conn)}, on_ready=on_ready)
     after = emu.counters()
+    receiver_cpu = receiver.cpu_s() - before["receiver_cpu_s"] if receiver else None
     go = before["go"]
     records = [emu.requests[rid] for rid in go["request_ids"] if rid in emu.requests]
     finished = dict(Counter(r.status.value for r in records))
@@ -295,6 +366,8 @@ def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> di
         "wall_s": result["wall_s"],
         "emulated_s": emulated_s,
         "cpu_s": result["cpu_s"],
+        "receiver_cpu_s": receiver_cpu,
+        "webhooks_delivered": sum(1 for d in emu.webhooks if d.delivered) if receiver else None,
         "peak_rss_mib": result["peak_rss_mib"],
         "rss_growth_mib": result["rss_growth_mib"],
         "status_requests": diff("by_route", "async_status"),
@@ -447,6 +520,7 @@ def report(
             "waiter",
             "poll s",
             "CPU s",
+            "receiver CPU s",
             "peak RSS growth MiB",
             "status req/s",
             "queue req/s",
@@ -465,6 +539,7 @@ def report(
             LABELS[side],
             interval,
             med(side, "cpu_s"),
+            med(side, "receiver_cpu_s"),
             med(side, "rss_growth_mib"),
             med(side, "status_per_s"),
             med(side, "queue_per_s"),
@@ -478,27 +553,42 @@ def report(
         f"k = {scenario.time_scale:g}; each request runs {scenario.work:g} s; the queue drains in "
         f"{scenario.drain:,.0f} s. Status reads share one budget of {BUDGET:g} req/s per connection."
     )
-    cpu = ratio(med("batch", "cpu_s"), med("single", "cpu_s")) or 0.0
-    mem = ratio(med("batch", "rss_growth_mib"), med("single", "rss_growth_mib")) or 0.0
-    n429 = sum(r["http_429"] for r in results["batch"])
-    peak = max(r["status_per_s"] + r["queue_per_s"] for r in results["batch"])
-    over = med("batch", "over_bound_s")
-    detected = over is not None and over <= 2 * scenario.batch_interval
-    done = all(r["events"] == {"done": 1} and r["counts"] for r in results["batch"])
-    goals = [
-        Goal(f"CPU at N={scenario.n:,}", "<= 0.1x N single triggers", f"{cpu:.3f}x", cpu <= 0.1),
-        Goal(f"memory (RSS growth) at N={scenario.n:,}", "<= 0.1x N single triggers", f"{mem:.3f}x", mem <= 0.1),
-        Goal("batch status + queue reads", f"<= {SERVER_LIMIT:g} req/s", f"{peak:.1f} req/s", peak <= SERVER_LIMIT),
-        Goal("429s received by the batch trigger", "0", str(n429), n429 == 0),
-        Goal(
-            "batch event after the budget's bound, max(last finish, first finish + N / budget)",
-            f"<= 2 poll intervals ({2 * scenario.batch_interval:g} s)",
-            "none" if over is None else f"{over:.0f} s",
-            detected,
-        ),
-        Goal("the batch trigger ended with one done event", "yes", "yes" if done else "no", done),
-        *submit_goals,
-    ]
+    table.notes.append(
+        "webhook_outputs: the emulator delivers each output to a receiver in its own process, which stores it; the "
+        "trigger lists the store each poll and reads the status only of requests without a delivery. The receiver's "
+        "work is the same whatever waits (Baseten keeps no outputs: a webhook user runs one anyway), so its CPU is "
+        "its own column, not the triggerer's."
+    )
+    goals: list[Goal] = []
+    for side, how in (("batch", "status reads"), ("webhook", "webhook_outputs")):
+        cpu = ratio(med(side, "cpu_s"), med("single", "cpu_s")) or 0.0
+        mem = ratio(med(side, "rss_growth_mib"), med("single", "rss_growth_mib")) or 0.0
+        n429 = sum(r["http_429"] for r in results[side])
+        peak = max(r["status_per_s"] + r["queue_per_s"] for r in results[side])
+        over = med(side, "over_bound_s")
+        detected = over is not None and over <= 2 * scenario.batch_interval
+        done = all(r["events"] == {"done": 1} and r["counts"] for r in results[side])
+        n = f"N={scenario.n:,}, {how}"
+        goals += [
+            Goal(f"CPU at {n}", "<= 0.1x N single triggers", f"{cpu:.3f}x", cpu <= 0.1),
+            Goal(f"memory (RSS growth) at {n}", "<= 0.1x N single triggers", f"{mem:.3f}x", mem <= 0.1),
+            Goal(
+                f"status + queue reads, {how}", f"<= {SERVER_LIMIT:g} req/s", f"{peak:.1f} req/s", peak <= SERVER_LIMIT
+            ),
+            Goal(f"429s received by the batch trigger, {how}", "0", str(n429), n429 == 0),
+            Goal(
+                f"batch event after the budget's bound, {how}",
+                f"<= 2 poll intervals ({2 * scenario.batch_interval:g} s)",
+                "none" if over is None else f"{over:.0f} s",
+                detected,
+            ),
+            Goal(f"the batch trigger ended with one done event, {how}", "yes", "yes" if done else "no", done),
+        ]
+    delivered = all(r["webhooks_delivered"] == scenario.n for r in results["webhook"])
+    goals.append(
+        Goal("every output delivered and stored, webhook_outputs", "yes", "yes" if delivered else "no", delivered)
+    )
+    goals += submit_goals
     return [table, submit_table, goals_table(goals, "Async batch goals")], goals
 
 

@@ -6,8 +6,9 @@
     python -m benchmarks.run_all --with-emulator      # also benchmarks.emulator_throughput (needs wrk)
 
 Each benchmark writes ``results/<name>.md`` (its tables, machine and command) and ``results/<name>.json`` (every
-sample); this script adds ``results/summary.md`` (every goal, met or missed) and copies the tables into the README
-between the ``results`` markers, so the README always shows the latest run.
+sample); this script adds ``results/summary.md`` (every goal of this run, with durations) and copies the tables into
+the README between the ``results`` markers, under a summary of every goal from each benchmark's latest results file,
+so the README always shows the latest run of each.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from benchmarks._common import (
     BENCH_DIR,
     RESULTS_DIR,
     Goal,
+    Table,
     default_results_dir,
     goals_table,
     machine_info,
@@ -60,12 +63,44 @@ def run(names: list[str], quick: bool, results_dir: Path) -> tuple[list[Goal], d
     return goals, durations
 
 
+_GOAL_COLUMNS = ("goal", "target", "measured", "met")
+_GOAL_HEADER = re.compile(r"^\|\s*goal\s*\|\s*target\s*\|\s*measured\s*\|\s*met\s*\|$")
+_MEASURED = re.compile(r"^Measured (\d{4}-\d\d-\d\d \d\d:\d\d) UTC")
+
+
+def latest_goals(text: str) -> tuple[str | None, list[list[str]]]:
+    """From one results file: when it was measured and the rows of its goal tables (goal, target, measured, met)."""
+    when, rows, in_goals = None, [], False
+    for line in text.splitlines():
+        line = line.strip()
+        found = _MEASURED.match(line)
+        if found and when is None:
+            when = found.group(1)
+        if _GOAL_HEADER.match(line):
+            in_goals = True
+        elif in_goals and line.startswith("|") and not set(line) <= set("|- "):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif in_goals and not line.startswith("|"):
+            in_goals = False
+    return when, rows
+
+
+def summary_section(results_dir: Path, names: Sequence[str]) -> str:
+    """Every goal of every benchmark, each from that benchmark's latest results file (dated), so the summary never
+    shows a figure a later run of one benchmark has replaced."""
+    table = Table("Every goal, from each benchmark's latest run", ["benchmark", "measured (UTC)", *_GOAL_COLUMNS])
+    for name in names:
+        path = results_dir / f"{name}.md"
+        if path.exists():
+            when, rows = latest_goals(path.read_text())
+            for row in rows:
+                table.add(name, when or "?", *row)
+    return f"### Summary\n\n{table.markdown()}"
+
+
 def results_section(results_dir: Path, names: list[str] | None = None) -> str:
-    """The README's results: the summary, then each benchmark's tables as written by its last run."""
-    parts = []
-    summary = results_dir / "summary.md"
-    if summary.exists():
-        parts.append(summary.read_text().strip())
+    """The README's results: the summary of every goal, then each benchmark's tables as written by its last run."""
+    parts = [summary_section(results_dir, names or ORDER)]
     for name in names or ORDER:
         path = results_dir / f"{name}.md"
         if path.exists():

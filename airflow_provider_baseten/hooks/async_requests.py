@@ -453,6 +453,14 @@ class AsyncRequestWatch:
     _last_progress_at: float | None = field(default=None, init=False, repr=False)
     _queue_depth_available: bool = field(default=True, init=False, repr=False)
 
+    def describe(self, now: float) -> str:
+        """``async request ID on TARGET (poll every ~N s, deadline in M s)``: the wait, for a deferral's log line."""
+        deadline = "" if self.deadline is None else f", deadline in {max(0.0, self.deadline - now):.0f} s"
+        return (
+            f"async request {self.request_id} on {self.target.describe()} (poll every ~{self.poll_interval:g} s"
+            f"{deadline})"
+        )
+
     def jittered(self, seconds: float | None = None) -> float:
         """``seconds`` (default: the poll interval) spread by +/-25% so many waiters do not poll in lockstep."""
         base = self.poll_interval if seconds is None else seconds
@@ -470,17 +478,23 @@ class AsyncRequestWatch:
         )
 
     def observe(self, state: AsyncRequestState, now: float) -> PollStep:
-        """A status was read: log a change, finish on a terminal status, else schedule the next poll."""
+        """A status was read: log a change, finish on a terminal status, else schedule the next poll.
+
+        Only the changes a reader could not infer are logged: not the first ``QUEUED`` (a submitted request is
+        queued) and not the terminal status (the event's message says it, and the task logs that message), so a
+        trigger among thousands writes one line of its own per change while it waits, not per poll.
+        """
         self._first_error_at, self._errors = None, 0
         self.last_state = state
         if state.status != self.last_status:
-            self.log.info(
-                "Async request %s: %s -> %s after %s.",
-                self.request_id,
-                self.last_status or "submitted",
-                state.status,
-                _duration(now - self.started_at),
-            )
+            if not is_terminal(state.status) and (self.last_status, state.status) != (None, "QUEUED"):
+                self.log.info(
+                    "Async request %s: %s -> %s after %s.",
+                    self.request_id,
+                    self.last_status or "submitted",
+                    state.status,
+                    _duration(now - self.started_at),
+                )
             self.last_status = state.status
         event = event_for_state(
             state,

@@ -322,7 +322,7 @@ class BasetenAsyncPredictOperator(ResumableJobMixin, BasetenBaseOperator):
         from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 
         trigger = BasetenAsyncRequestTrigger.for_watch(watch, baseten_conn_id=self.baseten_conn_id)
-        self.log.info("Deferring: the triggerer waits for async request %s.", watch.request_id)
+        self.log.info("Deferring: the triggerer waits for %s.", watch.describe(self._clock()))
         self.defer(
             trigger=trigger,
             method_name="execute_complete",

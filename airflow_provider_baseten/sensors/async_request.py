@@ -111,7 +111,7 @@ class BasetenAsyncRequestSensor(BaseSensorOperator, BasetenBaseOperator):
         step = self._read(self._watch)
         if step.event is not None:
             return self._finish(step.event)
-        self.log.info("Deferring: the triggerer waits for async request %s.", self._watch.request_id)
+        self.log.info("Deferring: the triggerer waits for %s.", self._watch.describe(self._clock()))
         self.defer(
             trigger=BasetenAsyncRequestTrigger.for_watch(
                 self._watch, baseten_conn_id=self.baseten_conn_id, cancel_on_kill=self.cancel_on_kill

@@ -146,13 +146,9 @@ class BasetenAsyncRequestTrigger(AddressedTrigger, BaseTrigger):
             log=self.log,
             **{name: getattr(self, name) for name in TRIGGER_FIELDS},
         )
-        self.log.info(
-            "Waiting for async request %s on %s (poll every ~%g s%s).",
-            self.request_id,
-            target.describe(),
-            self.poll_interval,
-            "" if self.deadline is None else f", deadline in {max(0.0, self.deadline - self._clock()):.0f} s",
-        )
+        # Debug only: the task logged this wait as it deferred, and the triggerer logs the trigger's start; one line
+        # fewer per trigger matters: log lines were a third of a polling trigger's CPU (benchmarks/README.md, fan-out).
+        self.log.debug("Waiting for %s.", watch.describe(self._clock()))
         event = await wait_async(self._get_hook(), watch, sleep=self._sleep, clock=self._clock)
         yield TriggerEvent(event)
 

@@ -42,12 +42,21 @@ def test_async_batch_quick(tmp_path: Path) -> None:
     out = async_batch.main([*argv, "--results-dir", str(tmp_path)])
 
     table = out["tables"][0]
-    assert table.column("waiter") == ["1 BasetenAsyncBatchTrigger", "N BasetenAsyncRequestTrigger"]
-    [batch], [single] = out["results"]["batch"], out["results"]["single"]
-    assert batch["events"] == {"done": 1}  # one event for the whole batch
-    assert batch["counts"]["SUCCEEDED"] == n
+    assert table.column("waiter") == [
+        "1 BasetenAsyncBatchTrigger",
+        "1 BasetenAsyncBatchTrigger, webhook_outputs",
+        "N BasetenAsyncRequestTrigger",
+    ]
+    [batch], [hooked], [single] = (out["results"][side] for side in ("batch", "webhook", "single"))
+    for run in (batch, hooked):
+        assert run["events"] == {"done": 1}  # one event for the whole batch
+        assert run["counts"]["SUCCEEDED"] == n
     assert single["events"] == {"success": n}
-    for run in (batch, single):
+    # Every output reached the receiver process, and the trigger ended those requests from the stored files.
+    assert hooked["webhooks_delivered"] == n
+    assert hooked["status_requests"] <= n // 4, hooked["status_requests"]
+    assert hooked["receiver_cpu_s"] > 0  # the receiver's own process, measured apart from the trigger's
+    for run in (batch, hooked, single):
         assert run["finished"] == {"SUCCEEDED": n}
         assert run["http_429"] == 0  # the shared status budget kept both sides under the emulator's limit
         assert run["detection_s"] is not None
@@ -58,6 +67,20 @@ def test_async_batch_quick(tmp_path: Path) -> None:
     assert submit["peak_per_s"] <= submit["submit_rate"] + 10  # the bucket's pace, plus its burst of rate / 5
     assert out["tables"][1].column("submitter") == ["BasetenAsyncBatchOperator"]
     assert "Async batch goals" in (tmp_path / "async_batch.md").read_text()
+
+
+def test_meter_counts_only_the_peak_inside_its_block() -> None:
+    from benchmarks._common import MIB, Meter
+
+    before = bytearray(96 * MIB)  # a peak reached before the measurement (imports, the go message)...
+    before[::4096] = b"x" * len(before[::4096])  # (touched, so resident)
+    del before
+    with Meter() as meter:
+        inside = bytearray(16 * MIB)
+        inside[::4096] = b"x" * len(inside[::4096])
+        del inside
+    # ...is not the block's: it grew by about 16 MiB, not by the 96 MiB peak before it.
+    assert 12 <= meter.as_dict()["rss_growth_mib"] < 48
 
 
 def test_async_batch_second_rates_finds_a_peak_across_whole_seconds() -> None:

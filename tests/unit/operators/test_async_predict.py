@@ -339,12 +339,19 @@ def test_on_kill_never_raises(api: respx.MockRouter, clock: FakeClock) -> None:
 # --- deferral and the full cycle --------------------------------------------------------------------------------
 
 
-def test_defers_with_json_kwargs_deadline_and_backstop(api: respx.MockRouter, clock: FakeClock) -> None:
+def test_defers_with_json_kwargs_deadline_and_backstop(
+    api: respx.MockRouter, clock: FakeClock, logs: RecordingLog
+) -> None:
     submit_route(api)
     status_route(api, "QUEUED")
     op = make_op(clock, deferrable=True, timeout=1800, baseten_conn_id="baseten_default")
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context())
+    # The task's log says what the triggerer waits on, how often it polls and until when (the trigger does not).
+    assert (
+        "Deferring: the triggerer waits for async request req1 on model abc123 (production) "
+        "(poll every ~10 s, deadline in 1800 s)." in logs.messages
+    )
     trigger = deferred.value.trigger
     assert isinstance(trigger, BasetenAsyncRequestTrigger)
     classpath, kwargs = trigger.serialize()
