@@ -159,8 +159,16 @@ def test_import_cost_quick(tmp_path: Path) -> None:
 def test_readme_results_section_is_replaced_between_markers(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
-    (results / "summary.md").write_text("### Summary\n\nall met\n")
-    (results / "trigger_fanout.md").write_text("### Triggerer fan-out\n\nPlot: `trigger_fanout.png`.\n")
+    (results / "summary.md").write_text("### Summary\n\nall met (an older run_all)\n")
+    goals = "| goal | target | measured | met |\n| --- | --- | --- | --- |\n| CPU per poll | <= 0.5 ms | {} | {} |\n"
+    (results / "trigger_fanout.md").write_text(
+        "### Triggerer fan-out\n\nMeasured 2026-12-03 08:10 UTC; 2 cores.\n\nPlot: `trigger_fanout.png`.\n\n"
+        + goals.format("0.48 ms", "met")
+        + "\n- a note\n"
+    )
+    (results / "async_batch.md").write_text(
+        "### Async batch\n\nMeasured 2026-12-02 22:23 UTC.\n\n" + goals.format("x", "no")
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"# Benchmarks\n\nmethod\n\n{run_all.BEGIN}\nold figures\n{run_all.END}\n\nfooter\n")
 
@@ -168,7 +176,11 @@ def test_readme_results_section_is_replaced_between_markers(tmp_path: Path) -> N
 
     text = readme.read_text()
     assert "old figures" not in text
-    assert "all met" in text
+    # The summary is every benchmark's latest goals with its own date, not an older run_all's summary.md.
+    assert "all met" not in text
+    rows = " ".join(text.split())
+    assert "| trigger_fanout | 2026-12-03 08:10 | CPU per poll | <= 0.5 ms | 0.48 ms | met |" in rows
+    assert "| async_batch | 2026-12-02 22:23 | CPU per poll | <= 0.5 ms | x | no |" in rows
     assert "![trigger_fanout](results/trigger_fanout.png)" in text
     assert text.startswith("# Benchmarks\n\nmethod")
     assert text.endswith("footer\n")
