@@ -21,7 +21,6 @@ from airflow_provider_baseten.hooks.async_requests import (
 )
 from airflow_provider_baseten.operators._base import ADDRESS_TEMPLATE_FIELDS, BasetenBaseOperator, check_seconds
 from airflow_provider_baseten.operators.links import BasetenAsyncRequestLink
-from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -111,6 +110,9 @@ class BasetenAsyncRequestSensor(BaseSensorOperator, BasetenBaseOperator):
         step = self._read(self._watch)
         if step.event is not None:
             return self._finish(step.event)
+        # Imported here, not at DAG parse: the trigger module pulls in Airflow's trigger base (~10 ms).
+        from airflow_provider_baseten.triggers.async_request import BasetenAsyncRequestTrigger
+
         self.log.info("Deferring: the triggerer waits for %s.", self._watch.describe(self._clock()))
         self.defer(
             trigger=BasetenAsyncRequestTrigger.for_watch(

@@ -4,14 +4,16 @@
 ``{store}/{prefix}/{request_id}.json`` (a whole object, or a rename on local disk: never half a file). A delivery's
 body is Baseten's ``{request_id, model_id, deployment_id, type, time, data, errors}``: ``errors`` empty or ``null``
 means the request succeeded, else it failed with them. :class:`DeliveryListing` lists the folder and returns only the
-names it has not returned before, so each interval costs a listing, not a read per request.
+ids the caller still waits on, so each interval costs a listing, not a read per request, and the listing keeps no
+state of its own (the names stream past; nothing grows with the folder).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_baseten.exceptions import BasetenConfigError
@@ -43,10 +45,9 @@ class Delivery:
 
 @dataclass
 class DeliveryListing:
-    """The request ids with a delivery in ``location``, each returned once by :meth:`new_ids`."""
+    """The request ids with a delivery in ``location`` (see :meth:`delivered`)."""
 
     location: str
-    _seen: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri
@@ -55,26 +56,28 @@ class DeliveryListing:
         self._local = is_local(self._path)
         self.uri = storage_uri(self._path)
 
-    def _names(self) -> list[str]:
-        if self._local:
-            try:
-                with os.scandir(str(self._path)) as entries:
-                    return [entry.name for entry in entries]
-            except FileNotFoundError:
-                return []  # nothing delivered yet: the receiver makes the folder with its first write
+    def _names(self) -> Iterator[str]:
         try:
-            return [child.name for child in self._path.iterdir()]
+            if self._local:
+                with os.scandir(str(self._path)) as entries:
+                    for entry in entries:
+                        yield entry.name
+            else:
+                for child in self._path.iterdir():
+                    yield child.name
         except FileNotFoundError:
-            return []
+            return  # nothing delivered yet: the receiver makes the folder with its first write
 
-    def new_ids(self) -> list[str]:
-        """Request ids delivered since the last call (hidden ``.tmp`` partials and other files are not)."""
-        fresh: list[str] = []
+    def delivered(self, wanted: Callable[[str], bool]) -> list[str]:
+        """The ids with a delivery for which ``wanted(id)`` holds (hidden ``.tmp`` partials and other files are
+        not deliveries). One listing; a caller that stops wanting an id (it ended) is not given it again."""
+        found: list[str] = []
         for name in self._names():
-            if name.endswith(_SUFFIX) and not name.startswith(".") and name not in self._seen:
-                self._seen.add(name)
-                fresh.append(name[: -len(_SUFFIX)])
-        return fresh
+            if name.endswith(_SUFFIX) and not name.startswith("."):
+                request_id = name[: -len(_SUFFIX)]
+                if wanted(request_id):
+                    found.append(request_id)
+        return found
 
     def read(self, request_id: str) -> Delivery:
         """The delivery of ``request_id``; ``ValueError`` naming the file when it is not a Baseten delivery."""

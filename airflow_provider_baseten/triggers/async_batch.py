@@ -152,6 +152,7 @@ class BatchWatcher:
         #: The webhook receiver's deliveries (rule 0), the pending requests by id, and when the rules last ran.
         self._outputs = DeliveryListing(webhook_outputs) if webhook_outputs else None
         self._by_id = {entry.request_id: entry for entry in in_flight if entry.request_id is not None}
+        self._unusable: set[str] = set()
         self._outputs_due = now
         self._gated = False
         self._reads_ran = now
@@ -259,12 +260,18 @@ class BatchWatcher:
         """Rule 0: record the new deliveries of pending requests; a malformed one is read instead. Reads made."""
         assert self._outputs is not None
         outputs = self._outputs
+        by_id, unusable = self._by_id, self._unusable
+
+        def waited_on(request_id: str) -> bool:
+            entry = by_id.get(request_id)
+            return entry is not None and entry.in_flight and request_id not in unusable
+
         try:
-            fresh = await asyncio.to_thread(outputs.new_ids)
+            fresh = await asyncio.to_thread(outputs.delivered, waited_on)
         except Exception as err:
             self.log.warning("Cannot list the webhook outputs at %s: %s: %s", outputs.uri, type(err).__name__, err)
             return 0
-        entries = [self._by_id[rid] for rid in fresh if rid in self._by_id and self._by_id[rid].in_flight]
+        entries = [by_id[rid] for rid in fresh]
         if not entries:
             return 0
 
@@ -287,6 +294,7 @@ class BatchWatcher:
                     delivery,
                 )
                 unreadable.append(entry)
+                unusable.add(str(entry.request_id))  # not read (nor warned about) again: its status is read instead
                 continue
             record = _status_record(entry, delivery.status, None, delivery.errors)
             record["output_uri"] = delivery.uri

@@ -25,16 +25,20 @@ def deliver(folder: Path, request_id: str, errors: Any = None, **extra: Any) -> 
     (folder / f"{request_id}.json").write_text(json.dumps(body))
 
 
-def test_the_listing_returns_each_delivery_once_and_skips_partials(tmp_path: Path) -> None:
+def test_the_listing_returns_the_deliveries_still_waited_on_and_skips_partials(tmp_path: Path) -> None:
     listing = DeliveryListing(str(tmp_path / "out"))
-    assert listing.new_ids() == []  # no folder yet: nothing delivered
+    waiting = {"req0001", "req0002", "req0003"}
+    assert listing.delivered(waiting.__contains__) == []  # no folder yet: nothing delivered
     deliver(tmp_path / "out", "req0001")
+    deliver(tmp_path / "out", "req0009")  # another batch's, in the same folder
     (tmp_path / "out" / ".req0002.json.abc.tmp").write_text("{")
     (tmp_path / "out" / "notes.txt").write_text("x")
-    assert listing.new_ids() == ["req0001"]
+    assert listing.delivered(waiting.__contains__) == ["req0001"]
+    waiting.discard("req0001")  # the caller recorded it
     deliver(tmp_path / "out", "req0003")
-    assert listing.new_ids() == ["req0003"]
-    assert listing.new_ids() == []
+    assert listing.delivered(waiting.__contains__) == ["req0003"]
+    waiting.discard("req0003")
+    assert listing.delivered(waiting.__contains__) == []
 
 
 object_store = object_store_fs.object_store  # the fixture: an in-memory object store registered with Airflow
@@ -46,7 +50,7 @@ def test_the_listing_reads_an_object_store_through_object_storage(object_store: 
     folder = ObjectStoragePath(f"{object_store}/deliveries/run-1")
     (folder / "req0007.json").write_text(json.dumps({"request_id": "req0007", "errors": [{"code": "X"}]}))
     listing = DeliveryListing(f"{object_store}/deliveries/run-1")
-    assert listing.new_ids() == ["req0007"]
+    assert listing.delivered(lambda request_id: True) == ["req0007"]
     delivery = listing.read("req0007")
     assert (delivery.status, delivery.errors) == ("FAILED", [{"code": "X"}])
     assert delivery.uri == f"{object_store}/deliveries/run-1/req0007.json"
@@ -94,6 +98,26 @@ async def test_a_malformed_delivery_is_logged_and_its_status_read_instead(
     assert sorted(baseten.reads) == [1, 2]
     assert "req0001.json is not JSON" in logged
     assert "errors that are not a list" in logged
+
+
+async def test_a_malformed_delivery_is_warned_about_and_read_once_not_every_interval(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "req0000.json").write_text("{not json")
+    t = trigger(manifest, clock, 2, webhook_outputs=str(out))
+    watcher = watcher_for(t, manifest, clock, 2)
+    watcher._outputs = DeliveryListing(str(out))
+    baseten.queued, baseten.in_progress = 0, 2  # still running: only the listing runs each interval
+    baseten.current = {0: "IN_PROGRESS"}
+    for _ in range(4):
+        assert await watcher.round() is None
+        clock.now += 13
+    logged = "".join(capsys.readouterr())
+    assert logged.count("req0000.json is not JSON") == 1
+    assert baseten.reads == [0]  # read once instead of the delivery; later rounds leave it to the status rules
 
 
 async def test_while_the_queue_holds_work_only_the_listing_runs_then_lost_webhooks_are_read(
