@@ -151,7 +151,7 @@ class BatchWatcher:
         self._sweep_at: int | None = None
         #: The webhook receiver's deliveries (rule 0), the pending requests by id, and when the rules last ran.
         self._outputs = DeliveryListing(webhook_outputs) if webhook_outputs else None
-        self._by_id = {entry.request_id: entry for entry in in_flight if entry.request_id is not None}
+        self._by_id = {e.request_id: e for e in in_flight if e.request_id is not None} if self._outputs else {}
         self._unusable: set[str] = set()
         self._outputs_due = now
         self._gated = False
@@ -690,7 +690,7 @@ class BasetenAsyncBatchTrigger(AddressedTrigger, BaseTrigger):
         from airflow_provider_baseten.operators._async_manifest import Manifest
 
         if self._manifest is None:
-            self._manifest = await asyncio.to_thread(lambda: Manifest(self.manifest_uri).load())
+            self._manifest = await asyncio.to_thread(lambda: Manifest(self.manifest_uri, keep_output_uris=False).load())
         return self._manifest
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

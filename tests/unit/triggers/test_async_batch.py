@@ -162,7 +162,7 @@ def watcher_for(t: BasetenAsyncBatchTrigger, manifest: Manifest, clock: FakeCloc
 
     return BatchWatcher(
         t._get_hook(), t._target(), manifest, total=total, poll_interval=10, deadline=None, refill_below=None,
-        log=t.log, clock=clock.time, sleep=clock.asleep,
+        log=t.log, clock=clock.time, sleep=clock.asleep, webhook_outputs=t.webhook_outputs,
     )  # fmt: skip
 
 
