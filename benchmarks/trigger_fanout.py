@@ -508,7 +508,9 @@ def _goals(
     mem_per = {n: (_med(results[n]["baseten"], "rss_growth_mib") or 0.0) / n for n in ns}
     mem_linear = mem_per[high] <= 1.5 * mem_per[low] or (_med(results[high]["baseten"], "rss_growth_mib") or 0) < 5
     scaled = " (interval per N, compressed)"
+    per_poll = _med(ours, "cpu_ms_per_request") or float("inf")
     goals = [
+        Goal(f"CPU per status request at N={anchor:,}{scaled}", "<= 0.5 ms", f"{per_poll:.2f} ms", per_poll <= 0.5),
         Goal(f"CPU at N={anchor:,}{scaled}", "<= 0.5x HttpSensorTrigger", f"{cpu:.2f}x", cpu <= 0.5),
         Goal(f"memory (RSS growth) at N={anchor:,}{scaled}", "<= 0.5x HttpSensorTrigger", f"{mem:.2f}x", mem <= 0.5),
     ]
