@@ -33,9 +33,9 @@ class Call:
     query_string: bytes
     headers: list[tuple[bytes, bytes]]
     receive: Receive
-    arrived: float = 0.0
+    arrived: float | None = None
     """Emulated time the request reached the app: a model's latency counts from here (a deadline, not a sleep
-    after the emulator's own parsing and queueing)."""
+    after the emulator's own parsing and queueing). ``None`` (a call built without it): from when the model runs."""
     route: str = "unknown"
     target_id: str | None = None
     model_ran: bool = False
