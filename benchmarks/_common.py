@@ -396,8 +396,12 @@ class Goal:
     met: bool
 
 
+#: The columns of every goal table (``run_all`` finds the goal tables in the results files by them).
+GOAL_COLUMNS = ("goal", "target", "measured", "met")
+
+
 def goals_table(goals: Sequence[Goal], title: str = "Goals") -> Table:
-    table = Table(title, ["goal", "target", "measured", "met"])
+    table = Table(title, list(GOAL_COLUMNS))
     for goal in goals:
         table.add(goal.name, goal.target, goal.measured, "met" if goal.met else "**missed**")
     return table

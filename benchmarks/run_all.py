@@ -18,12 +18,13 @@ import importlib
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
     BENCH_DIR,
+    GOAL_COLUMNS,
     RESULTS_DIR,
     Goal,
     Table,
@@ -63,8 +64,7 @@ def run(names: list[str], quick: bool, results_dir: Path) -> tuple[list[Goal], d
     return goals, durations
 
 
-_GOAL_COLUMNS = ("goal", "target", "measured", "met")
-_GOAL_HEADER = re.compile(r"^\|\s*goal\s*\|\s*target\s*\|\s*measured\s*\|\s*met\s*\|$")
+_GOAL_HEADER = re.compile(r"^\|" + "".join(rf"\s*{column}\s*\|" for column in GOAL_COLUMNS) + "$")
 _MEASURED = re.compile(r"^Measured (\d{4}-\d\d-\d\d \d\d:\d\d) UTC")
 
 
@@ -85,28 +85,24 @@ def latest_goals(text: str) -> tuple[str | None, list[list[str]]]:
     return when, rows
 
 
-def summary_section(results_dir: Path, names: Sequence[str]) -> str:
-    """Every goal of every benchmark, each from that benchmark's latest results file (dated), so the summary never
-    shows a figure a later run of one benchmark has replaced."""
-    table = Table("Every goal, from each benchmark's latest run", ["benchmark", "measured (UTC)", *_GOAL_COLUMNS])
-    for name in names:
-        path = results_dir / f"{name}.md"
-        if path.exists():
-            when, rows = latest_goals(path.read_text())
-            for row in rows:
-                table.add(name, when or "?", *row)
+def summary_section(texts: Mapping[str, str]) -> str:
+    """Every goal of every benchmark, each from that benchmark's latest results file (``texts``: name -> file text,
+    dated), so the summary never shows a figure a later run of one benchmark has replaced."""
+    table = Table("Every goal, from each benchmark's latest run", ["benchmark", "measured (UTC)", *GOAL_COLUMNS])
+    for name, text in texts.items():
+        when, rows = latest_goals(text)
+        for row in rows:
+            table.add(name, when or "?", *row)
     return f"### Summary\n\n{table.markdown()}"
 
 
 def results_section(results_dir: Path, names: list[str] | None = None) -> str:
     """The README's results: the summary of every goal, then each benchmark's tables as written by its last run."""
-    parts = [summary_section(results_dir, names or ORDER)]
-    for name in names or ORDER:
-        path = results_dir / f"{name}.md"
-        if path.exists():
-            text = path.read_text().strip()
-            # The README sits one level up from results/: keep relative links (the plot) working.
-            parts.append(re.sub(r"`(\w+\.png)`", rf"![{name}](results/\1)", text))
+    paths = {name: results_dir / f"{name}.md" for name in names or ORDER}
+    texts = {name: path.read_text().strip() for name, path in paths.items() if path.exists()}
+    parts = [summary_section(texts)]
+    # The README sits one level up from results/: keep relative links (the plot) working.
+    parts += [re.sub(r"`(\w+\.png)`", rf"![{name}](results/\1)", text) for name, text in texts.items()]
     return "\n\n".join(parts)
 
 
