@@ -26,11 +26,15 @@ def test_trigger_fanout_quick(tmp_path: Path) -> None:
     for run in out["results"][n]["baseten"]:
         assert run["http_429"] == 0  # the shared poll budget kept every poll under the emulator's limit
         assert run["events"] == {"success": n}  # so no 429 (or anything else) reached a trigger
-        assert run["unfired"] == 0
+        assert (run["unfired"], run["errors"]) == (0, [])
         assert run["status_requests"] >= n  # every trigger polled at least once
         assert run["delay_p99"] is not None
     for run in out["results"][n]["http"]:
         assert run["fired"] == n
+    # The transport floor ran beside them at the goal's N and answered every request, in its own table.
+    assert [(run["fired"], run["unfired"]) for run in out["results"][n]["floor"]] == [(n, 0)]
+    floor = next(t for t in out["tables"] if t.title.startswith("CPU per status request"))
+    assert floor.column("poller")[-1] == trigger_fanout.LABELS["floor"]
     assert (tmp_path / "trigger_fanout.png").stat().st_size > 10_000
     assert "Fan-out goals" in (tmp_path / "trigger_fanout.md").read_text()
 
@@ -95,7 +99,7 @@ def test_batch_predict_quick(tmp_path: Path) -> None:
     argv = ["--quick", "--inline", "--n", "200", "--memory-ns", "50,120", "--http-hook-subset", "5"]
     out = batch_predict.main([*argv, "--results-dir", str(tmp_path)])
 
-    latency, memory = out["tables"][0], out["tables"][1]
+    latency, floors, memory = out["tables"][:3]
     assert [row[0] for row in latency.rows][:2] == [
         "BasetenBatchPredictOperator",
         "baseten-performance-client batch_post",
@@ -109,6 +113,10 @@ def test_batch_predict_quick(tmp_path: Path) -> None:
         for size, runs in raw["zero_latency_runs"][side].items():
             assert all((r["ok"], r["errors"]) == (size, 0) for r in runs)
     assert [(r["ok"], r["errors"]) for r in raw["latency_runs"]["http_hook"]] == [(5, 0)]
+    # The floors beside them: a bare aiohttp session and bare asyncio streams, each answering every input.
+    assert floors.column("sender")[2:] == list(batch_predict.FLOORS.values())
+    for side in batch_predict.FLOORS:
+        assert [(r["n"], r["ok"], r["errors"]) for r in raw["floor_runs"][side]] == [(200, 200, 0)], side
     assert {goal.name for goal in out["goals"]} >= {"batch efficiency (ideal / actual)"}
 
 
