@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +221,9 @@ def child_fanout(params: dict[str, Any]) -> dict[str, Any]:
 
 class FloorPoller:
     """One request's wait with nothing but the transport: GET its status on the shared bare ``aiohttp`` session
-    (the provider's client factory), decode it, sleep the interval, until it is no longer pending. No budget,
-    retries, logging or state machine: what any poller on this transport pays per request."""
+    (the provider's client factory) on the provider trigger's schedule (every interval, spread +/-25%, the first
+    one interval in), decode it, until it is no longer pending. No budget, retries, logging or state machine: what
+    any poller on this transport pays per request."""
 
     def __init__(self, url: str, headers: dict[str, str], interval_wall: float, session: Any) -> None:
         self.url, self.headers, self.interval_wall, self.session = url, headers, interval_wall, session
@@ -230,6 +232,7 @@ class FloorPoller:
         from airflow.triggers.base import TriggerEvent
 
         while True:
+            await asyncio.sleep(self.interval_wall * (0.75 + 0.5 * random.random()))
             async with self.session.get(self.url, headers=self.headers) as answer:
                 body = await answer.read()
             if answer.status == 200:
@@ -237,7 +240,6 @@ class FloorPoller:
                 if status not in ("QUEUED", "IN_PROGRESS"):
                     yield TriggerEvent({"status": status})
                     return
-            await asyncio.sleep(self.interval_wall)
 
     async def cleanup(self) -> None:
         return None
@@ -581,10 +583,10 @@ def _floor_table(results: dict[int, dict[str, list[dict[str, Any]]]]) -> Table |
             LABELS[side], per_request, ratio(per_request, floor), _med(s, "status_per_s"), int(_med(s, "http_429") or 0)
         )
     table.notes.append(
-        "The floor polls the same requests on the same schedule as the peer (a GET every interval until the status "
-        "is not pending) on one bare aiohttp session from the provider's client factory, and only decodes the "
-        "status: each request here goes alone into an event-loop wake-up (its syscalls and timer included), which "
-        "is what a poll costs on this transport before any trigger logic."
+        "The floor polls the same requests on the provider trigger's schedule (a GET every interval +/-25% until the "
+        "status is not pending; no budget, so it sends more) on one bare aiohttp session from the provider's client "
+        "factory, and only decodes the status: each request goes alone into an event-loop wake-up (its syscalls "
+        "and timer included), which is what a poll costs on this transport before any trigger logic."
     )
     return table
 
