@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from benchmarks._common import (
 )
 
 MODULE = "benchmarks.batch_predict"
+CLIENTS = {"operator": "BasetenBatchPredictOperator", "perf_client": "baseten-performance-client batch_post"}
 #: Measuring sticks beside the clients at 50 ms (not clients): what the transport alone and what the emulator allow.
 FLOORS = {
     "aiohttp_floor": "bare aiohttp session (the hot path's transport, nothing else)",
@@ -159,8 +161,19 @@ def child_http_hook(params: dict[str, Any]) -> dict[str, Any]:
 def _start_ramp(concurrency: int) -> float:
     """Seconds between worker starts: the operator's own start ramp, so a floor differs from it only in its sender."""
     from airflow_provider_baseten.operators.batch import BasetenBatchPredictOperator as Op
+    from airflow_provider_baseten.operators.batch import start_ramp
 
-    return min(Op.start_ramp_step, Op.start_ramp_max / max(concurrency - 1, 1))
+    return start_ramp(Op.start_ramp_step, Op.start_ramp_max, concurrency)
+
+
+def _measure_floor(run: Callable[[list[bytes]], Awaitable[int]], input_path: str) -> dict[str, Any]:
+    """Run one floor (``run(bodies)`` returns its error count) inside the meter; the child's result."""
+    import asyncio
+
+    with Meter() as meter:
+        bodies = _bodies(input_path)
+        errors = asyncio.run(run(bodies))
+    return {**meter.as_dict(), "n": len(bodies), "ok": len(bodies) - errors, "errors": errors}
 
 
 def _bodies(path: str) -> list[bytes]:
@@ -187,9 +200,9 @@ def child_aiohttp_floor(params: dict[str, Any]) -> dict[str, Any]:
     url = settings.base_url(endpoint.host) + endpoint.path
     headers = {"Host": endpoint.host, "Authorization": settings.auth_header, "Content-Type": "application/json"}
 
-    async def run() -> int:
+    async def run(inputs: list[bytes]) -> int:
         session = build_aiohttp_session(settings, max_connections=params["concurrency"])
-        bodies = iter(_bodies(params["input_path"]))
+        bodies = iter(inputs)
         errors = 0
 
         async def worker(start_after: float) -> None:
@@ -206,10 +219,7 @@ def child_aiohttp_floor(params: dict[str, Any]) -> dict[str, Any]:
             await session.close()
         return errors
 
-    with Meter() as meter:
-        errors = asyncio.run(run())
-    n = params["n"]
-    return {**meter.as_dict(), "n": n, "ok": n - errors, "errors": errors}
+    return _measure_floor(run, params["input_path"])
 
 
 def child_streams_floor(params: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +240,8 @@ def child_streams_floor(params: dict[str, Any]) -> dict[str, Any]:
         "Content-Type: application/json\r\nContent-Length: "
     ).encode()
 
-    async def run() -> int:
-        bodies = iter(_bodies(params["input_path"]))
+    async def run(inputs: list[bytes]) -> int:
+        bodies = iter(inputs)
         errors = 0
 
         async def worker(start_after: float) -> None:
@@ -251,10 +261,7 @@ def child_streams_floor(params: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(worker(i * ramp) for i in range(params["concurrency"])))
         return errors
 
-    with Meter() as meter:
-        errors = asyncio.run(run())
-    n = params["n"]
-    return {**meter.as_dict(), "n": n, "ok": n - errors, "errors": errors}
+    return _measure_floor(run, params["input_path"])
 
 
 FUNCTIONS = {
@@ -317,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for side in ("operator", "perf_client"):
                 runs[side].append(runner.run(side, params(side, SLOW_MODEL, n, rep)))
             for side in FLOORS:
-                floors[side].append(runner.run(side, {**params(side, SLOW_MODEL, n, rep), "n": n}))
+                floors[side].append(runner.run(side, params(side, SLOW_MODEL, n, rep)))
         runs["http_hook"].append(runner.run("http_hook", {**params("http", SLOW_MODEL, n, 0), "limit": subset}))
         raw["latency_runs"] = runs
         raw["floor_runs"] = floors
@@ -359,12 +366,7 @@ def _floors_table(
         "(same run, medians)",
         ["sender", "wall s", "efficiency", "req/s", "x perf client", "CPU ms / request"],
     )
-    labels = {
-        "operator": "BasetenBatchPredictOperator",
-        "perf_client": "baseten-performance-client batch_post",
-        **FLOORS,
-    }
-    for side, label in labels.items():
+    for side, label in {**CLIENTS, **FLOORS}.items():
         samples = runs.get(side) or floors[side]
         wall = median(r["wall_s"] for r in samples)
         cpu = median(r["cpu_s"] for r in samples)
@@ -401,8 +403,7 @@ def _report(
     walls["http_hook"] = per_request * n if per_request is not None else None
     perf_throughput = ratio(n, walls["perf_client"])
     labels = {
-        "operator": "BasetenBatchPredictOperator",
-        "perf_client": "baseten-performance-client batch_post",
+        **CLIENTS,
         "http_hook": f"HttpHook.run loop (sequential; one run of {subset}, extrapolated to {n:,})",
     }
     table = Table(

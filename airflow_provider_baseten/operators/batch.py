@@ -48,11 +48,17 @@ if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.calls import _Call
     from airflow_provider_baseten.hooks.hotpath import HotSender
 
-__all__ = ["BasetenBatchPredictOperator", "describe_error", "model_may_have_run"]
+__all__ = ["BasetenBatchPredictOperator", "describe_error", "model_may_have_run", "start_ramp"]
 
 BATCHES_FOLDER = "baseten-batches"
 
 OnRerun = Literal["resume", "replace", "fail"]
+
+
+def start_ramp(step: float, maximum: float, concurrency: int) -> float:
+    """Seconds between the starts of ``concurrency`` workers: ``step``, less where the whole ramp would pass
+    ``maximum`` (the benchmark's floors start on the same ramp)."""
+    return min(step, maximum / max(concurrency - 1, 1))
 
 
 class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperator):
@@ -250,7 +256,7 @@ class BasetenBatchPredictOperator(BatchRunMixin, LineageMixin, BasetenBaseOperat
 
     def _ramp(self) -> float:
         """Seconds between worker starts: :attr:`start_ramp_step`, less where the ramp would pass its maximum."""
-        return min(self.start_ramp_step, self.start_ramp_max / max(self.max_concurrency - 1, 1))
+        return start_ramp(self.start_ramp_step, self.start_ramp_max, self.max_concurrency)
 
     # --- the requests -------------------------------------------------------------------------------------------
 
