@@ -295,18 +295,6 @@ class Receiver:
         self._proc.wait(timeout=10)
 
 
-def _settle(emu: Any, limit_s: float = 10.0) -> None:
-    """Wait (at most ``limit_s``) until the emulator has recorded every request's end. It sends a webhook before it
-    records the delivery and the final status, so a trigger ending on the stored files can finish a moment before
-    the emulator's own records do; the figures read after this count every delivery. Times nothing."""
-    from airflow_provider_baseten.hooks.models import AsyncRequestStatus
-
-    running = {AsyncRequestStatus.QUEUED, AsyncRequestStatus.IN_PROGRESS}
-    until = time.monotonic() + limit_s
-    while time.monotonic() < until and emu.call(lambda s: any(r.status in running for r in s.queue.records.values())):
-        time.sleep(0.05)
-
-
 def run_side(runner: ChildRunner, emu: Any, scenario: Scenario, side: str) -> dict[str, Any]:
     from airflow_provider_baseten.operators import _async_manifest  # noqa: F401 - imported before the clock starts
 
@@ -353,7 +341,7 @@ def _run_side(
     params = {"side": side, "interval": interval, "cap_wall": scenario.cap / k}
     result = runner.run("wait", params, env={"AIRFLOW_CONN_BASETEN_DEFAULT": json.dumps(conn)}, on_ready=on_ready)
     if receiver is not None:
-        _settle(emu)
+        emu.settle_async()  # the figures below then count every delivery (webhooks go out before the records)
     after = emu.counters()
     receiver_cpu = receiver.cpu_s() - before["receiver_cpu_s"] if receiver else None
     go = before["go"]

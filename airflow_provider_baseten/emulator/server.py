@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
@@ -186,6 +187,24 @@ class Emulator:
             return fn(self.state)
 
         return self._run(run())
+
+    def settle_async(self, limit_s: float = 10.0) -> bool:
+        """Wait (at most ``limit_s``) until no async request is ``QUEUED`` or ``IN_PROGRESS`` in the records; whether
+        that came. Baseten, and the emulator like it, sends the webhook before it records the final status, so a
+        client that ends on the deliveries can be a moment ahead of the records: read them after this."""
+        from airflow_provider_baseten.hooks.models import AsyncRequestStatus
+
+        running = {AsyncRequestStatus.QUEUED, AsyncRequestStatus.IN_PROGRESS}
+
+        def unsettled(state: EmulatorState) -> bool:
+            return any(record.status in running for record in state.queue.records.values())
+
+        until = time.monotonic() + limit_s
+        while self.call(unsettled):
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _run(self, coroutine: Any) -> Any:
         loop = self.app.loop
