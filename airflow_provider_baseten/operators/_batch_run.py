@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_baseten.exceptions import BasetenConfigError, BasetenError
 from airflow_provider_baseten.operators._batch_journal import BatchOutput, Existing, find_stale
+from airflow_provider_baseten.operators._event_loop import run_to_end
 from airflow_provider_baseten.operators._send_loop import Job, RunState, SendLoop
 from airflow_provider_baseten.operators._storage import as_path, storage_uri, warn_if_not_shared
 
@@ -199,7 +200,7 @@ class BatchRunMixin:
         state = run.state
         try:
             with run.output.open_sink(self._clock) as sink:
-                asyncio.run(self._loop(job, state).run(sink, earlier))
+                run_to_end(self._loop(job, state).run(sink, earlier))
             if not state.in_flight and state.writer is not None and state.writer.error is None:
                 run.output.forget_intents()
         finally:

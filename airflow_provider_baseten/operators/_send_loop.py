@@ -6,7 +6,7 @@ and send them through one :class:`~airflow_provider_baseten.hooks.hotpath.HotSen
 batch-wide retry budget). Before a unit is sent its intents go to the journal (``_batch_journal``); its finished
 lines are queued and written once per event-loop tick. A stop (``on_kill`` from any thread, an error every input
 would hit, a failed write) stops the taking; in-flight units get ``kill_grace_period`` to finish. Whatever ends
-the loop (also a cancel by ``asyncio.run`` after an ``execution_timeout`` or SIGTERM), the units still in flight
+the loop (also the cancel ``_event_loop.run_to_end`` turns an ``execution_timeout`` into), the units still in flight
 are settled before it returns: written as ``model_may_have_run`` errors, or released for the next try to send.
 
 Workers may start on a ramp (``ramp`` seconds apart) instead of all at once: the first wave then reaches the server

@@ -11,7 +11,6 @@ counts per status and the manifest's URI.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import math
 import string
@@ -44,6 +43,7 @@ from airflow_provider_baseten.operators._base import (
     check_seconds,
     is_templated,
 )
+from airflow_provider_baseten.operators._event_loop import run_to_end
 from airflow_provider_baseten.operators.links import BasetenChainLink, BasetenModelLink
 from airflow_provider_baseten.triggers._deliveries import check_outputs_location
 
@@ -310,7 +310,7 @@ class BasetenAsyncBatchOperator(BasetenBaseOperator):
                     method_name="execute_complete",
                     timeout=defer_timeout(self._deadline, self._wall(), self.poll_interval),
                 )
-            event = asyncio.run(self._wait_here(trigger, manifest))
+            event = run_to_end(self._wait_here(trigger, manifest))
             if event["status"] != "capacity":
                 return self._after_wait(context, event, manifest, source, total)
 

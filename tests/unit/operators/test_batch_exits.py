@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_baseten.exceptions import BasetenError
+from airflow_provider_baseten.operators._batch_journal import LocalSink
 
 from . import test_batch as base
 from .test_batch import FakeModel, fingerprint, indices, line, make_op, read_lines, ti
@@ -95,6 +96,33 @@ def test_a_base_exception_in_a_predict_writes_every_in_flight_item(
     make_op(waits, tmp_path, inputs=list(range(20)), max_concurrency=4, max_failed_fraction=1).execute({"ti": ti(2)})
     assert not set(model.calls) & {x["index"] for x in first}
     assert indices(read_lines(tmp_path / "out.jsonl")) == list(range(20))
+
+
+@pytest.mark.usefixtures("sigusr1_raises_worker_died")
+def test_a_base_exception_in_the_write_callback_stops_the_try(
+    model: FakeModel, waits: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal lands in the journal's write, a plain event-loop callback where asyncio would swallow it."""
+    write = LocalSink.write
+
+    def write_then_die(self: LocalSink, data: bytes) -> None:
+        write(self, data)
+        if not getattr(self, "died", False):
+            self.died = True  # type: ignore[attr-defined]
+            signal.raise_signal(signal.SIGUSR1)
+
+    monkeypatch.setattr(LocalSink, "write", write_then_die)
+    with pytest.raises(WorkerDied):
+        make_op(waits, tmp_path, inputs=list(range(40)), max_concurrency=4).execute({"ti": ti(1)})
+    first = read_lines(tmp_path / "out.jsonl")
+    assert len(first) < 40  # stopped at the signal, not run to the end
+    assert all(x["error"]["model_may_have_run"] for x in first if "error" in x)
+
+    monkeypatch.setattr(LocalSink, "write", write)
+    model.calls.clear()
+    make_op(waits, tmp_path, inputs=list(range(40)), max_concurrency=4, max_failed_fraction=1).execute({"ti": ti(2)})
+    assert not set(model.calls) & {x["index"] for x in first}
+    assert indices(read_lines(tmp_path / "out.jsonl")) == list(range(40))
 
 
 def intent(index: int, record: Any = None, **fields: Any) -> str:
