@@ -1,4 +1,4 @@
-"""The emulator's connections send small writes at once (TCP_NODELAY) on either event loop."""
+"""The emulator's connections send small writes at once (TCP_NODELAY), also on the plain asyncio loop."""
 
 from __future__ import annotations
 

@@ -17,12 +17,9 @@ from airflow_provider_baseten.operators._batch_journal import LocalSink
 
 from . import test_batch as base
 from .test_batch import FakeModel, fingerprint, indices, line, make_op, read_lines, ti
+from .test_event_loop import WorkerDied, on_sigusr1
 
 _conn, model, waits = base._conn, base.model, base.waits
-
-
-class WorkerDied(BaseException):
-    """Not an ``Exception``: like ``AirflowTaskTimeout`` or ``SystemExit`` landing in a predict."""
 
 
 def cancelled(lines: list[dict[str, Any]]) -> list[int]:
@@ -69,9 +66,8 @@ def sigusr1_raises_worker_died() -> Iterator[None]:
     def raise_worker_died(_signum: int, _frame: Any) -> None:
         raise WorkerDied
 
-    previous = signal.signal(signal.SIGUSR1, raise_worker_died)
-    yield
-    signal.signal(signal.SIGUSR1, previous)
+    with on_sigusr1(raise_worker_died):
+        yield
 
 
 @pytest.mark.usefixtures("sigusr1_raises_worker_died")
@@ -104,11 +100,12 @@ def test_a_base_exception_in_the_write_callback_stops_the_try(
 ) -> None:
     """The signal lands in the journal's write, a plain event-loop callback where asyncio would swallow it."""
     write = LocalSink.write
+    died: list[bool] = []
 
     def write_then_die(self: LocalSink, data: bytes) -> None:
         write(self, data)
-        if not getattr(self, "died", False):
-            self.died = True  # type: ignore[attr-defined]
+        if not died:  # the first write only
+            died.append(True)
             signal.raise_signal(signal.SIGUSR1)
 
     monkeypatch.setattr(LocalSink, "write", write_then_die)

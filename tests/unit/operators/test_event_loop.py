@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,22 +14,31 @@ import pytest
 from airflow_provider_baseten.operators._event_loop import run_to_end
 
 
-class TimedOut(BaseException):
-    """Not an ``Exception``, like ``AirflowTaskTimeout``."""
+class WorkerDied(BaseException):
+    """Not an ``Exception``: like ``AirflowTaskTimeout`` or ``SystemExit`` landing wherever the worker is."""
+
+
+@contextlib.contextmanager
+def on_sigusr1(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """SIGUSR1 handled by ``handler`` inside the block; the previous handler put back after it."""
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.fixture
 def sigusr1_raises() -> Iterator[list[int]]:
-    """SIGUSR1's handler raises ``TimedOut``, as Airflow's SIGALRM handler raises ``AirflowTaskTimeout``."""
+    """SIGUSR1's handler raises ``WorkerDied``, as Airflow's SIGALRM handler raises ``AirflowTaskTimeout``."""
     delivered: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
         delivered.append(signum)
-        raise TimedOut
+        raise WorkerDied
 
-    previous = signal.signal(signal.SIGUSR1, handler)
-    yield delivered
-    signal.signal(signal.SIGUSR1, previous)
+    with on_sigusr1(handler):
+        yield delivered
 
 
 async def _signal_in_a_callback_then_tick(ticks: list[int], cleanup: list[str]) -> str:
@@ -47,7 +56,7 @@ async def _signal_in_a_callback_then_tick(ticks: list[int], cleanup: list[str]) 
 def test_a_signal_exception_in_a_loop_callback_ends_the_run(sigusr1_raises: list[int]) -> None:
     ticks: list[int] = []
     cleanup: list[str] = []
-    with pytest.raises(TimedOut):
+    with pytest.raises(WorkerDied):
         run_to_end(_signal_in_a_callback_then_tick(ticks, cleanup))
     assert sigusr1_raises == [signal.SIGUSR1]
     assert cleanup == ["finally ran"]
@@ -70,7 +79,7 @@ def test_an_absorbed_cancel_still_raises_the_signal_exception(sigusr1_raises: li
             await asyncio.sleep(0)
         return "done"
 
-    with pytest.raises(TimedOut):
+    with pytest.raises(WorkerDied):
         run_to_end(main())
 
 
@@ -85,13 +94,10 @@ def test_a_handler_that_raises_nothing_changes_nothing_and_handlers_are_put_back
         await asyncio.sleep(0)
         return "result"
 
-    previous = signal.signal(signal.SIGUSR1, on_kill_like)
-    try:
+    with on_sigusr1(on_kill_like):
         assert run_to_end(main()) == "result"
         assert calls == [signal.SIGUSR1]
         assert signal.getsignal(signal.SIGUSR1) is on_kill_like
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_off_the_main_thread_it_is_asyncio_run() -> None:
