@@ -229,9 +229,13 @@ class BatchWatcher:
         # Rule 0: deliveries end requests without a read; while the batch still has work on the deployment, only
         # the listing runs (and rules 1-4 once every FULL_SWEEP_S): a lost webhook is read once the queue is done.
         if self._outputs is not None and self._outputs_due <= now:
+            # The counts before the listing: a request that left the deployment before the counts were read sent
+            # its webhook before that, so the listing holds its delivery (listing first, the last ones to finish
+            # could land in between and be read instead).
+            busy = now - self._reads_ran < FULL_SWEEP_S and await self._batch_busy()
             polled += await self._collect(failures)
             self._outputs_due = now + self._interval()
-            self._gated = self._pending > 0 and now - self._reads_ran < FULL_SWEEP_S and await self._batch_busy()
+            self._gated = busy and self._pending > 0
             if self._gated:
                 return await self._end_round(failures, polled)
             self._reads_ran = now
@@ -298,8 +302,7 @@ class BatchWatcher:
                 continue
             record = _status_record(entry, delivery.status, None, delivery.errors)
             record["output_uri"] = delivery.uri
-            self.manifest.record(record)
-            self._pending -= 1
+            self._record(entry, record)
         if unreadable:
             await self._poll(unreadable, failures)
         return len(unreadable)
@@ -486,12 +489,13 @@ class BatchWatcher:
         from airflow_provider_baseten.hooks._stepper import time_left
         from airflow_provider_baseten.operators._async_manifest import LOST
 
-        manifest, target = self.manifest, self.target
+        target = self.target
         sender, budget = await self._hot()
         left = time_left(self.deadline, self.clock())  # no read, and no wait for tokens, runs past the deadline
         until = None if left is None else asyncio.get_running_loop().time() + left
         size = group_size(budget.burst)
         results: list[str | None] = [None] * len(entries)
+        ended: list[tuple[Entry, dict[str, Any]]] = []  # with webhook outputs: recorded with their delivery's URI
 
         async def one(position: int, entry: Entry, granted: float) -> None:
             assert entry.request_id is not None
@@ -509,10 +513,11 @@ class BatchWatcher:
                 status, status_at = str(state.status), state.status_at
                 errors = [error.model_dump(mode="json") for error in state.errors] if state.errors else []
             if status != entry.status:
-                was_pending = entry.in_flight
-                manifest.record(_status_record(entry, status, status_at, errors))
-                if was_pending and not entry.in_flight:
-                    self._pending -= 1
+                record = _status_record(entry, status, status_at, errors)
+                if self._outputs is not None and status not in _PENDING:
+                    ended.append((entry, record))
+                else:
+                    self._record(entry, record)
             results[position] = status
 
         groups = [range(start, min(start + size, len(entries))) for start in range(0, len(entries), size)]
@@ -530,7 +535,40 @@ class BatchWatcher:
         lanes = min(len(groups), max(1, POLL_CONCURRENCY // size))
         await (lane() if lanes == 1 else asyncio.gather(*(lane() for _ in range(lanes))))
         self.polls += len(entries)
+        if ended:
+            await self._record_ended(ended)
         return results
+
+    def _record(self, entry: Entry, record: dict[str, Any]) -> None:
+        was_pending = entry.in_flight
+        self.manifest.record(record)
+        if was_pending and not entry.in_flight:
+            self._pending -= 1
+
+    async def _record_ended(self, ended: list[tuple[Entry, dict[str, Any]]]) -> None:
+        """Record requests a status read found ended, each with its stored delivery's URI when there is one.
+
+        Baseten sends the webhook before it records the end, so a request read as ended was delivered already
+        unless its webhook failed: the manifest must point at the output (the webhook holds its only copy),
+        whichever read saw the end first.
+        """
+        assert self._outputs is not None
+        outputs = self._outputs
+
+        def find() -> list[str | None]:
+            uris: list[str | None] = []
+            for entry, _ in ended:
+                try:
+                    uris.append(outputs.read(str(entry.request_id)).uri)
+                except Exception as err:  # none stored (the webhook failed), or not a delivery: no URI
+                    self.log.debug("No usable delivery of %s: %s", entry.request_id, err)
+                    uris.append(None)
+            return uris
+
+        for (entry, record), uri in zip(ended, await asyncio.to_thread(find), strict=True):
+            if uri is not None:
+                record["output_uri"] = uri
+            self._record(entry, record)
 
     def _judge(self, failures: list[BaseException], polled: int) -> str | None:
         from airflow_provider_baseten.hooks.retries import is_retryable

@@ -66,7 +66,9 @@ def test_deliveries_end_the_batch_with_far_fewer_status_reads_than_requests(
     assert counts["SUCCEEDED"] > 0, answers
     assert sum(counts.values()) == COUNT
     assert result["counts"] == dict(counts)
-    delivered = [entry for entry in final.entries.values() if entry.output_uri]
-    assert len(delivered) >= COUNT * 0.9
+    # Every request was delivered (the emulator stores each before it records the end), so every entry points at
+    # its output, whether the listing or a status read saw it end first.
+    undelivered = [entry.request_id for entry in final.entries.values() if not entry.output_uri]
+    assert undelivered == [], f"{len(undelivered)} entries without an output URI"
     reads = emu.journal.count(method="GET", route="async_status")
     assert reads < COUNT / 4, f"{reads} status reads for {COUNT} requests"

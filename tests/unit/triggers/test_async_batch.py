@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ def seeded(tmp_path: Path, statuses: list[str]) -> Manifest:
 class Baseten:
     """A loopback Baseten: ``GET /async_request/{id}`` from ``current`` (index -> status; missing: 404), after any
     scripted ``answers`` (status code, body, headers) in order; the queue depth; ``DELETE`` from ``cancels``.
-    It counts status reads per index and queue-depth reads; ``hang`` holds every status read open."""
+    It counts status reads per index and queue-depth reads; ``hang`` holds every status read open; ``on_read`` and
+    ``on_queue_read`` run as a read arrives (what happened on Baseten just before it answered)."""
 
     def __init__(self) -> None:
         self.current: dict[int, str] = {}
@@ -57,11 +58,14 @@ class Baseten:
         self.canceled: list[str] = []
         self.hang = False
         self.released = asyncio.Event()
+        self.on_read: Callable[[int], None] = lambda index: None
+        self.on_queue_read: Callable[[], None] = lambda: None
 
     async def status(self, request: web.Request) -> web.Response:
         request_id = request.match_info["request_id"]
         index = int(request_id[3:])
         self.reads.append(index)
+        self.on_read(index)
         if self.hang:
             await self.released.wait()
         if self.answers:
@@ -74,6 +78,7 @@ class Baseten:
 
     async def queue(self, request: web.Request) -> web.Response:
         self.queue_reads += 1
+        self.on_queue_read()
         return web.json_response(
             {"model_id": "abc123", "num_queued_requests": self.queued, "num_in_progress_requests": self.in_progress}
         )

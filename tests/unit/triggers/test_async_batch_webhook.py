@@ -166,3 +166,47 @@ async def test_the_status_reads_run_once_a_full_sweep_even_while_the_queue_stays
     clock.now += FULL_SWEEP_S + 1
     assert await watcher.round() is None
     assert sorted(baseten.reads) == [0, 1]
+
+
+async def test_requests_that_leave_the_deployment_just_before_the_counts_read_are_found_in_the_listing(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 3)
+    out = tmp_path / "out"
+    watcher = watcher_for(trigger(manifest, clock, 3, webhook_outputs=str(out)), manifest, clock, 3)
+    baseten.queued, baseten.in_progress = 0, 3
+
+    def the_last_ones_finish() -> None:  # delivered, then gone from the counts, just before the counts answer
+        for index in range(3):
+            deliver(out, f"req{index:04d}")
+        baseten.current = dict.fromkeys(range(3), "SUCCEEDED")
+        baseten.in_progress = 0
+
+    baseten.on_queue_read = the_last_ones_finish
+    assert await watcher.round() is None
+    assert baseten.reads == []  # the listing after the counts holds every delivery: no status read
+    entries = type(manifest)(manifest.uri).load().entries.values()
+    assert [entry.output_uri for entry in entries] == [f"file://{out}/req{index:04d}.json" for index in range(3)]
+
+
+async def test_a_request_a_status_read_finds_ended_records_its_stored_delivery(
+    baseten: Baseten, tmp_path: Path, clock: FakeClock
+) -> None:
+    manifest = seeded(tmp_path, ["IN_PROGRESS"] * 3)
+    out = tmp_path / "out"
+    t = trigger(manifest, clock, 3, webhook_outputs=str(out))
+    baseten.queued, baseten.in_progress = 0, 0  # the counts say idle: the status reads run
+    baseten.current = {0: "SUCCEEDED", 1: "FAILED", 2: "WEBHOOK_FAILED"}
+
+    def delivered_before_the_status_is_recorded(index: int) -> None:  # as Baseten: the webhook, then the status
+        if index < 2:
+            deliver(out, f"req{index:04d}", errors=[{"code": "ERR", "message": "boom"}] if index == 1 else None)
+
+    baseten.on_read = delivered_before_the_status_is_recorded
+    [event] = await events(t)
+    assert event["counts"] == {"SUCCEEDED": 1, "FAILED": 1, "WEBHOOK_FAILED": 1}
+    assert sorted(baseten.reads) == [0, 1, 2]
+    entries = {entry.request_id: entry for entry in type(manifest)(manifest.uri).load().entries.values()}
+    assert entries["req0000"].output_uri == f"file://{out}/req0000.json"  # the output's only copy, found
+    assert entries["req0001"].output_uri == f"file://{out}/req0001.json"  # its errors, as delivered
+    assert entries["req0002"].output_uri is None  # the webhook failed: nothing stored
