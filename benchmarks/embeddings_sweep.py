@@ -13,7 +13,7 @@ quiet machine they should agree): for each cell, its worst ratio to the cheapest
 the cells within 10% of the best such ratio, the one with the smallest requests (``max_chars_per_request``, then
 ``batch_size``): a failed request re-sends fewer texts and a request's latency stays further from the read timeout.
 
-    python -m benchmarks.embeddings_sweep            # N=20,000, 5 x 4 cells x 2 deployments x 3 repetitions
+    python -m benchmarks.embeddings_sweep            # N=20,000, 5 x 4 cells x 2 deployments x 7 repetitions
     python -m benchmarks.embeddings_sweep --quick    # N=1,000, 2 x 2 cells, one repetition
 """
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if run_as_child(args, FUNCTIONS):
         return {}
     n = args.n or (1000 if args.quick else 20_000)
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else 7)
     costs = [float(x) for x in args.per_input_ms.split(",")]
     sizes = QUICK_BATCH_SIZES if args.quick else BATCH_SIZES
     chars = QUICK_MAX_CHARS if args.quick else MAX_CHARS

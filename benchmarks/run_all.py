@@ -43,7 +43,7 @@ BENCHMARKS = (
     "triggerer_convergence",
     "async_batch",
 )
-ORDER = (*BENCHMARKS, "emulator_throughput")
+ORDER = (*BENCHMARKS, "embeddings_sweep", "emulator_throughput")
 README = BENCH_DIR / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

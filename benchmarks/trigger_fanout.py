@@ -30,6 +30,8 @@ pending; the emulator itself (limits, journal, 429s) sees the same request as fo
 
     python -m benchmarks.trigger_fanout                 # N = 100, 300, 1,000, 3,000
     python -m benchmarks.trigger_fanout --quick         # N = 40, small compression
+    BENCH_FANOUT_PROFILE=/tmp/fan python -m benchmarks.trigger_fanout --ns 1000 --repeat 1 --no-real-time
+                            # also writes a cProfile of each child (/tmp/fan.SIDE.N.PID; its figures are inflated)
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ MODULE = "benchmarks.trigger_fanout"
 MODEL = "benchwait01"
 HTTP_CONN_ID = "bench_http"
 PENDING_AS_404 = "x-bench-pending-as-404"
+#: Set to a path prefix to write a cProfile of each measured child there (where a side's CPU goes).
+PROFILE_ENV = "BENCH_FANOUT_PROFILE"
 SIDES = ("baseten", "http")
 #: A measuring stick run beside the two at the goal's N: bare GETs on one aiohttp session, the transport alone.
 FLOOR = "floor"
@@ -216,7 +220,15 @@ def child_fanout(params: dict[str, Any]) -> dict[str, Any]:
         import tenacity  # noqa: F401
         from airflow.providers.http.triggers.http import HttpSensorTrigger  # noqa: F401
     go = wait_for_go()
-    return asyncio.run(_fanout(side, params, go))
+    profile_prefix = os.environ.get(PROFILE_ENV)
+    if not profile_prefix:
+        return asyncio.run(_fanout(side, params, go))
+    import cProfile
+
+    with cProfile.Profile() as profile:
+        outcome = asyncio.run(_fanout(side, params, go))
+    profile.dump_stats(f"{profile_prefix}.{side}.{len(go['request_ids'])}.{os.getpid()}")
+    return outcome
 
 
 class FloorPoller:

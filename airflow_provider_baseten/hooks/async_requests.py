@@ -34,11 +34,16 @@ from airflow_provider_baseten.exceptions import (
 )
 from airflow_provider_baseten.hooks._stepper import Read, Sleep, adrive, drive, time_left
 from airflow_provider_baseten.hooks.addressing import Target
-from airflow_provider_baseten.hooks.models import AsyncPredictRequest, AsyncRequestState, AsyncRequestStatus
+from airflow_provider_baseten.hooks.statuses import AsyncRequestStatus
 
 if TYPE_CHECKING:
     from airflow_provider_baseten.hooks.baseten import BasetenHook
-    from airflow_provider_baseten.hooks.models import AsyncQueueStatus, CancelAsyncResponse
+    from airflow_provider_baseten.hooks.models import (
+        AsyncPredictRequest,
+        AsyncQueueStatus,
+        AsyncRequestState,
+        CancelAsyncResponse,
+    )
 
 __all__ = [
     "EVENT_STATUSES",
@@ -254,6 +259,8 @@ def _submission_fields(
 
 def _validated(fields: dict[str, Any], where: str) -> AsyncPredictRequest:
     from pydantic import ValidationError
+
+    from airflow_provider_baseten.hooks.models import AsyncPredictRequest
 
     try:
         return AsyncPredictRequest.model_validate(fields)

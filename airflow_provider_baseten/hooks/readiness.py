@@ -5,7 +5,7 @@ once, free of I/O (a generator that asks for a status read or a sleep), and driv
 (the operator on a worker, blocking calls) or :meth:`ReadinessWatch.arun` (the trigger, awaited calls). So the poll
 interval, the deadline, the stale-read grace, the error budget and the messages cannot differ between the modes.
 
-What a status means is decided in :func:`~airflow_provider_baseten.hooks.models.readiness_after_wake`:
+What a status means is decided in :func:`~airflow_provider_baseten.hooks.statuses.readiness_after_wake`:
 
 - ``ACTIVE``: done. Pending statuses (``WAKING_UP``, ``LOADING_MODEL``, ...): keep waiting.
 - ``SCALED_TO_ZERO``: pending during the stale-read grace after the wake; later, the wake did not take: failed.

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_baseten.exceptions import BasetenError
-from airflow_provider_baseten.hooks.models import AsyncRequestStatus
+from airflow_provider_baseten.hooks.statuses import AsyncRequestStatus
 from airflow_provider_baseten.operators._storage import as_path, is_local, storage_uri
 
 if TYPE_CHECKING:

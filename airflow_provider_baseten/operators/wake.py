@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 
 from airflow_provider_baseten.exceptions import BasetenAuthError, BasetenDeploymentError
-from airflow_provider_baseten.hooks.models import DeploymentStatus
+from airflow_provider_baseten.hooks.statuses import DeploymentStatus
 from airflow_provider_baseten.operators._base import (
     ADDRESS_TEMPLATE_FIELDS,
     BasetenBaseOperator,
@@ -172,8 +172,8 @@ class BasetenWakeOperator(BasetenBaseOperator):
 
     def _activate_if_needed(self, target: Target, before: Deployment | None, context: Context) -> bool:
         """Fail fast on a failed or inactive deployment; activate an inactive one when asked. True if activated."""
-        from airflow_provider_baseten.hooks.models import Readiness
         from airflow_provider_baseten.hooks.readiness import failed_message, inactive_message
+        from airflow_provider_baseten.hooks.statuses import Readiness
 
         status = before.known_status if before else None
         readiness = status.readiness if status else None

@@ -42,3 +42,20 @@ def test_every_exported_name_resolves_to_its_defining_class(name: str) -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="BasetenNoSuchOperator"):
         baseten.BasetenNoSuchOperator
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "airflow_provider_baseten.operators.wake",
+        "airflow_provider_baseten.operators.async_predict",
+        "airflow_provider_baseten.operators.async_batch",
+        "airflow_provider_baseten.sensors.baseten",
+        "airflow_provider_baseten.triggers.baseten",
+    ],
+)
+def test_a_module_that_needs_only_statuses_builds_no_payload_models(module: str) -> None:
+    """They import ``hooks.statuses``; the pydantic payload models (``hooks.models``) load when a task first runs."""
+    code = f"import sys; import {module}; print('airflow_provider_baseten.hooks.models' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split()[-1] == "False"
