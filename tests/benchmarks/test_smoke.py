@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import async_batch, batch_predict, embeddings, import_cost, run_all, scoring, trigger_fanout
+from benchmarks._common import Goal
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -187,6 +188,10 @@ def test_readme_results_section_is_replaced_between_markers(tmp_path: Path) -> N
     (results / "async_batch.md").write_text(
         "### Async batch\n\nMeasured 2026-12-02 22:23 UTC.\n\n" + goals.format("x", "no")
     )
+    (results / "batch_predict.md").write_text(
+        "### Batch predict\n\nMeasured 2026-12-04 23:41 UTC.\n\n| goal | target | measured | met |\n"
+        "| --- | --- | --- | --- |\n| batch efficiency (ideal / actual) | >= 0.95 | 0.941 | **missed** |\n"
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"# Benchmarks\n\nmethod\n\n{run_all.BEGIN}\nold figures\n{run_all.END}\n\nfooter\n")
 
@@ -197,8 +202,22 @@ def test_readme_results_section_is_replaced_between_markers(tmp_path: Path) -> N
     # The summary is every benchmark's latest goals with its own date, not an older run_all's summary.md.
     assert "all met" not in text
     rows = " ".join(text.split())
-    assert "| trigger_fanout | 2026-12-03 08:10 | CPU per poll | <= 0.5 ms | 0.48 ms | met |" in rows
-    assert "| async_batch | 2026-12-02 22:23 | CPU per poll | <= 0.5 ms | x | no |" in rows
+    assert "| trigger_fanout | 2026-12-03 08:10 | CPU per poll | <= 0.5 ms | | 0.48 ms | met |" in rows
+    assert "| async_batch | 2026-12-02 22:23 | CPU per poll | <= 0.5 ms | | x | no |" in rows
+    # A goal an issue came with a figure for shows that figure beside today's.
+    assert "| batch efficiency (ideal / actual) | >= 0.95 | 0.84 (issue 12) | 0.941 | **missed** |" in rows
     assert "![trigger_fanout](results/trigger_fanout.png)" in text
     assert text.startswith("# Benchmarks\n\nmethod")
     assert text.endswith("footer\n")
+
+
+def test_the_run_table_shows_each_goal_beside_its_figure_when_filed() -> None:
+    goals = [Goal("batch efficiency (ideal / actual)", ">= 0.95", "0.941", False), Goal("new goal", "0", "0", True)]
+
+    table = run_all.filed_goals_table(goals, "All goals of this run")
+
+    assert list(table.columns) == ["goal", "target", "when filed", "measured", "met"]
+    assert table.rows == [
+        ["batch efficiency (ideal / actual)", ">= 0.95", "0.84 (issue 12)", "0.941", "**missed**"],
+        ["new goal", "0", "", "0", "met"],
+    ]
